@@ -1,0 +1,176 @@
+"""The one streaming generator every feature uses (Playground, Compare, Arena, evaluation).
+
+    python -m lab generate --prompt "What is the capital of France?" --json
+
+It is a plain token-by-token decode loop over a transformers model and a `DynamicCache`
+rather than `model.generate` in a thread: that makes time to first token exact, lets CAG pass
+a pre-filled cache and only the question's tokens, and needs no streamer thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                                                    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens; generation also stops at the end-of-sequence token."""
+    temperature: float = 0.0
+    """0 = greedy (always the most likely token, reproducible). Higher = more varied, more mistakes."""
+    top_k: int = 50
+    """When sampling, keep only the k most likely tokens (0 = no limit)."""
+    top_p: float = 1.0
+    """When sampling, keep the smallest set of tokens whose probability adds up to top_p (1 = no limit)."""
+    repetition_penalty: float = 1.0
+    """Divide the logits of tokens already produced by this (1 = off; 1.1-1.3 curbs loops in small models)."""
+    seed: int | None = None
+    """Random seed for sampling, so a sampled answer can be reproduced."""
+    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    """Extra token ids that end generation, on top of the model's end-of-sequence ids."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+@dataclass
+class Timings:
+    prompt_tokens: int = 0
+    """Tokens prefilled by this call (for CAG only the question; the cache holds the rest)."""
+    context_tokens: int = 0
+    """Tokens the model attended to at the first step: cached + prompt."""
+    new_tokens: int = 0
+    ttft_s: float = 0.0
+    """Time to first token: prefill plus choosing the first token."""
+    decode_tokens_per_s: float = 0.0
+    """Tokens per second after the first one."""
+    total_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class GenerationEvent:
+    text: str
+    """Everything generated so far."""
+    delta: str
+    timings: Timings
+    done: bool = False
+    finish_reason: str | None = None
+    """'eos' or 'length' on the last event."""
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict] | str, system: str | None = None) -> torch.Tensor:
+    """Token ids [1, T] for a chat, through the model's chat template when it has one."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if system:
+        messages = [{"role": "system", "content": system}, *messages]
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n".join(m["content"] for m in messages) + "\n"
+    return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+
+
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra: tuple[int, ...]) -> set[int]:
+    ids = set(extra)
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if source is not None:
+            ids |= set(source) if isinstance(source, (list, tuple)) else {source}
+    return ids
+
+
+def _processors(settings: GenerationSettings) -> LogitsProcessorList:
+    procs = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.temperature > 0:
+        procs.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            procs.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            procs.append(TopPLogitsWarper(settings.top_p))
+    return procs
+
+
+def stream_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                    settings: GenerationSettings, past_key_values: DynamicCache | None = None) -> Iterator[GenerationEvent]:
+    """Yield one event per new token, then a final event with done=True and full timings.
+
+    `input_ids` [1, T] are the tokens not yet in `past_key_values`. A passed cache is extended
+    in place (the caller crops it back, as CAG does); without one a fresh cache is used.
+    """
+    device = next(model.parameters()).device
+    ids = input_ids.to(device)
+    cache = past_key_values if past_key_values is not None else DynamicCache(config=model.config)
+    timings = Timings(prompt_tokens=ids.shape[1], context_tokens=cache.get_seq_length() + ids.shape[1])
+    stops = _stop_ids(model, tokenizer, settings.stop_token_ids)
+    procs = _processors(settings)
+    rng = torch.Generator(device=device)
+    if settings.seed is not None:
+        rng.manual_seed(settings.seed)
+    seen = ids  # [1, T + generated]: what the repetition penalty looks at
+    generated: list[int] = []
+    text, finish = "", "length"
+    start = time.perf_counter()
+    with torch.no_grad():
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1, :].float()  # [1, V]
+        for step in range(settings.max_new_tokens):
+            scores = procs(seen, logits)
+            if settings.temperature > 0:
+                next_id = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=rng))
+            else:
+                next_id = int(scores.argmax(dim=-1))
+            if step == 0:
+                timings.ttft_s = time.perf_counter() - start
+            if next_id in stops:
+                finish = "eos"
+                break
+            generated.append(next_id)
+            new_text = tokenizer.decode(generated, skip_special_tokens=True)
+            if not new_text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                delta, text = new_text[len(text):], new_text
+                timings.new_tokens = len(generated)
+                yield GenerationEvent(text, delta, _finish_timings(timings, start))
+            if step + 1 < settings.max_new_tokens:
+                step_ids = torch.tensor([[next_id]], device=device)
+                seen = torch.cat([seen, step_ids], dim=1)
+                logits = model(input_ids=step_ids, past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+    timings.new_tokens = len(generated)
+    final_text = tokenizer.decode(generated, skip_special_tokens=True)
+    yield GenerationEvent(final_text, final_text[len(text):], _finish_timings(timings, start), True, finish)
+
+
+def _finish_timings(timings: Timings, start: float) -> Timings:
+    timings.total_s = time.perf_counter() - start
+    decode_s = timings.total_s - timings.ttft_s
+    timings.decode_tokens_per_s = (timings.new_tokens - 1) / decode_s if timings.new_tokens > 1 and decode_s > 0 else 0.0
+    return Timings(**asdict(timings))
+
+
+def generate_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                  settings: GenerationSettings, past_key_values: DynamicCache | None = None) -> GenerationEvent:
+    """Run the stream to the end and return the final event (for batch work and tests)."""
+    event = None
+    for event in stream_generate(model, tokenizer, input_ids, settings, past_key_values):
+        pass
+    assert event is not None and event.done
+    return event

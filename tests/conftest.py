@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny random Llama with a locally built tokenizer, and the real engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never touch the network: the Hub is unreachable on CI anyway, this only makes it fast.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+WORDS = ("the a of to and is in it what capital france paris city river model answer question cache "
+         "token learn rate rank lora alpha data train test one two three four five six seven eight nine").split()
+
+
+def build_tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    special = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
+    vocab = {tok: i for i, tok in enumerate(special + WORDS + list("?.,!"))}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>", additional_special_tokens=special[4:])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_tiny_llama(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    tok = build_tiny_tokenizer()
+    model = build_tiny_llama(len(tok), seed)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny Llama folder, usable as a model id (local path)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> list[Path]:
+    """Three different tiny models of equal size, for eviction tests."""
+    return [save_tiny_model(tmp_path_factory.mktemp(f"tiny-llama-{i}"), seed=i + 1) for i in range(3)]
+
+
+@pytest.fixture
+def tiny_engine(tmp_path, tiny_model_dir):
+    """An engine over a private data dir whose default model is the tiny Llama."""
+    from lab.device import choose_device
+    from lab.engine import Engine
+    from lab.settings import LabSettings
+    settings = LabSettings(data_dir=tmp_path / "data", model_id=str(tiny_model_dir), memory_budget_gb=1.0,
+                           load_in_4bit=False, auth="")
+    return Engine(settings, device=choose_device(has_cuda=False, has_flash_attn=False))
+
+
+@pytest.fixture(scope="session")
+def embedded_engine():
+    """The real engine on the embedded SmolLM2 (materialised once into the default data dir)."""
+    from lab.engine import Engine
+    from lab.settings import LabSettings
+    return Engine(LabSettings(model_id="embedded", load_in_4bit=False, memory_budget_gb=8.0, auth=""))
