@@ -178,7 +178,8 @@ class SessionManager:
                 return loaded
             loaded = self._loader(spec)
             self.load_counts[spec.key] = self.load_counts.get(spec.key, 0) + 1
-            self.put(spec.key, "model", loaded, loaded.nbytes, spec.model_id)
+            self.put(spec.key, "model", loaded, loaded.nbytes,
+                     f"{spec.model_id} ({'4-bit NF4' if spec.load_in_4bit else str(self.device.dtype).removeprefix('torch.')})")
             return loaded
 
     def attach_adapter(self, spec: ModelSpec, name: str, path: str) -> None:

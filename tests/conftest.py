@@ -77,3 +77,42 @@ def embedded_engine():
     from lab.engine import Engine
     from lab.settings import LabSettings
     return Engine(LabSettings(model_id="embedded", load_in_4bit=False, memory_budget_gb=8.0, auth=""))
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(engine):
+    """Launch the real app in-process on a free port; returns (demo, url)."""
+    from app import build_app, launch
+    demo = build_app(engine)
+    launch(demo, engine, port=free_port(), prevent_thread_lock=True, quiet=True)
+    return demo, demo.local_url.rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def live_app(embedded_engine):
+    """The app over the embedded model, with the model already loaded, served on a free port."""
+    embedded_engine.load()
+    demo, url = launch_app(embedded_engine)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (never Playwright's own browser download)."""
+    pw_sync = pytest.importorskip("playwright.sync_api")
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail("Debian's chromium is missing: run `make test`, which installs it, or apt-get install chromium")
+    with pw_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic"])
+        yield browser
+        browser.close()

@@ -1,0 +1,1 @@
+"""One module per tab; each exports build(engine) and only calls the engine."""
