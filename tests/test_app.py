@@ -52,3 +52,18 @@ def test_unwritable_data_dir_is_reported_in_the_ui(tmp_path):
         assert c.predict("embedded", api_name="/unload_model")[0]  # still serving
     finally:
         demo.close()
+
+
+def test_sign_in_is_required_when_configured(tiny_model_dir, tmp_path):
+    from conftest import launch_app
+    engine = Engine(LabSettings(data_dir=tmp_path, model_id=str(tiny_model_dir), memory_budget_gb=1.0,
+                                auth="alice:wonderland"))
+    demo, url = launch_app(engine)
+    try:
+        with pytest.raises(Exception, match="credentials were not provided"):
+            Client(url, verbose=False).predict("the model", 2, 0.0, str(tiny_model_dir), api_name="/playground")
+        signed_in = Client(url, auth=("alice", "wonderland"), verbose=False)
+        answer, timings = signed_in.predict("the model", 2, 0.0, str(tiny_model_dir), api_name="/playground")
+        assert "new tokens" in timings
+    finally:
+        demo.close()
