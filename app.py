@@ -14,7 +14,7 @@ import threading
 import gradio as gr
 
 from lab.engine import USER_ERRORS, Engine
-from tabs import system
+from tabs import arena, system
 
 INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval, cache-augmented generation, "
          "full context, fine-tuning — and measure what each costs.")
@@ -24,6 +24,7 @@ def build_app(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="LLM Lab") as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
+            arena.build(engine)
             system.build(engine)
     return demo
 

@@ -57,8 +57,8 @@ def _check(predictions: list[str], references: list[str]) -> None:
 def score_answers(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Score predicted answers against one reference each.
 
-    Returns ``exact_match``, ``f1``, ``rouge_l`` (means over examples) and
-    ``bleu`` (corpus BLEU), all in 0..1.
+    Returns ``exact_match``, ``f1``, ``rouge_l`` and ``bleu`` (sentence BLEU
+    with effective order), each the mean over pairs, in 0..1.
     """
     predictions, references = list(predictions), list(references)
     _check(predictions, references)

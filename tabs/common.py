@@ -21,3 +21,38 @@ POLL = {"concurrency_limit": None, "show_progress": "hidden", "queue": False}
 """Event options for status polling: never waits behind model work."""
 
 __all__ = ["GPU", "POLL", "USER_ERRORS", "user_error"]
+
+
+def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
+    """Run a model stream in a worker thread and yield ('item', x) as it produces, or
+    ('waiting', position) while it is still queued behind other GPU work, so a UI can say
+    where the user stands. Errors raised by the stream are re-raised here."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue()
+    done = object()
+
+    def work():
+        try:
+            for item in items:
+                box.put(("item", item))
+        except BaseException as exc:  # handed to the caller's thread, which re-raises it
+            box.put(("error", exc))
+        finally:
+            box.put(("end", done))
+
+    threading.Thread(target=work, daemon=True, name=f"stream-{caller}").start()
+    while True:
+        try:
+            kind, value = box.get(timeout=poll_s)
+        except queue.Empty:
+            position = engine.sessions.queue.position(caller)
+            if position:
+                yield "waiting", position
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise value
+        yield kind, value

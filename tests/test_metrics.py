@@ -93,6 +93,17 @@ def test_bleu_identical_is_one():
     assert metrics.score_one(s, s)["bleu"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("answer", ["30", "8,192", "Low-Rank Adaptation"])
+def test_bleu_short_exact_answers_score_one(answer):
+    # Under 4 tokens corpus BLEU has no 4-gram and scores 0; with effective order only the
+    # orders the answer has count, and every one of them matches exactly.
+    assert metrics.score_one(answer, answer)["bleu"] == pytest.approx(1.0)
+
+
+def test_bleu_ignores_case():
+    assert metrics.score_one("Matrix B", "matrix b")["bleu"] == pytest.approx(1.0)
+
+
 def test_bleu_disjoint_is_zero():
     assert metrics.score_one("one two three four", "five six seven eight")["bleu"] == 0.0
 
@@ -105,10 +116,25 @@ def test_bleu_partial_by_hand():
     assert score == pytest.approx((1 / 12) ** 0.25, abs=1e-6)
 
 
+def test_bleu_two_word_answer_by_hand():
+    # pred "matrix b zero" (3 tokens), ref "matrix b" (2): effective order 3 (the pred has 3-grams)
+    # precisions 1g 2/3, 2g 1/2, 3g: 0/1 matches -> smoothed. sacrebleu's 'exp' smoothing gives a
+    # zero-count order 1 / (2 ** k * count) with k = 1 for the first such order: 3g = 1/2.
+    # geometric mean = (2/3 * 1/2 * 1/2) ** (1/3) = (1/6) ** (1/3); BP = 1 (pred longer than ref)
+    score = metrics.score_one("matrix b zero", "matrix b")["bleu"]
+    assert score == pytest.approx((1 / 6) ** (1 / 3), abs=1e-6)
+
+
 def test_bleu_brevity_penalty():
     # pred is a 4-token prefix of a 6-token ref: all precisions 1, BP = exp(1 - 6/4)
     score = metrics.score_one("the cat sat on", "the cat sat on the mat")["bleu"]
     assert score == pytest.approx(math.exp(1 - 6 / 4), abs=1e-6)
+
+
+def test_bleu_is_the_mean_over_pairs():
+    # 1.0 for the exact short answer, 0.0 for the disjoint one
+    scores = metrics.score_answers(["30", "red"], ["30", "blue"])
+    assert scores["bleu"] == pytest.approx(0.5)
 
 
 # --- API -----------------------------------------------------------------
