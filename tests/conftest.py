@@ -117,3 +117,18 @@ def browser():
             "--disable-component-update", "--disable-sync", "--disable-quic"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tmp_path_factory):
+    """The app over a tiny model (no embedded model needed), for fast browser tests of the UI."""
+    from lab.device import choose_device
+    from lab.engine import Engine
+    from lab.settings import LabSettings
+    model_dir = save_tiny_model(tmp_path_factory.mktemp("tiny-app-model"))
+    engine = Engine(LabSettings(data_dir=tmp_path_factory.mktemp("tiny-app-data"), model_id=str(model_dir),
+                                memory_budget_gb=1.0, load_in_4bit=False, auth=""),
+                    device=choose_device(has_cuda=False, has_flash_attn=False))
+    demo, url = launch_app(engine)
+    yield url
+    demo.close()

@@ -75,8 +75,9 @@ def test_updates_stream_per_method_in_order(tiny_engine, doc):
 
 
 def test_fine_tuned_adapter_column(tiny_engine, doc, adapter):
-    rows = {u.method: u for u in ask(tiny_engine, doc, QUESTION, "base,ft:tiny-ft", CFG)}
-    assert rows["ft:tiny-ft"].error is None and rows["ft:tiny-ft"].text
+    rows = {u.method: u for u in ask(tiny_engine, doc, QUESTION, "base,ft:tiny-ft,cag,full", CFG)}
+    assert all(row.error is None for row in rows.values())
+    assert rows["cag"].text == rows["full"].text  # with an adapter loaded, CAG still runs on the plain base
     assert rows["ft:tiny-ft"].metrics["context_tokens"] == rows["base"].metrics["context_tokens"]  # same prompt
     logits = {}
     for name in (None, "tiny-ft"):

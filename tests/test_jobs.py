@@ -18,12 +18,13 @@ from safetensors.torch import load_file
 
 from lab.jobs import (ACTIVE_STATES, JobRunner, command_for, command_preview, create_job, job_dir, kill_job, list_jobs,
                       resume_job, stop_job)
+from lab.device import choose_device
+from lab.session import SessionManager
 from lab.settings import REPO_ROOT
 from lab.train import run_config
 from lab.train_common import read_metrics, read_status, update_status
 from lab.train_config import SftConfig, load_config, save_config
 
-WORDS = "what is the capital of france ? paris is the capital city".split()
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,12 @@ def wait_for(predicate, timeout_s: float = 300, what: str = "condition"):
 def lora_job(tmp_path_factory, tiny_model_dir, qa_file):
     """One LoRA job run through JobRunner -> accelerate launch, shared by the tests that inspect it."""
     data_dir = tmp_path_factory.mktemp("lab-data")
-    runner = JobRunner(data_dir)
+    sessions = SessionManager(choose_device(has_cuda=False, has_flash_attn=False), 2**30, loader=None)
+    runner = JobRunner(data_dir, sessions=sessions)
     job_id = runner.submit(config(tiny_model_dir, qa_file, output_name="tiny-lora"))
+    assert [e["kind"] for e in sessions.stats()["entries"]] == ["reservation"]  # held while it trains
     status = runner.wait(job_id, timeout_s=300)
+    assert sessions.used_bytes == 0  # and given back when it ends
     return data_dir, job_id, status
 
 
@@ -94,23 +98,32 @@ def test_lora_job_runs_end_to_end_through_accelerate(lora_job, tiny_model_dir):
     assert lora_b and all(t.abs().sum() > 0 for t in lora_b)
 
 
-@pytest.mark.parametrize("mode", ["full", "qlora"])
-def test_full_and_qlora_modes_train_in_the_foreground(tmp_path, tiny_model_dir, qa_file, mode):
-    cfg = config(tiny_model_dir, qa_file, mode=mode, max_steps=2)
+@pytest.mark.parametrize("mode, extra", [
+    ("full", {}),
+    ("qlora", {}),
+    ("lora", {"packing": True, "optim": "muon", "lora_preset": "minimal"}),
+    ("lora", {"optim": "adamw_8bit", "lr_scheduler_type": "cosine", "warmup_ratio": 0.5, "use_rslora": True,
+              "lora_preset": "all", "completion_only_loss": False, "eval_fraction": 0.25, "eval_steps": 1}),
+], ids=["full", "qlora", "lora-packing-muon", "lora-8bit-adamw-cosine-eval"])
+def test_modes_and_options_train_in_the_foreground(tmp_path, tiny_model_dir, qa_file, mode, extra):
+    cfg = config(tiny_model_dir, qa_file, mode=mode, max_steps=2, **extra)
     folder, state = run_config(save_config(cfg, tmp_path / "cfg.yaml"), tmp_path / "data")
     status = read_status(folder)
     assert state == "completed", status.get("message")
-    assert len([r for r in read_metrics(folder) if "loss" in r]) == 2
+    rows = read_metrics(folder)
+    assert len([r for r in rows if "loss" in r]) == 2
     if mode == "full":
         trained = load_file(str(folder / "output" / "model.safetensors"))
         base = load_file(str(tiny_model_dir / "model.safetensors"))
         changed = [name for name in base if not torch.equal(base[name], trained[name])]
         assert "model.layers.0.self_attn.q_proj.weight" in changed
         assert status["trainable_params"] == status["total_params"] and "adapter_dir" not in status
-    else:
-        assert status["load_in_4bit"] is True
-        weights = load_file(str(Path(status["adapter_dir"]) / "adapter_model.safetensors"))
-        assert all(t.abs().sum() > 0 for name, t in weights.items() if "lora_B" in name)
+        return
+    assert status["load_in_4bit"] is (mode == "qlora")
+    weights = load_file(str(Path(status["adapter_dir"]) / "adapter_model.safetensors"))
+    assert all(t.abs().sum() > 0 for name, t in weights.items() if "lora_B" in name)
+    if "eval_fraction" in extra:
+        assert status["eval_rows"] == 2 and [r["step"] for r in rows if "eval_loss" in r] == [1, 2]
 
 
 def test_stop_then_resume_continues_from_the_checkpoint(runner, tmp_path, tiny_model_dir, qa_file):
@@ -190,6 +203,14 @@ def test_fresh_runner_rebuilds_jobs_from_disk(tmp_path, tiny_model_dir, qa_file)
     assert status["state"] == "completed", status.get("message")
     resume_job(data_dir, crashed)
     assert read_status(folder)["state"] == "queued"
+
+
+def test_job_too_big_for_the_memory_budget_fails_before_starting(tmp_path, tiny_model_dir, qa_file):
+    sessions = SessionManager(choose_device(has_cuda=False, has_flash_attn=False), 1000, loader=None)
+    runner = JobRunner(tmp_path / "data", sessions=sessions)
+    job_id = runner.submit(config(tiny_model_dir, qa_file))
+    status = runner.status(job_id)
+    assert status["state"] == "failed" and "budget" in status["message"] and "pid" not in status
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "..", "a/b", "/etc/passwd", "", "x/../../y", ".hidden"])
