@@ -148,14 +148,15 @@ def refresh_status(folder: Path) -> dict[str, Any]:
 
 
 def list_jobs(data_dir: str | Path) -> list[dict[str, Any]]:
-    """Every job, oldest first, rebuilt from disk; queued jobs carry their queue_position (1 = next)."""
+    """Every job, oldest first (ids start with their creation time), rebuilt from disk; queued jobs carry
+    their queue_position (1 = next to start)."""
     jobs_root = Path(data_dir) / "jobs"
     jobs = [refresh_status(f) | {"id": f.name, "dir": str(f)}
             for f in sorted(jobs_root.iterdir()) if (f / STATUS_FILE).exists()] if jobs_root.is_dir() else []
     queued = sorted((j for j in jobs if j.get("state") == "queued"), key=lambda j: j.get("queued_at", 0))
     for position, job in enumerate(queued, start=1):
         job["queue_position"] = position
-    return sorted(jobs, key=lambda j: j.get("created", ""))
+    return jobs
 
 
 def job_status(data_dir: str | Path, job_id: str) -> dict[str, Any]:
@@ -293,12 +294,12 @@ class JobRunner:
         return job_status(self.data_dir, job_id)
 
     def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict[str, Any]:
-        """Block until the job reaches a final state (for the CLI and tests); TimeoutError otherwise."""
+        """Block until the job reaches a final state and its process has exited; TimeoutError otherwise."""
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             self.poll()
             status = job_status(self.data_dir, job_id)
-            if status.get("state") in FINAL_STATES:
+            if status.get("state") in FINAL_STATES and job_id not in self._procs:  # and our process reaped
                 return status
             time.sleep(poll_s)
         raise TimeoutError(f"job {job_id} still {status.get('state')} after {timeout_s:.0f} s")

@@ -46,8 +46,8 @@ def readable_error(exc: BaseException) -> str:
                 "gradient_checkpointing, or use mode qlora. (" + str(exc).splitlines()[0] + ")")
     if isinstance(exc, MemoryError):
         return "Out of memory (RAM). Lower per_device_train_batch_size or max_length, or use a smaller model."
-    if isinstance(exc, (ValueError, FileNotFoundError, KeyError)):
-        return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, (ValueError, FileNotFoundError)):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -55,7 +55,6 @@ def run_job(job_dir: Path, resume: bool = False) -> str:
     """Run one job folder to its end in this process; returns the final state."""
     job_dir = Path(job_dir).resolve()
     main = is_main_process()
-    cfg: TrainConfig | None = None
     try:
         cfg = load_config(job_dir / CONFIG_FILE)
         resume_from = last_checkpoint(job_dir) if resume else None
@@ -64,6 +63,8 @@ def run_job(job_dir: Path, resume: bool = False) -> str:
                 "no checkpoint saved yet: starting from step 0" if resume else "loading model and data")
             update_status(job_dir, state="running", message=note, worker_pid=os.getpid(),
                           worker_pid_started=psutil.Process().create_time(), started=now_iso(), resume=False)
+        if cfg.kind not in RUNNERS:
+            raise ValueError(f"kind {cfg.kind!r} has a config but no trainer yet; available: {', '.join(RUNNERS)}")
         callback = JobCallback(job_dir, resume_from=resume_from)
         output = RUNNERS[cfg.kind](cfg, job_dir, callback)
     except BaseException as exc:  # noqa: BLE001 - every failure must end in a readable state
@@ -85,7 +86,7 @@ def run_job(job_dir: Path, resume: bool = False) -> str:
     fields = {"output_dir": str(output)}
     if (output / "adapter_config.json").exists():
         job_id = job_dir.name
-        name = cfg.output_name or f"{cfg.kind}-{job_id}"
+        name = cfg.output_name or job_id  # the id already names the kind: 20261121-120000-sft-1a2b3c
         adapter = register_adapter(output, name, cfg.model_id, job_id, data_dir_of(job_dir),
                                    {"kind": cfg.kind, "mode": getattr(cfg, "mode", "lora")})
         fields["adapter_dir"] = str(adapter)

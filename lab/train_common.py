@@ -224,7 +224,7 @@ def load_base_model(model_id: str, data_dir: Path, mode: str, device: DeviceChoi
     return model, load_tokenizer(source), source
 
 
-def lora_config(cfg, source: str):
+def lora_config(cfg):
     """peft LoraConfig from an SftConfig-like config (fields mode, r, lora_alpha, ... lora_targets)."""
     from peft import LoftQConfig, LoraConfig
     init: bool | str = True if cfg.init_lora_weights == "default" else cfg.init_lora_weights
@@ -247,7 +247,7 @@ def build_model(cfg, data_dir: Path, device: DeviceChoice) -> tuple[Any, PreTrai
         # Freezes the 4-bit base and upcasts norms to fp32 so the small trainable part stays stable.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if cfg.uses_lora:
-        model = get_peft_model(model, lora_config(cfg, source))
+        model = get_peft_model(model, lora_config(cfg))
     return model, tokenizer, source
 
 

@@ -132,7 +132,7 @@ class TrainConfig:
     eval_fraction: float = 0.0
     """When there is no eval_dataset: the share of training rows held out for evaluation (0 = none)."""
     output_name: str = ""
-    """Name of the adapter or model the run produces (<data>/adapters/<name>/); empty = '<kind>-<job id>'."""
+    """Name of the adapter the run produces (<data>/adapters/<name>/); empty = the job id."""
     max_steps: int = -1
     """Optimizer steps to run; -1 = run num_train_epochs over the data instead."""
     num_train_epochs: float = 1.0
