@@ -14,7 +14,7 @@ import threading
 import gradio as gr
 
 from lab.engine import USER_ERRORS, Engine
-from tabs import arena, explain, system
+from tabs import arena, explain, system, train
 
 INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval, cache-augmented generation, "
          "full context, fine-tuning — and measure what each costs.")
@@ -25,6 +25,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Tabs():
             arena.build(engine)
+            train.build(engine)
             explain.build(engine)
             system.build(engine)
     return demo

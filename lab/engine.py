@@ -9,6 +9,7 @@ plain function of its arguments plus that shared state, with no UI code.
 from __future__ import annotations
 
 import platform
+import threading
 from typing import Iterator
 
 import torch
@@ -32,12 +33,24 @@ class Engine:
         budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
                   else default_budget_bytes(self.device.device))
         self.sessions = SessionManager(self.device, budget, self._load)
+        self._jobs = None
+        self._jobs_lock = threading.Lock()
 
     def _load(self, spec: ModelSpec) -> LoadedModel:
         # Only the embedded model needs the data directory (it is materialised there once).
         models_dir = (self.settings.subdir("models") if spec.model_id.strip() == EMBEDDED_MODEL
                       else self.settings.data_dir / "models")
         return load_model(spec, self.device, models_dir)
+
+    @property
+    def jobs(self):
+        """The process's training job runner, started on first use (it polls job folders on disk)."""
+        with self._jobs_lock:
+            if self._jobs is None:
+                from lab.jobs import JobRunner  # training imports are heavy; only the Train tab needs them
+                self._jobs = JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions)
+                self._jobs.start_background()
+            return self._jobs
 
     def spec(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> ModelSpec:
         return ModelSpec((model_id or self.settings.model_id).strip(),

@@ -1,0 +1,226 @@
+"""Train tab: pick a kind and a preset, edit the config, launch a background job, watch it learn.
+
+    python app.py   # then open the Train tab
+
+Jobs run as `accelerate launch` subprocesses and write their status, metrics and log to
+`<data>/jobs/<id>/`; this tab only reads those files (polled by a gr.Timer), so closing the
+browser or restarting the app loses nothing.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import yaml
+
+from lab.engine import Engine
+from lab.settings import REPO_ROOT
+from tabs.common import POLL, USER_ERRORS, user_error
+
+PRESETS_DIR = REPO_ROOT / "assets" / "presets"
+TEACH_PRESET = PRESETS_DIR / "sft_lora_qa.yaml"
+JOB_HEADERS = ["job", "kind", "state", "step", "ETA", "tokens/s", "message"]
+
+
+def _presets(kind: str) -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")
+                  if (yaml.safe_load(p.read_text()) or {}).get("kind") == kind)
+
+
+def _config_from_yaml(text: str):
+    from lab.train_config import config_from_dict
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"The config is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("The config must be a YAML mapping of field: value lines.")
+    return config_from_dict(data, source="the config editor")
+
+
+def _eta(seconds) -> str:
+    if not seconds:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def job_rows(jobs: list[dict]) -> list[list]:
+    rows = []
+    for j in jobs:
+        step = f"{j.get('step') or 0}/{j.get('max_steps') or '?'}"
+        state = j.get("state", "?") + (f" (#{j['queue_position']})" if j.get("queue_position") else "")
+        tps = j.get("tokens_per_s")
+        rows.append([j.get("id"), j.get("kind"), state, step, _eta(j.get("eta_s")),
+                     f"{tps:.0f}" if tps else "", (j.get("message") or "")[:120]])
+    return rows
+
+
+def progress_html(status: dict) -> str:
+    step, total = status.get("step") or 0, status.get("max_steps") or 0
+    share = min(1.0, step / total) if total else 0.0
+    tps = status.get("tokens_per_s")
+    label = (f"{status.get('state', '?')} · step {step}/{total or '?'} · ETA {_eta(status.get('eta_s')) or '—'}"
+             + (f" · {tps:.0f} tokens/s" if tps else ""))
+    return (f"<div class='lab-progress'><div style='background:#e5e7eb;border-radius:6px;height:14px'>"
+            f"<div style='width:{100 * share:.1f}%;background:#6366f1;height:14px;border-radius:6px'></div></div>"
+            f"<div style='margin-top:4px'>{html.escape(label)}</div>"
+            f"<div style='margin-top:4px'>{html.escape(status.get('message') or '')}</div></div>")
+
+
+def curves(metrics: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    def frame(keys):
+        rows = [{"step": m["step"], "value": m[k], "series": k} for m in metrics for k in keys
+                if m.get(k) is not None and m.get("step") is not None]
+        return pd.DataFrame(rows or [], columns=["step", "value", "series"])
+    return frame(["loss", "eval_loss", "reward", "kl"]), frame(["learning_rate"]), frame(["grad_norm"])
+
+
+def build(engine: Engine) -> None:
+    from lab.train_config import CONFIG_KINDS, field_docs
+
+    def load_preset(name: str | None):
+        if not name:
+            return gr.update()
+        return (PRESETS_DIR / f"{name}.yaml").read_text()
+
+    def kind_changed(kind: str):
+        names = _presets(kind)
+        docs = field_docs(CONFIG_KINDS[kind])
+        table = "\n".join(f"| `{k}` | {v} |" for k, v in docs.items())
+        return (gr.update(choices=names, value=names[0] if names else None),
+                f"| field | what it does |\n|---|---|\n{table}")
+
+    def show_command(text: str) -> str:
+        from lab.jobs import command_preview
+        try:
+            return command_preview(_config_from_yaml(text))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+
+    def launch(text: str):
+        try:
+            job_id = engine.jobs.submit(_config_from_yaml(text))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        status = engine.jobs.status(job_id)
+        return f"Job `{job_id}` is {status['state']}.", *refresh(job_id)
+
+    def teach():
+        return launch(TEACH_PRESET.read_text())
+
+    def refresh(selected: str | None):
+        jobs = engine.jobs.list()
+        ids = [j["id"] for j in jobs]
+        selected = selected if selected in ids else (ids[0] if ids else None)
+        return job_rows(jobs), gr.update(choices=ids, value=selected), *watch(selected)
+
+    def watch(job_id: str | None):
+        if not job_id:
+            empty = pd.DataFrame(columns=["step", "value", "series"])
+            return "", empty, empty, empty, ""
+        status = engine.jobs.status(job_id)
+        loss, lr, grad = curves(engine.jobs.metrics(job_id))
+        return progress_html(status), loss, lr, grad, engine.jobs.log(job_id, lines=30)
+
+    def control(action: str, job_id: str | None):
+        if not job_id:
+            raise gr.Error("Select a job first.")
+        try:
+            status = getattr(engine.jobs, action)(job_id)
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return f"`{job_id}`: {status.get('state')} — {status.get('message', '')}", *refresh(job_id)
+
+    def adapters_table():
+        from lab.train_common import list_adapters
+        metas = list_adapters(engine.settings.data_dir)
+        return [[Path(m["path"]).name, m.get("base_model_id", ""), m.get("job_id", ""), m.get("created", "")]
+                for m in metas]
+
+    def merge(name: str):
+        from lab.merge import merge_adapter
+        if not name or not name.strip():
+            raise gr.Error("Type the name of an adapter from the table to merge.")
+        try:
+            adapter = engine.settings.subdir("adapters") / name.strip()
+            out = merge_adapter(adapter, engine.settings.subdir("merged") / name.strip(), engine.settings.data_dir)
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return f"Merged into `{out}` (safetensors + tokenizer); use that folder as a model id in Arena."
+
+    kinds = list(CONFIG_KINDS)
+    with gr.Tab("Train", id="train"):
+        gr.Markdown("Launch fine-tuning jobs in the background and watch them learn. Jobs survive closing the "
+                    "browser or restarting the app; one runs at a time and the rest wait in the queue.")
+        with gr.Row():
+            teach_btn = gr.Button("Teach this document (SFT LoRA on the bundled Q&A set)", variant="primary",
+                                  elem_id="train-teach")
+        with gr.Row():
+            with gr.Column(scale=2):
+                with gr.Row():
+                    kind = gr.Radio(kinds, value="sft", label="Kind")
+                    preset = gr.Dropdown(_presets("sft"), value="sft_lora_qa", label="Preset")
+                editor = gr.Code(TEACH_PRESET.read_text(), language="yaml", label="Job config (edit any field)",
+                                 lines=18, elem_id="train-config")
+                with gr.Row():
+                    command_btn = gr.Button("Show command")
+                    launch_btn = gr.Button("Launch job", variant="primary", elem_id="train-launch")
+                command = gr.Code(label="Command the job runs", language="shell", lines=2)
+                with gr.Accordion("What each field does", open=False):
+                    docs = gr.Markdown(kind_changed("sft")[1])
+            with gr.Column(scale=3):
+                launched = gr.Markdown(elem_id="train-launched")
+                jobs_table = gr.Dataframe(headers=JOB_HEADERS, label="Jobs (newest first)", interactive=False,
+                                          elem_id="train-jobs")
+                with gr.Row():
+                    job = gr.Dropdown([], label="Job", allow_custom_value=True, scale=3, elem_id="train-job")
+                    stop_btn = gr.Button("Stop (saves)", scale=1)
+                    kill_btn = gr.Button("Kill", scale=1, variant="stop")
+                    resume_btn = gr.Button("Resume", scale=1)
+                progress = gr.HTML(elem_id="train-progress")
+                with gr.Row():
+                    loss_plot = gr.LinePlot(x="step", y="value", color="series", height=220, label="Loss",
+                                            elem_id="train-loss")
+                    lr_plot = gr.LinePlot(x="step", y="value", height=220, label="Learning rate")
+                    grad_plot = gr.LinePlot(x="step", y="value", height=220, label="Grad norm")
+                log = gr.Code(label="Log tail", lines=10, elem_id="train-log")
+        with gr.Accordion("Adapters: list, merge and export", open=False):
+            adapters = gr.Dataframe(headers=["adapter", "base model", "job", "created"], interactive=False,
+                                    elem_id="train-adapters")
+            with gr.Row():
+                merge_name = gr.Textbox(label="Adapter to merge into its base", scale=3)
+                merge_btn = gr.Button("Merge and export", scale=1)
+            merged = gr.Markdown()
+
+        watch_out = [progress, loss_plot, lr_plot, grad_plot, log]
+        refresh_out = [jobs_table, job, *watch_out]
+        kind.change(kind_changed, kind, [preset, docs], queue=False)
+        preset.change(load_preset, preset, editor, queue=False)
+        command_btn.click(show_command, editor, command, queue=False)
+        launch_btn.click(launch, editor, [launched, *refresh_out], api_name="train_launch")
+        teach_btn.click(teach, None, [launched, *refresh_out], api_name="train_teach")
+        job.select(watch, job, watch_out, **POLL)
+        for btn, action in ((stop_btn, "stop"), (kill_btn, "kill"), (resume_btn, "resume")):
+            btn.click(lambda j, a=action: control(a, j), job, [launched, *refresh_out], api_name=f"train_{action}")
+        merge_btn.click(merge, merge_name, merged, api_name="train_merge").then(adapters_table, None, adapters)
+        gr.Timer(2).tick(refresh, job, refresh_out, **POLL)
+        gr.Timer(10).tick(adapters_table, None, adapters, **POLL)
+
+        def list_jobs() -> list[dict]:
+            """Every job with its status, as the job folders on disk say."""
+            return engine.jobs.list()
+
+        def job_detail(job_id: str) -> dict:
+            """One job's status, metrics and log tail."""
+            try:
+                return {"status": engine.jobs.status(job_id), "metrics": engine.jobs.metrics(job_id),
+                        "log": engine.jobs.log(job_id, lines=40)}
+            except USER_ERRORS as exc:
+                raise user_error(exc) from exc
+
+        gr.api(list_jobs, api_name="train_jobs")
+        gr.api(job_detail, api_name="train_job")
