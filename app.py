@@ -14,7 +14,7 @@ import threading
 import gradio as gr
 
 from lab.engine import USER_ERRORS, Engine
-from tabs import arena, explain, system, train
+from tabs import arena, compare, explain, system, train
 
 INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval, cache-augmented generation, "
          "full context, fine-tuning — and measure what each costs.")
@@ -24,6 +24,7 @@ def build_app(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="LLM Lab") as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
+            compare.build(engine)
             arena.build(engine)
             train.build(engine)
             explain.build(engine)
