@@ -19,8 +19,10 @@ from lab.generate import GenerationEvent, GenerationSettings, prompt_ids, stream
 from lab.models import LoadedModel, ModelLoadError, ModelSpec, load_model
 from lab.session import MemoryBudgetError, SessionManager
 from lab.settings import EMBEDDED_MODEL, DataDirError, LabSettings
+from lab.spaces import refuse_training_on_zero_gpu
+from lab.users import LOCAL_USER, check_job_owner
 
-USER_ERRORS = (ValueError, KeyError, ModelLoadError, DataDirError, MemoryBudgetError)
+USER_ERRORS = (ValueError, KeyError, PermissionError, ModelLoadError, DataDirError, MemoryBudgetError)
 """Errors caused by what the user asked for: shown as a message, never a crash."""
 
 MAX_PROMPT_CHARS = 100_000
@@ -51,6 +53,18 @@ class Engine:
                 self._jobs = JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions)
                 self._jobs.start_background()
             return self._jobs
+
+    def submit_job(self, cfg, user: str = LOCAL_USER) -> str:
+        """Queue a training job owned by `user` (refused on a ZeroGPU Space, which cannot train)."""
+        refuse_training_on_zero_gpu()
+        return self.jobs.submit(cfg, owner=user)
+
+    def control_job(self, action: str, job_id: str, user: str = LOCAL_USER) -> dict:
+        """Stop, kill or resume a job; only its owner may."""
+        if action not in ("stop", "kill", "resume"):
+            raise ValueError(f"Unknown job action {action!r}; use stop, kill or resume.")
+        check_job_owner(self.jobs.status(job_id), user, action)
+        return getattr(self.jobs, action)(job_id)
 
     def spec(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> ModelSpec:
         return ModelSpec((model_id or self.settings.model_id).strip(),

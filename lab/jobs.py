@@ -63,7 +63,7 @@ def existing_job_dir(data_dir: str | Path, job_id: str) -> Path:
     return folder
 
 
-def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False) -> str:
+def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False, owner: str = "local") -> str:
     """Write a new job folder (config.yaml + status.json) and return its id.
 
     The job is queued for the runner, or (foreground=True) marked running by this process, which
@@ -75,7 +75,7 @@ def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False)
     folder = jobs / job_id
     folder.mkdir()
     save_config(cfg, folder / CONFIG_FILE)
-    update_status(folder, id=job_id, kind=cfg.kind, mode=getattr(cfg, "mode", None), model_id=cfg.model_id,
+    update_status(folder, id=job_id, owner=owner, kind=cfg.kind, mode=getattr(cfg, "mode", None), model_id=cfg.model_id,
                   output_name=cfg.output_name, created=now_iso(), queued_at=time.time(), step=0,
                   max_steps=cfg.max_steps if cfg.max_steps > 0 else None,
                   **({"state": "running", "message": "running in the foreground", "worker_pid": os.getpid(),
@@ -258,9 +258,9 @@ class JobRunner:
         self._closing = threading.Event()
 
     # -- the public calls the Train tab and the CLI make --
-    def submit(self, cfg: TrainConfig) -> str:
+    def submit(self, cfg: TrainConfig, owner: str = "local") -> str:
         """Create a job and start it now if a slot is free; otherwise it waits in the queue."""
-        job_id = create_job(cfg, self.data_dir)
+        job_id = create_job(cfg, self.data_dir, owner=owner)
         self.poll()
         return job_id
 

@@ -58,6 +58,9 @@ class LabSettings:
     auth: str = field(default_factory=lambda: os.environ.get("LAB_AUTH", ""))
     """Optional sign-in, 'user:password' pairs separated by commas (env LAB_AUTH). Empty = no sign-in."""
 
+    users_file: str = field(default_factory=lambda: os.environ.get("LAB_USERS_FILE", ""))
+    """Optional file of 'user:password' lines for sign-in, added to LAB_AUTH (env LAB_USERS_FILE)."""
+
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         if not self.model_id.strip():

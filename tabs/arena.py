@@ -12,6 +12,7 @@ import gradio as gr
 
 from lab.arena import MAX_COLUMNS, ArenaColumn, model_choices, stream_arena, transcript_json, transcript_markdown
 from lab.engine import Engine
+from lab.spaces import gpu
 from lab.generate import GenerationSettings
 from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
 
@@ -104,7 +105,7 @@ def build(engine: Engine) -> None:
         exported = gr.File(label="Transcript", interactive=False, height=90)
 
         n_cols.change(show_columns, n_cols, boxes, queue=False)
-        send_btn.click(send, [prompt, n_cols, chat_mode, histories, *inputs], [*chats, *notes, histories],
+        send_btn.click(gpu(send), [prompt, n_cols, chat_mode, histories, *inputs], [*chats, *notes, histories],
                        api_name="arena", **GPU)
         clear_btn.click(lambda: ([[] for _ in range(MAX_COLUMNS)], *[[] for _ in range(MAX_COLUMNS)],
                                  *[""] * MAX_COLUMNS), None, [histories, *chats, *notes], queue=False)

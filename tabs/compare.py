@@ -16,9 +16,11 @@ import pandas as pd
 from lab.compare import METHODS, CompareConfig, available_adapters, load_bundled_document, stream_compare
 from lab.documents import Document, load_document
 from lab.engine import Engine
+from lab.spaces import gpu
 from lab.evaluate_qa import SCORES, evaluate, load_qa, write_csv, write_json
 from lab.rag import RagConfig
 from lab.settings import BUNDLED_QA
+from lab.users import list_uploads, save_upload, upload_path, user_of
 from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
 
 METHOD_TITLES = {"base": "Base (no knowledge)", "rag": "RAG (retrieved chunks)", "cag": "CAG (cached document)",
@@ -61,17 +63,26 @@ def build(engine: Engine) -> None:
     def method_choices() -> list[str]:
         return [*METHODS, *(f"ft:{name}" for name in available_adapters(engine))]
 
-    def use_document(source: str, upload):
+    def use_document(source: str, upload: str | None, saved: str | None, request: gr.Request):
+        """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace),
+        or one of your earlier uploads by name."""
+        user = user_of(request.username)
         try:
             if source == "upload":
                 if upload is None:
                     raise ValueError("Choose a .md, .txt or .pdf file to upload first.")
-                doc = load_document(upload)
+                doc = load_document(upload)  # checks type, size and content before anything is kept
+                save_upload(engine.settings, user, upload)
+            elif source == "my uploads":
+                if not saved:
+                    raise ValueError("Pick one of your uploads first.")
+                doc = load_document(upload_path(engine.settings, user, saved))
             else:
                 doc = load_bundled_document()
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        return doc, f"Using **{doc.name}** · {doc.n_chars:,} characters · hash `{doc.sha256[:12]}`"
+        return (doc, f"Using **{doc.name}** · {doc.n_chars:,} characters · hash `{doc.sha256[:12]}`",
+                gr.update(choices=list_uploads(engine.settings, user)))
 
     def config(chunk_size, overlap, top_k, max_new, short, four_bit) -> CompareConfig:
         return CompareConfig(max_new_tokens=int(max_new), stop_at_answer=bool(short), load_in_4bit=bool(four_bit),
@@ -114,9 +125,11 @@ def build(engine: Engine) -> None:
                     "costs. CAG keeps the whole document in the model's KV cache, built once and reused.")
         doc_state = gr.State(None)
         with gr.Row():
-            source = gr.Radio(["bundled guide", "upload"], value="bundled guide", label="Knowledge document", scale=1)
+            source = gr.Radio(["bundled guide", "upload", "my uploads"], value="bundled guide",
+                              label="Knowledge document", scale=1)
             upload = gr.File(label="Your document (.md, .txt, .pdf, up to 2 MB)", file_types=[".md", ".txt", ".pdf"],
-                             scale=2, height=90)
+                             type="filepath", scale=2, height=90)
+            saved = gr.Dropdown([], label="Your earlier uploads", allow_custom_value=True, scale=1)
         doc_info = gr.Markdown("Using the bundled guide on RAG, CAG and fine-tuning.", elem_id="compare-doc")
         methods = gr.CheckboxGroup(method_choices(), value=list(METHODS), label="Methods", elem_id="compare-methods",
                                    info="ft:NAME columns are LoRA adapters trained in the Train tab")
@@ -146,11 +159,11 @@ def build(engine: Engine) -> None:
         eval_chart = gr.BarPlot(x="method", y="value", color="metric", label="Scores (0-1)", height=260)
         eval_files = gr.File(label="Export (JSON and CSV)", file_count="multiple", interactive=False)
 
-        for trigger in (source.change, upload.change):
-            trigger(use_document, [source, upload], [doc_state, doc_info], queue=False)
-        ask_btn.click(ask, [doc_state, question, methods, *settings], cards, api_name="compare", **GPU)
-        question.submit(ask, [doc_state, question, methods, *settings], cards, api_visibility="private", **GPU)
-        eval_btn.click(run_eval, [doc_state, qa_file, limit, methods, *settings],
+        gr.on([source.change, upload.change, saved.change], use_document, [source, upload, saved],
+              [doc_state, doc_info, saved], api_name="compare_document", queue=False)
+        ask_btn.click(gpu(ask), [doc_state, question, methods, *settings], cards, api_name="compare", **GPU)
+        question.submit(gpu(ask), [doc_state, question, methods, *settings], cards, api_visibility="private", **GPU)
+        eval_btn.click(gpu(run_eval), [doc_state, qa_file, limit, methods, *settings],
                        [eval_table, eval_chart, eval_files], api_name="compare_eval", **GPU)
         # New adapters from the Train tab appear as methods without a page reload.
         gr.Timer(10).tick(lambda current: gr.update(choices=method_choices(), value=current), methods, methods,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lab.engine import Engine
+from lab.spaces import gpu
 from lab.generate import GenerationSettings
 from tabs.common import GPU, POLL, USER_ERRORS, user_error
 
@@ -103,9 +104,9 @@ def build(engine: Engine) -> None:
         outputs = [device_md, table, unload_key]
         load_btn.click(load, [model_id, four_bit], [status, *outputs], api_name="load_model", **GPU)
         unload_btn.click(unload, [unload_key], [status, *outputs], api_name="unload_model", **POLL)
-        run_btn.click(playground, [prompt, max_new, temperature, model_id], [answer, timings],
+        run_btn.click(gpu(playground), [prompt, max_new, temperature, model_id], [answer, timings],
                       api_name="playground", **GPU).then(refresh, None, outputs, **POLL)
-        prompt.submit(playground, [prompt, max_new, temperature, model_id], [answer, timings],
+        prompt.submit(gpu(playground), [prompt, max_new, temperature, model_id], [answer, timings],
                       api_visibility="private", **GPU)
         # Choices only (no value) so a selection the user is making survives the refresh.
         gr.Timer(3).tick(lambda: (device_markdown(engine), held_rows(engine),

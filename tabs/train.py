@@ -18,6 +18,7 @@ import yaml
 
 from lab.engine import Engine
 from lab.settings import REPO_ROOT
+from lab.users import user_of
 from tabs.common import POLL, USER_ERRORS, user_error
 
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
@@ -101,16 +102,16 @@ def build(engine: Engine) -> None:
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
-    def launch(text: str):
+    def launch(text: str, request: gr.Request):
         try:
-            job_id = engine.jobs.submit(_config_from_yaml(text))
+            job_id = engine.submit_job(_config_from_yaml(text), user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         status = engine.jobs.status(job_id)
         return f"Job `{job_id}` is {status['state']}.", *refresh(job_id)
 
-    def teach():
-        return launch(TEACH_PRESET.read_text())
+    def teach(request: gr.Request):
+        return launch(TEACH_PRESET.read_text(), request)
 
     def refresh(selected: str | None):
         jobs = engine.jobs.list()
@@ -126,11 +127,11 @@ def build(engine: Engine) -> None:
         loss, lr, grad = curves(engine.jobs.metrics(job_id))
         return progress_html(status), loss, lr, grad, engine.jobs.log(job_id, lines=30)
 
-    def control(action: str, job_id: str | None):
+    def control(action: str, job_id: str | None, request: gr.Request):
         if not job_id:
             raise gr.Error("Select a job first.")
         try:
-            status = getattr(engine.jobs, action)(job_id)
+            status = engine.control_job(action, job_id, user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return f"`{job_id}`: {status.get('state')} — {status.get('message', '')}", *refresh(job_id)
@@ -204,8 +205,13 @@ def build(engine: Engine) -> None:
         launch_btn.click(launch, editor, [launched, *refresh_out], api_name="train_launch")
         teach_btn.click(teach, None, [launched, *refresh_out], api_name="train_teach")
         job.select(watch, job, watch_out, **POLL)
+        def controller(action: str):
+            def act(job_id: str | None, request: gr.Request):
+                return control(action, job_id, request)
+            return act
+
         for btn, action in ((stop_btn, "stop"), (kill_btn, "kill"), (resume_btn, "resume")):
-            btn.click(lambda j, a=action: control(a, j), job, [launched, *refresh_out], api_name=f"train_{action}")
+            btn.click(controller(action), job, [launched, *refresh_out], api_name=f"train_{action}")
         merge_btn.click(merge, merge_name, merged, api_name="train_merge").then(adapters_table, None, adapters)
         gr.Timer(2).tick(refresh, job, refresh_out, **POLL)
         gr.Timer(10).tick(adapters_table, None, adapters, **POLL)
