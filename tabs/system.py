@@ -10,7 +10,7 @@ import gradio as gr
 from lab.engine import Engine
 from lab.spaces import gpu
 from lab.generate import GenerationSettings
-from tabs.common import GPU, POLL, USER_ERRORS, user_error
+from tabs.common import GPU, POLL, USER_ERRORS, user_error, with_queue_position
 
 TABLE_HEADERS = ["name", "kind", "MB", "idle s", "in use"]
 
@@ -68,8 +68,13 @@ def build(engine: Engine) -> None:
     def playground(prompt: str, max_new_tokens: float, temperature: float, model_id: str):
         try:
             settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
-            for event in engine.generate(prompt, settings, model_id=model_id or None):
-                yield event.text, timings_markdown(event.timings) + ("" if event.done else " · streaming…")
+            caller = engine.sessions.new_caller("playground")
+            stream = engine.generate(prompt, settings, model_id=model_id or None, caller=caller)
+            for kind, event in with_queue_position(engine, caller, stream):
+                if kind == "waiting":
+                    yield "", f"⏳ waiting for the GPU: position {event} in the queue"
+                else:
+                    yield event.text, timings_markdown(event.timings) + ("" if event.done else " · streaming…")
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -108,6 +113,11 @@ def build(engine: Engine) -> None:
                       api_name="playground", **GPU).then(refresh, None, outputs, **POLL)
         prompt.submit(gpu(playground), [prompt, max_new, temperature, model_id], [answer, timings],
                       api_visibility="private", **GPU)
+        def system_stats() -> dict:
+            """What the session manager holds and who is using or waiting for the GPU."""
+            return engine.stats()
+
+        gr.api(system_stats, api_name="system_stats", concurrency_limit=None)
         # Choices only (no value) so a selection the user is making survives the refresh.
         gr.Timer(3).tick(lambda: (device_markdown(engine), held_rows(engine),
                                   gr.update(choices=[e["key"] for e in engine.stats()["entries"]])),
