@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import resource
 import shutil
 import time
 from datetime import datetime, timezone
@@ -124,6 +125,25 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy",
+               "num_tokens",
+               # DPO (TRL): implicit rewards of the chosen and rejected answers and how often chosen wins
+               "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "eval_rewards/margins",
+               "eval_rewards/accuracies",
+               # GRPO (TRL) and PPO (lab/ppo.py): mean reward, KL to the reference, entropy, clipping
+               "reward", "reward_std", "kl", "entropy", "clipfrac", "policy_loss", "value_loss",
+               "completions/mean_length")
+"""The log keys that become metrics.jsonl columns (any other key a trainer logs is left out)."""
+
+
+def peak_memory_mb() -> float:
+    """This process's peak memory so far: CUDA max allocated on a GPU, else the kernel's peak resident set
+    (ru_maxrss, KiB on Linux), which also catches peaks between two steps that sampling RSS would miss."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class JobCallback(TrainerCallback):
     """Writes metrics.jsonl and status.json as training runs and turns a STOP file into a saved stop.
 
@@ -153,8 +173,7 @@ class JobCallback(TrainerCallback):
                 self.tokens_per_s = (logs["num_tokens"] - tokens) / (now - then)
             self._last_tokens = (now, logs["num_tokens"])
         row = {"step": step, "epoch": None if epoch is None else round(epoch, 4), "timestamp": round(now, 3)}
-        for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy",
-                    "eval_mean_token_accuracy", "num_tokens"):
+        for key in METRIC_KEYS:
             if key in logs:
                 row[key] = logs[key]
         if "loss" in logs:
@@ -168,7 +187,8 @@ class JobCallback(TrainerCallback):
         eta = (time.time() - self._t0) / done * (max_steps - step) if done > 0 else None
         update_status(self.job_dir, step=step, max_steps=max_steps,
                       eta_s=None if eta is None else round(eta, 1),
-                      tokens_per_s=None if self.tokens_per_s is None else round(self.tokens_per_s, 1))
+                      tokens_per_s=None if self.tokens_per_s is None else round(self.tokens_per_s, 1),
+                      peak_memory_mb=peak_memory_mb())
 
     # -- transformers hooks --
     def on_train_begin(self, args, state, control, **kwargs):
