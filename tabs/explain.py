@@ -5,20 +5,40 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
+import yaml
 
 from lab import calculators as calc
 from lab import catalog
 from lab.device import memory_info
 from lab.engine import Engine
 from lab.models import resolve_model_path
-from tabs.common import USER_ERRORS, user_error
+from lab.spaces import refuse_training_on_zero_gpu
+from tabs.common import POLL, USER_ERRORS, user_error
 
 
 def _choices(query: str, group: str) -> list[tuple[str, str]]:
     found = catalog.search(query) if query and query.strip() else catalog.entries()
     return [(f"{e.title} ({e.name})", e.name) for e in found if group in ("all", e.group)]
+
+
+def _sweepable(name: str | None) -> bool:
+    from lab.sweep import SUGGESTED_GRIDS
+    return bool(name) and name in SUGGESTED_GRIDS
+
+
+def _suggested_yaml(name: str | None) -> str:
+    from lab.sweep import suggest_sweep, sweep_to_dict
+    return yaml.safe_dump(sweep_to_dict(suggest_sweep(name)), sort_keys=False) if _sweepable(name) else ""
+
+
+def _sweep_ids(data_dir: Path) -> list[str]:
+    from lab.sweep import list_sweeps
+    return [s["id"] for s in list_sweeps(data_dir)]
 
 
 def _guard(fn):
@@ -183,6 +203,20 @@ def build(engine: Engine) -> None:
                 a_bias = gr.Checkbox(False, label="attention_bias")
             a_out = gr.Markdown(elem_id="explain-arch-out")
 
+        with gr.Accordion("Sweep this knob: run a small grid and let the guide's rule decide", open=False,
+                          visible=_sweepable(first), elem_id="explain-sweep") as sweep_box:
+            sweep_yaml = gr.Code(_suggested_yaml(first), language="yaml", lines=12,
+                                 label="Sweep (grid, tied knobs, base job config, overrides; edit freely)")
+            with gr.Row():
+                sweep_start = gr.Button("Start sweep", variant="primary", elem_id="explain-sweep-start")
+                sweep_pick = gr.Dropdown([], label="Sweep", allow_custom_value=True, elem_id="explain-sweep-id")
+                sweep_csv_btn = gr.Button("Export CSV")
+            sweep_table = gr.Dataframe(label="Results (one row per grid point)", interactive=False,
+                                       elem_id="explain-sweep-table")
+            sweep_plot = gr.LinePlot(x="step", y="loss", color="point", height=240, label="Training loss per point")
+            sweep_decision_md = gr.Markdown(elem_id="explain-sweep-decision")
+            sweep_csv = gr.File(label="CSV", interactive=False, height=80)
+
         wiring = [
             (do_batch, [b_batch, b_accum, b_dev, b_size, b_seq, b_epochs, b_warm, b_max], [b_out]),
             (do_lr, [l_sched, l_lr, l_total, l_warm], [l_plot, l_out]),
@@ -213,6 +247,51 @@ def build(engine: Engine) -> None:
         query.change(refresh_list, [query, group], pick, queue=False)
         group.change(refresh_list, [query, group], pick, queue=False)
         pick.change(show, pick, [text, *panels.values()], queue=False)
+        def sweep_for(name: str | None):
+            return gr.update(visible=_sweepable(name)), _suggested_yaml(name)
+
+        def start(text: str, request: gr.Request):
+            from lab.sweep import start_sweep, sweep_from_dict
+            try:
+                refuse_training_on_zero_gpu()
+                sweep = sweep_from_dict(yaml.safe_load(text), source="the sweep editor")
+                sweep_id = start_sweep(sweep, engine.settings.data_dir, engine.jobs)
+            except (*USER_ERRORS, yaml.YAMLError) as exc:
+                raise user_error(exc) from exc
+            return gr.update(choices=_sweep_ids(engine.settings.data_dir), value=sweep_id)
+
+        def watch(sweep_id: str | None):
+            from lab.sweep import overlay_curves, sweep_decision, sweep_results
+            if not sweep_id:
+                return gr.skip(), gr.skip(), gr.skip()
+            try:
+                rows = sweep_results(sweep_id, engine.settings.data_dir)
+                curve = pd.DataFrame(overlay_curves(sweep_id, engine.settings.data_dir),
+                                     columns=["point", "step", "loss", "eval_loss"])
+            except USER_ERRORS as exc:
+                raise user_error(exc) from exc
+            done = rows and all(r["state"] in ("completed", "failed", "stopped") for r in rows)
+            decision = (sweep_decision(sweep_id, engine.settings.data_dir, rows).explanation if done
+                        else f"{sum(r['state'] == 'completed' for r in rows)} of {len(rows)} points finished…")
+            columns = [c for c in ("point", "state", "step", "final_train_loss", "best_eval_loss", "qa_f1",
+                                   "tokens_per_s", "peak_memory_mb", "trainable_params") if rows and c in rows[0]]
+            return pd.DataFrame(rows, columns=columns), curve.dropna(subset=["loss"]), decision
+
+        def export(sweep_id: str | None):
+            from lab.sweep import export_csv, sweep_results
+            if not sweep_id:
+                raise gr.Error("Pick a sweep first.")
+            path = Path(tempfile.mkdtemp(prefix="lab-sweep-")) / f"{sweep_id}.csv"
+            return str(export_csv(sweep_results(sweep_id, engine.settings.data_dir), path))
+
+        pick.change(sweep_for, pick, [sweep_box, sweep_yaml], queue=False)
+        sweep_start.click(start, sweep_yaml, sweep_pick, api_name="explain_sweep")
+        sweep_pick.change(watch, sweep_pick, [sweep_table, sweep_plot, sweep_decision_md], queue=False)
+        sweep_csv_btn.click(export, sweep_pick, sweep_csv)
+        gr.Timer(3).tick(watch, sweep_pick, [sweep_table, sweep_plot, sweep_decision_md], **POLL)
+        tab.select(lambda current: gr.update(choices=_sweep_ids(engine.settings.data_dir), value=current), sweep_pick, sweep_pick,
+                   queue=False)
+
         def explain_entry(name: str) -> str:
             """The catalog entry for a knob, as Markdown (what `python -m lab explain NAME` prints)."""
             try:

@@ -119,16 +119,44 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_app(tmp_path_factory):
-    """The app over a tiny model (no embedded model needed), for fast browser tests of the UI."""
+def _tiny_app(tmp_path_factory, auth: str = ""):
+    import json
+    from types import SimpleNamespace
+
     from lab.device import choose_device
     from lab.engine import Engine
     from lab.settings import LabSettings
     model_dir = save_tiny_model(tmp_path_factory.mktemp("tiny-app-model"))
+    qa = tmp_path_factory.mktemp("tiny-app-qa") / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"what is the capital of france {n} ?", "answer": "paris"}) + "\n"
+                          for n in "one two three four".split()))
     engine = Engine(LabSettings(data_dir=tmp_path_factory.mktemp("tiny-app-data"), model_id=str(model_dir),
-                                memory_budget_gb=1.0, load_in_4bit=False, auth=""),
+                                memory_budget_gb=1.0, load_in_4bit=False, auth=auth),
                     device=choose_device(has_cuda=False, has_flash_attn=False))
     demo, url = launch_app(engine)
-    yield url
+    return demo, SimpleNamespace(url=url, model_dir=model_dir, qa=qa, engine=engine)
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tmp_path_factory):
+    """The app over a tiny model (no embedded model needed), for fast browser tests of the UI:
+    .url, .model_dir, .qa (a 4-line QA file) and .engine."""
+    demo, app = _tiny_app(tmp_path_factory)
+    yield app
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_auth_app(tmp_path_factory):
+    """Like tiny_app, with sign-in for the users alice/a1 and bob/b2."""
+    demo, app = _tiny_app(tmp_path_factory, auth="alice:a1,bob:b2")
+    yield app
+    demo.close()
+
+
+def tiny_job_yaml(model_dir, qa, output_name: str, max_steps: int = 4) -> str:
+    """A job config that trains a LoRA on the tiny model in seconds."""
+    return (f"kind: sft\nmodel_id: {model_dir}\ndatasets:\n- path: {qa}\n  format: qa\n"
+            f"output_name: {output_name}\nmax_steps: {max_steps}\nper_device_train_batch_size: 2\n"
+            "learning_rate: 0.01\nmax_length: 32\nlogging_steps: 1\nsave_steps: 100\nmode: lora\n"
+            "lora_preset: minimal\nr: 2\nlora_alpha: 4\n")

@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def test_explain_entry_live_numbers_follow_inputs(browser, tiny_app):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    page.goto(tiny_app)
+    page.goto(tiny_app.url)
     page.get_by_role("tab", name="Explain").click()
     page.locator("#explain-search textarea").fill("warmup_steps")
     page.wait_for_function("() => document.querySelector('#explain-text')?.innerText.includes('Warmup steps')")
@@ -32,7 +32,7 @@ def test_explain_entry_live_numbers_follow_inputs(browser, tiny_app):
 
 def test_explain_unknown_name_through_the_api(tiny_app):
     from gradio_client import Client
-    client = Client(tiny_app, verbose=False)
+    client = Client(tiny_app.url, verbose=False)
     assert "LoRA rank" in client.predict("r", api_name="/explain")
     with pytest.raises(Exception, match="did you mean"):
         client.predict("lora_rnak", api_name="/explain")
