@@ -315,10 +315,10 @@ def architecture_formula(d_model: int, n_layers: int, n_heads: int, n_kv_heads: 
             "lm_head": 0 if tied_embeddings else vocab_size * d_model}
 
 
-def architecture_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int, vocab_size: int,
+def architecture_config(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int, vocab_size: int,
                         tied_embeddings: bool = False, activation: str = "swiglu", norm: str = "rmsnorm",
-                        attention_bias: bool = False) -> ArchitectureParams:
-    """Parameter count of a decoder-only architecture, by building it in transformers on the meta device.
+                        attention_bias: bool = False) -> PretrainedConfig:
+    """The transformers config of a decoder-only architecture (validated; a bad value names its field).
 
     n_kv_heads = n_heads is multi-head attention, 1 is multi-query, anything between is grouped-query.
     """
@@ -332,8 +332,16 @@ def architecture_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: i
     _check(activation in GATED_ACTIVATIONS or activation in PLAIN_ACTIVATIONS, "activation",
            f"must be one of {', '.join([*GATED_ACTIVATIONS, *PLAIN_ACTIVATIONS])}", activation)
     _check(norm in ("rmsnorm", "layernorm"), "norm", "must be rmsnorm or layernorm", norm)
-    config = _backend_config(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,
-                             activation, norm, attention_bias)
+    return _backend_config(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,
+                           activation, norm, attention_bias)
+
+
+def architecture_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int, vocab_size: int,
+                        tied_embeddings: bool = False, activation: str = "swiglu", norm: str = "rmsnorm",
+                        attention_bias: bool = False) -> ArchitectureParams:
+    """Parameter count of a decoder-only architecture, by building it in transformers on the meta device."""
+    config = architecture_config(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,
+                                 activation, norm, attention_bias)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     parts = architecture_formula(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,

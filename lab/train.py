@@ -31,10 +31,18 @@ import torch
 from lab.train_common import (CONFIG_FILE, STATUS_FILE, STOP_FILE, JobCallback, data_dir_of, is_main_process,
                               last_checkpoint, now_iso, read_status, register_adapter, update_status)
 from lab.train_config import TrainConfig, load_config
+from lab.train_dpo import run_dpo
+from lab.train_grpo import run_grpo
+from lab.train_ppo import run_ppo
+from lab.train_pretrain import run_pretrain
 from lab.train_sft import run_sft
 
 RUNNERS: dict[str, Callable[[TrainConfig, Path, JobCallback], Path | None]] = {
     "sft": run_sft,
+    "dpo": run_dpo,
+    "grpo": run_grpo,
+    "ppo": run_ppo,
+    "pretrain": run_pretrain,
 }
 """kind -> run_<kind>(cfg, job_dir, callback). Other kinds add one line here."""
 

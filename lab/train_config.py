@@ -6,8 +6,9 @@ The docstring under each field is the one explanation of that knob: `field_docs(
 back for the Train tab and the CLI help, so UI, CLI and code cannot disagree. Every value is
 checked in `__post_init__` and a bad one raises a `ValueError` naming the field.
 
-Other kinds (dpo, grpo, ppo, pretrain) live in their own modules and subclass `TrainConfig`;
-each adds one line to `CONFIG_KINDS` at the bottom of this file.
+Other kinds (dpo, grpo, ppo, pretrain) live in their own modules beside their runners and
+subclass `TrainConfig` (or `AdapterConfig`); each adds one line to `config_kinds()` at the
+bottom of this file, which `CONFIG_KINDS` returns.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from transformers.trainer_utils import SchedulerType
@@ -27,7 +28,9 @@ from transformers.trainer_utils import SchedulerType
 from lab.settings import EMBEDDED_MODEL, REPO_ROOT
 
 ACCELERATE_CONFIG_DIR = REPO_ROOT / "assets" / "accelerate"
-DATASET_FORMATS = ("messages", "instruction", "prompt_completion", "qa")
+CHAT_FORMATS = ("messages", "instruction", "prompt_completion", "qa")
+"""Formats that become a chat prompt and an assistant answer (SFT learns the answer; GRPO/PPO score against it)."""
+DATASET_FORMATS = (*CHAT_FORMATS, "preference", "text")
 SCHEDULERS = tuple(s.value for s in SchedulerType)
 
 OPTIMIZERS: dict[str, str] = {
@@ -79,13 +82,15 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 @dataclass
 class DatasetSpec:
     path: str
-    """A JSONL file; a relative path is relative to the lab's folder (where assets/ is)."""
+    """A JSONL file (format 'text': a .txt/.md file or a folder of them); a relative path is relative to the
+    lab's folder (where assets/ is)."""
     weight: float = 1.0
     """Share of this file in the mixture, relative to the others: weights 3 and 1 give 75% and 25% of the rows."""
     format: str = "messages"
     """'messages' ({"messages": [{role, content}, ...]} ending with the assistant), 'instruction'
     ({"instruction", "response"} and an optional "input"), 'prompt_completion' ({"prompt", "completion"}),
-    or 'qa' ({"question", "answer"}, like assets/knowledge/qa.jsonl)."""
+    'qa' ({"question", "answer"}, like assets/knowledge/qa.jsonl), 'preference' ({"prompt", "chosen", "rejected"},
+    for DPO) or 'text' (plain text, for pretraining). Each kind accepts only some of them."""
 
     def __post_init__(self) -> None:
         if not str(self.path).strip():
@@ -120,6 +125,7 @@ def _check(condition: bool, name: str, message: str, value: Any) -> None:
 
 @dataclass
 class TrainConfig:
+    accepted_formats: ClassVar[tuple[str, ...]] = CHAT_FORMATS
     kind: str = ""
     """Which trainer runs the job: sft, dpo, grpo, ppo or pretrain."""
     model_id: str = EMBEDDED_MODEL
@@ -186,6 +192,10 @@ class TrainConfig:
         _check(len(self.datasets) > 0, "datasets", "needs at least one JSONL file", self.datasets)
         if self.eval_dataset is not None:
             self.eval_dataset = _dataset_spec(self.eval_dataset, "eval_dataset")
+        for where, spec in [*((f"datasets[{i}]", d) for i, d in enumerate(self.datasets)),
+                            *([("eval_dataset", self.eval_dataset)] if self.eval_dataset else [])]:
+            _check(spec.format in self.accepted_formats, f"{where}.format",
+                   f"must be one of {', '.join(self.accepted_formats)} for kind {self.kind}", spec.format)
         _check(0 <= self.eval_fraction < 1, "eval_fraction", "must be in [0, 1)", self.eval_fraction)
         _check(self.output_name == "" or bool(_NAME.match(self.output_name)), "output_name",
                "may use letters, digits, '.', '_' and '-' only (up to 100)", self.output_name)
@@ -237,9 +247,8 @@ class TrainConfig:
 
 
 @dataclass
-class SftConfig(TrainConfig):
-    kind: str = "sft"
-    """Supervised fine-tuning: the model learns to produce the reference answer, token by token."""
+class AdapterConfig(TrainConfig):
+    """The fields of every kind that fine-tunes an existing model (sft, dpo, grpo, ppo): full, LoRA or QLoRA."""
     mode: str = "lora"
     """'full' trains every weight (most memory: weights + gradients + 2 optimizer moments); 'lora' freezes the
     model and trains small low-rank adapters; 'qlora' does the same on a 4-bit NF4 copy of the model."""
@@ -265,14 +274,9 @@ class SftConfig(TrainConfig):
     """How adapters start: default (B = 0, so training starts from the unchanged model), gaussian, pissa and
     olora (start from the weight's principal directions), orthogonal, or loftq (initialise to offset 4-bit
     quantisation error; peft computes it on CUDA only)."""
-    packing: bool = False
-    """Concatenate short rows into blocks of max_length: no padding, more tokens per second on short data."""
-    completion_only_loss: bool = True
-    """Learn only the answer tokens (the prompt is masked out of the loss); off = learn the question too."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.kind == "sft", "kind", "must be 'sft' for an SftConfig", self.kind)
         _check(self.mode in ("full", "lora", "qlora"), "mode", "must be full, lora or qlora", self.mode)
         _check(self.lora_preset in (*LORA_PRESETS, "custom"), "lora_preset",
                f"must be one of {', '.join((*LORA_PRESETS, 'custom'))}", self.lora_preset)
@@ -307,6 +311,20 @@ class SftConfig(TrainConfig):
         return self.target_modules if self.lora_preset == "custom" else LORA_PRESETS[self.lora_preset]
 
 
+@dataclass
+class SftConfig(AdapterConfig):
+    kind: str = "sft"
+    """Supervised fine-tuning: the model learns to produce the reference answer, token by token."""
+    packing: bool = False
+    """Concatenate short rows into blocks of max_length: no padding, more tokens per second on short data."""
+    completion_only_loss: bool = True
+    """Learn only the answer tokens (the prompt is masked out of the loss); off = learn the question too."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.kind == "sft", "kind", "must be 'sft' for an SftConfig", self.kind)
+
+
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return asdict(cfg)
 
@@ -316,9 +334,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of field: value, got {type(data).__name__}")
     kind = data.get("kind")
-    if kind not in CONFIG_KINDS:
-        raise ValueError(f"{source}: kind must be one of {', '.join(CONFIG_KINDS)}; got {kind!r}")
-    cls = CONFIG_KINDS[kind]
+    kinds = config_kinds()
+    if kind not in kinds:
+        raise ValueError(f"{source}: kind must be one of {', '.join(kinds)}; got {kind!r}")
+    cls = kinds[kind]
     known = {f.name for f in fields(cls)}
     for key in data:
         if key not in known:
@@ -360,8 +379,23 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-# One line per kind. Modules of other kinds import TrainConfig from here, so add their import just above the
-# dict (after the classes) to avoid a circular import.
-CONFIG_KINDS: dict[str, type[TrainConfig]] = {
-    "sft": SftConfig,
-}
+@cache
+def config_kinds() -> dict[str, type[TrainConfig]]:
+    """kind -> config class, one line per kind.
+
+    Built on first use rather than at import: the other kinds' modules import TrainConfig from here, and an
+    import at the bottom of this file fails whenever one of them is imported first (`import lab.train_ppo`
+    would reach `from lab.train_ppo import PpoConfig` while lab.train_ppo is still half-loaded).
+    """
+    from lab.train_dpo import DpoConfig
+    from lab.train_grpo import GrpoConfig
+    from lab.train_ppo import PpoConfig
+    from lab.train_pretrain import PretrainConfig
+    return {"sft": SftConfig, "dpo": DpoConfig, "grpo": GrpoConfig, "ppo": PpoConfig, "pretrain": PretrainConfig}
+
+
+def __getattr__(name: str) -> Any:
+    """`CONFIG_KINDS` (from lab.train_config import CONFIG_KINDS) is config_kinds(), built on first use."""
+    if name == "CONFIG_KINDS":
+        return config_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
