@@ -102,6 +102,24 @@ def build(engine: Engine) -> None:
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
+    def preview(text: str) -> str:
+        """Parameters and memory of a pretraining config before launch; other kinds point to Explain."""
+        try:
+            cfg = _config_from_yaml(text)
+            if cfg.kind != "pretrain":
+                return ("Parameter counts and memory estimates for fine-tuning are in the Explain tab "
+                        "(trainable parameters, memory estimate).")
+            from lab.train_pretrain import pretrain_preview
+            p = pretrain_preview(cfg, engine.settings.data_dir)
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        parts = ", ".join(f"{k} {v:,}" for k, v in p["params_by_part"].items())
+        missing = "; ".join(f"{k}: {v}" for k, v in p["unavailable_positional_encodings"].items())
+        return (f"**{p['params']:,} parameters** as `{p['backend']}` ({p['attention']}, head size {p['head_dim']}, "
+                f"vocabulary {p['vocab_size']:,}, {p['positional_encoding']}) · {parts}\n\n"
+                f"Estimated training memory **{p['memory_total']}** · {p['tokens_per_step']:,} tokens per step\n\n"
+                f"Not available in the mapped transformers classes: {missing}")
+
     def launch(text: str, request: gr.Request):
         try:
             job_id = engine.submit_job(_config_from_yaml(text), user_of(request.username))
@@ -168,9 +186,11 @@ def build(engine: Engine) -> None:
                 editor = gr.Code(TEACH_PRESET.read_text(), language="yaml", label="Job config (edit any field)",
                                  lines=18, elem_id="train-config")
                 with gr.Row():
+                    preview_btn = gr.Button("Preview size and memory")
                     command_btn = gr.Button("Show command")
                     launch_btn = gr.Button("Launch job", variant="primary", elem_id="train-launch")
                 command = gr.Code(label="Command the job runs", language="shell", lines=2)
+                previewed = gr.Markdown(elem_id="train-preview")
                 with gr.Accordion("What each field does", open=False):
                     docs = gr.Markdown(kind_changed("sft")[1])
             with gr.Column(scale=3):
@@ -202,6 +222,7 @@ def build(engine: Engine) -> None:
         kind.change(kind_changed, kind, [preset, docs], queue=False)
         preset.change(load_preset, preset, editor, queue=False)
         command_btn.click(show_command, editor, command, queue=False)
+        preview_btn.click(preview, editor, previewed, api_name="train_preview")
         launch_btn.click(launch, editor, [launched, *refresh_out], api_name="train_launch")
         teach_btn.click(teach, None, [launched, *refresh_out], api_name="train_teach")
         job.select(watch, job, watch_out, **POLL)
