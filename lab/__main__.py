@@ -164,7 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
     cag.add_argument("--json", action="store_true", help="print one JSON object")
     _add_compare_options(cag)
     cag.set_defaults(fn=_cmd_bench)
+    train = bench_sub.add_parser("train", help="lab SFT job vs plain TRL tokens/s, and packing on vs off")
+    train.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the first is not timed)")
+    train.add_argument("--model", default=None, help="model id (default: the preset's, the embedded model)")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.set_defaults(fn=_cmd_bench_train)
+    serve = bench_sub.add_parser("serve", help="N concurrent clients against the app: latency, errors, memory")
+    serve.add_argument("--clients", type=int, default=8)
+    serve.add_argument("--requests", type=int, default=2, help="requests per client")
+    serve.add_argument("--max-new-tokens", type=int, default=12)
+    serve.add_argument("--json", action="store_true", help="print one JSON object")
+    serve.set_defaults(fn=_cmd_bench_serve)
+
+    # Training, jobs, merge, sweeps, the catalog and the dataset builder bring their own commands.
+    from lab import cli_sweep, cli_train
+    for module in (cli_train, cli_sweep):
+        module.add_commands(sub)
     return parser
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    print(json.dumps(result, indent=None if as_json else 2))
+
+
+def _cmd_bench_train(engine: Engine, args: argparse.Namespace) -> None:
+    from lab.bench_train import bench_train
+    _print_result(bench_train(args.model, args.steps), args.json)
+
+
+def _cmd_bench_serve(engine: Engine, args: argparse.Namespace) -> None:
+    from lab.bench_serve import ServeBenchConfig, bench_serve
+    cfg = ServeBenchConfig(clients=args.clients, requests_per_client=args.requests, max_new_tokens=args.max_new_tokens)
+    _print_result(bench_serve(cfg), args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
