@@ -73,6 +73,8 @@ def plain_trl(config_path: str, out_path: str) -> None:
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(output_dir=out, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
                          learning_rate=cfg.learning_rate, max_length=cfg.max_length, packing=cfg.packing,
+                         # TRL 1.16 turns gradient checkpointing on unless told; the config says off.
+                         gradient_checkpointing=cfg.gradient_checkpointing,
                          completion_only_loss=cfg.completion_only_loss, logging_steps=1, logging_first_step=True,
                          save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
                          seed=cfg.seed)
