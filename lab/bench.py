@@ -70,6 +70,8 @@ def bench_cag(engine: Engine, doc: Document, questions: Sequence[str], retrieval
         "model": spec.model_id, "load_in_4bit": spec.load_in_4bit, "device": engine.device.device,
         "dtype": str(engine.device.dtype).removeprefix("torch."), "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+        # Other processes on the machine slow both sides, small forward passes (CAG) most: record it.
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "document": doc.name, "knowledge_tokens": kv.kv_len, "cache_mb": round(kv.size_mb, 2),
         "cache_build_s": round(kv.build_s, 3), "cache_reused": kv.reused, "questions": len(questions),
         "ttft_full_s": round(ttft_full, 4), "ttft_cag_s": round(ttft_cag, 4),

@@ -128,7 +128,8 @@ def prefill(model: PreTrainedModel, prefix_ids: torch.Tensor) -> DynamicCache:
         raise ValueError("CAG needs a model whose KV cache can be cropped back (full attention); this model has "
                          "sliding-window or linear-attention layers. Use RAG or full context with it.")
     with torch.no_grad():
-        model(input_ids=prefix_ids.to(_device(model)), past_key_values=cache, use_cache=True)
+        # Only the cache is wanted; logits_to_keep=1 skips a [K, vocab] logits tensor (840 MB for 4k tokens).
+        model(input_ids=prefix_ids.to(_device(model)), past_key_values=cache, use_cache=True, logits_to_keep=1)
     return cache
 
 

@@ -158,6 +158,27 @@ def rag_index(engine: Engine, doc: Document, cfg: RagConfig) -> RagIndex:
     return index
 
 
+def prepare_knowledge(engine: Engine, doc: Document, cfg: CompareConfig | None = None,
+                      caller: str | None = None) -> dict:
+    """Build (or load) the document's RAG index and CAG cache now, and say what each costs.
+
+    For a "prepare" button: the first question then pays neither. A document too long for CAG
+    gives `cag_error` (the message with token counts) while RAG is still prepared.
+    """
+    cfg = cfg or CompareConfig()
+    spec = engine.spec(cfg.model_id, cfg.load_in_4bit)
+    index = rag_index(engine, doc, cfg.rag)
+    info = {"document": doc.name, "rag_chunks": index.n_chunks, "rag_reused": index.reused,
+            "rag_build_s": round(index.build_s, 3)}
+    with engine.sessions.gpu_slot(caller or engine.sessions.new_caller("prepare")), engine.sessions.use(spec) as loaded:
+        try:
+            kv = get_cag(engine.sessions, spec, loaded, doc, engine.settings.subdir("knowledge"), cfg.cag)
+        except ValueError as exc:
+            return info | {"cag_error": str(exc)}
+    return info | {"cag_kv_len": kv.kv_len, "cag_mb": round(kv.size_mb, 2), "cag_build_s": round(kv.build_s, 3),
+                   "cag_reused": kv.reused, "cag_path": str(kv.path), "cag_error": None}
+
+
 # ---- running one method ------------------------------------------------------------------------
 
 def _metrics(event: GenerationEvent, prep_s: float, **extra) -> dict:
@@ -195,7 +216,11 @@ def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: 
 
 def stream_method(engine: Engine, doc: Document, question: str, method: str, cfg: CompareConfig | None = None,
                   caller: str | None = None) -> Iterator[MethodUpdate]:
-    """Answer with one method, streaming; waits for (and holds) the GPU slot while it runs."""
+    """Answer with one method, streaming; waits for (and holds) the GPU slot while it runs.
+
+    The first update (empty text, no metrics) comes as soon as the slot is held, before any
+    prefill, so a UI can show that this method is now running; the last one has done=True.
+    """
     cfg = cfg or CompareConfig()
     question = question.strip()
     spec = engine.spec(cfg.model_id, cfg.load_in_4bit)
@@ -204,6 +229,7 @@ def stream_method(engine: Engine, doc: Document, question: str, method: str, cfg
     caller = caller or engine.sessions.new_caller("compare")
     adapter = None
     with engine.sessions.gpu_slot(caller):
+        yield MethodUpdate(method)
         if method.startswith(ADAPTER_PREFIX):
             adapter, path = resolve_adapter(engine, method[len(ADAPTER_PREFIX):])
             engine.sessions.attach_adapter(spec, adapter, str(path))

@@ -132,7 +132,10 @@ def stream_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     text, finish = "", "length"
     start = time.perf_counter()
     with torch.no_grad():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1, :].float()  # [1, V]
+        # logits_to_keep=1: only the last position's logits are needed; projecting every prompt
+        # position onto the vocabulary would cost T x V x hidden extra (about 10% of a long prefill).
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
+                       logits_to_keep=1).logits[:, -1, :].float()  # [1, V]
         for step in range(settings.max_new_tokens):
             scores = procs(seen, logits)
             if settings.temperature > 0:

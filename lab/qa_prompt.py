@@ -89,12 +89,15 @@ def suffix_ids(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str
 
 _LEAD_IN = re.compile(r"^(?:(?:the\s+)?(?:short\s+)?answer(?:\s+to\s+(?:the|this)\s+question)?\s*(?:is)?\s*[:\-]?|a:)\s*",
                       re.IGNORECASE)
+_ECHO = re.compile(r"^\s*question\s*:", re.IGNORECASE)
 _COPULA = re.compile(r"\b(?:is|are|was|were|stands for|equals|means)\b:?\s+")
 _HEDGE = re.compile(r"^(?:typically|usually|often|commonly|generally|normally|called)\s+", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")  # "8,192" and "0.01" have no space after the dot
 
 
 def _clean(line: str) -> str:
+    if _ECHO.match(line):  # the model repeating the question line is not an answer; read on
+        return ""
     line = _LEAD_IN.sub("", line.strip())
     line = _SENTENCE_END.split(line, maxsplit=1)[0].strip()
     # A small model often echoes the question ("A typical weight decay is 0.01"): keep what follows

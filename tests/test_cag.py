@@ -165,3 +165,13 @@ def test_greedy_cag_equals_full_reprefill_on_embedded_model(guide_cag):
         cached = list(stream_answer(kv, loaded, parts.suffix_ids, settings))[-1]
         assert cached.text == full.text, item.question
         assert kv.cache.get_seq_length() == kv.kv_len
+
+
+def test_bench_cag_reports_every_documented_key(tiny_engine, doc):
+    from lab.bench import bench_cag
+    cfg = CompareConfig(cag=SMALL, rag=SMALL_RAG)
+    result = bench_cag(tiny_engine, doc, QUESTIONS[:2], QUESTIONS, cfg, new_tokens=4)
+    assert {"knowledge_tokens", "ttft_full_s", "ttft_cag_s", "ttft_ratio", "crop_ms", "greedy_equal",
+            "rag_retrieval_p50_ms", "rag_retrieval_p95_ms"} <= set(result)
+    assert result["greedy_equal"] is True and result["knowledge_tokens"] > 0
+    assert 0 < result["rag_retrieval_p50_ms"] <= result["rag_retrieval_p95_ms"]

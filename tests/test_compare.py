@@ -12,7 +12,7 @@ import torch
 
 from lab.__main__ import main
 from lab.cag import CagConfig
-from lab.compare import CompareConfig, MethodUpdate, ask, parse_methods, stream_compare
+from lab.compare import CompareConfig, MethodUpdate, ask, parse_methods, prepare_knowledge, stream_compare
 from lab.documents import document_from_text
 from lab.qa_prompt import read_answer, short_answer
 from lab.rag import RagConfig
@@ -89,6 +89,15 @@ def test_fine_tuned_adapter_column(tiny_engine, doc, adapter):
     assert by_path[0].error is None and by_path[1].text == rows["base"].text
 
 
+def test_prepare_knowledge_builds_then_reuses(tiny_engine, doc):
+    first = prepare_knowledge(tiny_engine, doc, CFG)
+    assert first["cag_error"] is None and first["cag_kv_len"] > 0 and first["rag_chunks"] >= 2
+    assert not first["cag_reused"]
+    long_doc = document_from_text("long.md", "the model is one two three . " * 60)
+    info = prepare_knowledge(tiny_engine, long_doc, CFG)
+    assert "too long" in info["cag_error"] and info["rag_chunks"] > 0
+
+
 def test_empty_question_is_refused(tiny_engine, doc):
     for question in ("", "   \n"):
         with pytest.raises(ValueError, match="question is empty"):
@@ -122,6 +131,7 @@ def test_method_list_is_cleaned():
     ("A typical weight decay for fine-tuning is 0.01. It keeps", "0.01"),
     ("8,192", "8,192"),
     ("Answer: 2e-4\nQuestion: next", "2e-4"),
+    ("Question: What does RAG stand for?\nRetrieval-Augmented Generation", "Retrieval-Augmented Generation"),
     ("The learning rate is usually 2e-5.", "2e-5"),
     ("", ""),
 ])
@@ -134,6 +144,7 @@ def test_answer_is_complete_once_its_sentence_or_line_ends():
     assert read_answer("Paris.\n") == ("Paris", True)
     assert read_answer("It is Paris. The") == ("Paris", True)
     assert read_answer("The answer is:\n") == ("", False)
+    assert read_answer("Question: What is it?\n") == ("", False)  # an echoed question: keep decoding
 
 
 def test_cli_ask_json(tiny_engine, doc, tmp_path, monkeypatch, capsys):
