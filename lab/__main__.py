@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=_cmd_bench_serve)
 
     # Training, jobs, merge, sweeps, the catalog and the dataset builder bring their own commands.
-    from lab import cli_sweep, cli_train
-    for module in (cli_train, cli_sweep):
+    from lab import cli_dataset, cli_sweep, cli_train
+    for module in (cli_train, cli_sweep, cli_dataset):
         module.add_commands(sub)
     return parser
 
