@@ -19,7 +19,8 @@ import yaml
 from lab.engine import Engine
 from lab.settings import REPO_ROOT
 from lab.users import user_of
-from tabs.common import POLL, USER_ERRORS, user_error
+from lab.spaces import gpu
+from tabs.common import GPU, POLL, USER_ERRORS, user_error
 
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
 TEACH_PRESET = PRESETS_DIR / "sft_lora_qa.yaml"
@@ -171,6 +172,34 @@ def build(engine: Engine) -> None:
             raise user_error(exc) from exc
         return f"Merged into `{out}` (safetensors + tokenizer); use that folder as a model id in Arena."
 
+    def build_qa(doc_file: str | None, pairs: float, max_chunks: float, progress=gr.Progress()):
+        from lab.compare import load_bundled_document
+        from lab.dataset_builder import BuilderConfig, build_dataset
+        from lab.documents import load_document
+        try:
+            doc = load_document(doc_file) if doc_file else load_bundled_document()
+            cfg = BuilderConfig(pairs_per_chunk=int(pairs), max_chunks=int(max_chunks) if max_chunks else None)
+            result = build_dataset(engine, doc, cfg, progress=lambda done, total, msg: progress((done, total), desc=msg))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        rows = [[p.question, p.answer] for p in result.pairs]
+        return rows, (f"{len(result.pairs)} pairs kept, {len(result.rejected)} rejected, from {len(result.chunks)} "
+                      f"chunks in {result.seconds:.0f} s. Edit the table, then save it.")
+
+    def save_qa(table, name: str, request: gr.Request):
+        from lab.dataset_builder import QAPair, write_jsonl
+        from lab.users import check_name, uploads_dir
+        try:
+            rows = table.values.tolist() if isinstance(table, pd.DataFrame) else list(table or [])
+            pairs = [QAPair(str(q).strip(), str(a).strip(), -1) for q, a in rows if str(q).strip() and str(a).strip()]
+            if not pairs:
+                raise ValueError("The table has no question/answer rows to save; build or type some first.")
+            folder = uploads_dir(engine.settings, user_of(request.username))
+            path = write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return f"Saved {len(pairs)} pairs to `{path}`; use it in a job config as `datasets: [{{path: {path}, format: qa}}]`."
+
     kinds = list(CONFIG_KINDS)
     with gr.Tab("Train", id="train"):
         gr.Markdown("Launch fine-tuning jobs in the background and watch them learn. Jobs survive closing the "
@@ -209,6 +238,20 @@ def build(engine: Engine) -> None:
                     lr_plot = gr.LinePlot(x="step", y="value", height=220, label="Learning rate")
                     grad_plot = gr.LinePlot(x="step", y="value", height=220, label="Grad norm")
                 log = gr.Code(label="Log tail", lines=10, elem_id="train-log")
+        with gr.Accordion("Build a Q&A dataset from a document (constrained decoding with the local model)",
+                          open=False):
+            with gr.Row():
+                qa_doc = gr.File(label="Document (.md, .txt, .pdf; default: the bundled guide)", type="filepath",
+                                 file_types=[".md", ".txt", ".pdf"], height=90, scale=2)
+                qa_pairs = gr.Number(2, precision=0, label="pairs per chunk", scale=1)
+                qa_chunks = gr.Number(3, precision=0, label="chunks (0 = all)", scale=1)
+                qa_build = gr.Button("Build", variant="primary", scale=1)
+            qa_table = gr.Dataframe(headers=["question", "answer"], interactive=True, label="Pairs (editable)",
+                                    elem_id="train-qa-table")
+            qa_info = gr.Markdown()
+            with gr.Row():
+                qa_name = gr.Textbox("my_qa", label="Save as (in your workspace)", scale=3)
+                qa_save = gr.Button("Save JSONL", scale=1)
         with gr.Accordion("Adapters: list, merge and export", open=False):
             adapters = gr.Dataframe(headers=["adapter", "base model", "job", "created"], interactive=False,
                                     elem_id="train-adapters")
@@ -233,6 +276,9 @@ def build(engine: Engine) -> None:
 
         for btn, action in ((stop_btn, "stop"), (kill_btn, "kill"), (resume_btn, "resume")):
             btn.click(controller(action), job, [launched, *refresh_out], api_name=f"train_{action}")
+        qa_build.click(gpu(build_qa), [qa_doc, qa_pairs, qa_chunks], [qa_table, qa_info], api_name="dataset_build",
+                       **GPU)
+        qa_save.click(save_qa, [qa_table, qa_name], qa_info, api_name="dataset_save")
         merge_btn.click(merge, merge_name, merged, api_name="train_merge").then(adapters_table, None, adapters)
         gr.Timer(2).tick(refresh, job, refresh_out, **POLL)
         gr.Timer(10).tick(adapters_table, None, adapters, **POLL)
