@@ -2,7 +2,7 @@
 
     python -m lab dataset build --doc assets/knowledge/llm_knowledge_guide.md --out data/qa_gen.jsonl \\
         --pairs-per-chunk 2 --max-chunks 4
-    python -m lab.cli_dataset dataset build --doc notes.pdf --out qa.jsonl --pairs-per-chunk 3 \\
+    python -m lab dataset build --doc notes.pdf --out qa.jsonl --pairs-per-chunk 3 \\
         --base-url http://localhost:8000/v1 --endpoint-model Qwen/Qwen2.5-7B-Instruct
 
 `add_commands(subparsers)` adds `dataset build` to the lab's parser; its handler is
@@ -81,20 +81,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
     build.add_argument("--json", action="store_true", help="print one JSON object with the summary and every rejection")
     build.set_defaults(fn=_cmd_build)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from lab.engine import USER_ERRORS, Engine
-    parser = argparse.ArgumentParser(prog="python -m lab.cli_dataset", description="LLM Lab dataset commands")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.fn(Engine(), args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

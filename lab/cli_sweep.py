@@ -6,7 +6,7 @@
 
 `add_commands(subparsers)` adds these to the lab's parser; each handler is `fn(engine, args)`.
 A user error (a bad sweep file, an unknown catalog name) raises ValueError or KeyError, which
-the caller prints as `error: ...` with exit code 2. `python -m lab.cli_sweep ...` runs them alone.
+the caller prints as `error: ...` with exit code 2. `python -m lab sweep|explain ...` runs them.
 """
 
 from __future__ import annotations
@@ -80,21 +80,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                                     "to tune it")
     explain.add_argument("name", help="a catalog name or alias, e.g. r, lora_alpha, learning_rate, scheduler.cosine")
     explain.set_defaults(fn=_cmd_explain)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from lab.engine import USER_ERRORS, Engine
-    parser = argparse.ArgumentParser(prog="python -m lab.cli_sweep", description="LLM Lab sweeps and explanations")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.fn(Engine(), args)
-    except USER_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

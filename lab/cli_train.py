@@ -8,7 +8,7 @@
     python -m lab show-command assets/presets/sft_lora_qa.yaml
 
 `add_commands(subparsers)` adds these to the lab's parser; each handler is `fn(engine, args)` and
-only calls functions from lab.jobs, lab.train and lab.merge. `python -m lab.cli_train ...`
+only calls functions from lab.jobs, lab.train and lab.merge. `python -m lab ...`
 runs them alone.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from lab.jobs import (JobRunner, command_preview, job_log, job_status, kill_job, list_jobs, stop_job)
@@ -127,20 +126,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     show = subparsers.add_parser("show-command", help="print the accelerate launch command a config runs with")
     show.add_argument("config")
     show.set_defaults(fn=_cmd_show_command)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from lab.engine import USER_ERRORS, Engine
-    parser = argparse.ArgumentParser(prog="python -m lab.cli_train", description="LLM Lab training commands")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.fn(Engine(), args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -254,16 +254,16 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(lora_job, tiny_model_d
 
 
 def test_cli_commands(lora_job, capsys, monkeypatch):
-    from lab import cli_train
+    from lab.__main__ import main as lab_main
     data_dir, job_id, _ = lora_job
     monkeypatch.setenv("LAB_DATA_DIR", str(data_dir))
-    assert cli_train.main(["jobs", "list"]) == 0
+    assert lab_main(["jobs", "list"]) == 0
     assert job_id in capsys.readouterr().out
-    assert cli_train.main(["show-command", str(REPO_ROOT / "assets/presets/sft_lora_qa.yaml")]) == 0
+    assert lab_main(["show-command", str(REPO_ROOT / "assets/presets/sft_lora_qa.yaml")]) == 0
     assert "-m lab.train" in capsys.readouterr().out
-    assert cli_train.main(["jobs", "stop", job_id]) == 2  # completed jobs cannot be stopped
+    assert lab_main(["jobs", "stop", job_id]) == 2  # completed jobs cannot be stopped
     assert "only queued or running" in capsys.readouterr().err
-    assert cli_train.main(["jobs", "show", "../x"]) == 2
+    assert lab_main(["jobs", "show", "../x"]) == 2
 
 
 @pytest.mark.slow

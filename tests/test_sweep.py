@@ -133,15 +133,15 @@ def test_export_csv_columns(finished, tmp_path):
 
 
 def test_cli_resume_prints_the_table_and_writes_csv(finished, tmp_path, capsys, monkeypatch):
-    from lab import cli_sweep
+    from lab.__main__ import main as lab_main
     data_dir, report = finished
     monkeypatch.setenv("LAB_DATA_DIR", str(data_dir))
     out = tmp_path / "cli.csv"
-    assert cli_sweep.main(["sweep", "--resume", report.sweep_id, "--csv", str(out)]) == 0
+    assert lab_main(["sweep", "--resume", report.sweep_id, "--csv", str(out)]) == 0
     captured = capsys.readouterr()
     assert "r=2, lora_alpha=4" in captured.out and f"Decision: {report.decision.choice}" in captured.out
     assert "kept (completed)" in captured.err and out.is_file()
-    assert cli_sweep.main(["sweep", "--resume", "no-such-sweep"]) == 2
+    assert lab_main(["sweep", "--resume", "no-such-sweep"]) == 2
     assert "no sweep 'no-such-sweep'" in capsys.readouterr().err
 
 
@@ -301,11 +301,11 @@ def test_sweep_file_with_unknown_key(tmp_path):
 
 
 def test_explain_prints_an_entry_and_fails_clearly(capsys, tmp_path, monkeypatch):
-    from lab import cli_sweep
+    from lab.__main__ import main as lab_main
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "data"))
-    assert cli_sweep.main(["explain", "lora_alpha"]) == 0
+    assert lab_main(["explain", "lora_alpha"]) == 0
     out = capsys.readouterr().out
     assert "`lora_alpha`" in out and "**How to tune.**" in out
-    assert cli_sweep.main(["explain", "lora_alpah"]) == 2
+    assert lab_main(["explain", "lora_alpah"]) == 2
     err = capsys.readouterr().err
     assert "no catalog entry named 'lora_alpah'" in err and "did you mean lora_alpha" in err
