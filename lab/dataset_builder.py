@@ -4,10 +4,11 @@
         --pairs-per-chunk 2 --max-chunks 4
 
 The document is cut into chunks (lab.rag's splitter); for each chunk the model is asked for N
-question/answer pairs, every pair is validated (non-empty, within length limits, a question mark,
-an answer that adds something to the question and is grounded in the chunk, no duplicate question), and a chunk whose pairs are rejected is
-asked again, with a new seed, up to `retries` times. The output is JSONL in the `qa` format that
-lab.datasets_io loads for training: one `{"question": ..., "answer": ...}` object per line.
+question/answer pairs; every pair is validated (non-empty, within length limits, a question mark,
+an answer that adds something to the question and is grounded in the chunk, no duplicate
+question), and a chunk short of N kept pairs is asked again, with a new seed, up to `retries`
+times. The output is JSONL in the `qa` format that lab.datasets_io loads for training: one
+`{"question": ..., "answer": ...}` object per line (plus the source `chunk_id`).
 
 Why schema-constrained decoding: asked for JSON in plain words, SmolLM2-135M returns numbered
 prose or half-closed objects (0 of 3 samples were valid for a 2-pair list). Here every decode step
@@ -48,7 +49,7 @@ import urllib.request
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Collection, ContextManager, Iterator
+from typing import TYPE_CHECKING, Callable, Collection, ContextManager, Iterator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -56,6 +57,9 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from lab.documents import Document
 from lab.generate import prompt_ids
 from lab.rag import RagConfig, split_document
+
+if TYPE_CHECKING:
+    from lab.engine import Engine
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, message): called before the first chunk and after each one."""
@@ -216,7 +220,7 @@ class Attempt:
     """'stop' (the output ended by itself) or 'length' (the token budget ran out first)."""
 
 
-Generator = Callable[[str, int, float, int], Attempt]
+PairGenerator = Callable[[str, int, float, int], Attempt]
 """generate(chunk, n_pairs, temperature, seed) -> Attempt: the local constrained model or an endpoint."""
 
 
@@ -396,8 +400,8 @@ def constrained_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     return Attempt(tokenizer.decode(generated, skip_special_tokens=True), len(generated), finish)
 
 
-def local_generator(loaded, cfg: BuilderConfig) -> Generator:
-    """A Generator over a loaded model (call it inside the GPU slot and `sessions.use`)."""
+def local_generator(loaded, cfg: BuilderConfig) -> PairGenerator:
+    """A pair generator over a loaded model (call it inside the GPU slot and `sessions.use`)."""
     compiler = grammar_compiler(loaded.model, loaded.tokenizer, loaded.spec.key)
 
     def generate(chunk: str, n: int, temperature: float, seed: int) -> Attempt:
@@ -410,8 +414,8 @@ def local_generator(loaded, cfg: BuilderConfig) -> Generator:
     return generate
 
 
-def endpoint_generator(cfg: BuilderConfig, timeout_s: float = 120.0) -> Generator:
-    """A Generator over an OpenAI-compatible /chat/completions endpoint in JSON mode."""
+def endpoint_generator(cfg: BuilderConfig, timeout_s: float = 120.0) -> PairGenerator:
+    """A pair generator over an OpenAI-compatible /chat/completions endpoint in JSON mode."""
     url = cfg.base_url.rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json"}
     if os.environ.get(cfg.api_key_env):
@@ -438,11 +442,12 @@ def endpoint_generator(cfg: BuilderConfig, timeout_s: float = 120.0) -> Generato
 
 # ---- the build loop -------------------------------------------------------------------------
 
-def build_from_chunks(chunks: list[str], cfg: BuilderConfig, open_generator: Callable[[], ContextManager[Generator]],
+def build_from_chunks(chunks: list[str], cfg: BuilderConfig,
+                      open_generator: Callable[[], ContextManager[PairGenerator]],
                       progress: Progress | None = None) -> BuildResult:
     """Generate, validate and retry chunk by chunk.
 
-    `open_generator()` is entered once per chunk and yields the Generator for it: for the local
+    `open_generator()` is entered once per chunk and yields the pair generator for it: for the local
     model that context holds the GPU slot and pins the model; tests pass `lambda: nullcontext(fn)`.
     """
     start = time.perf_counter()
@@ -465,7 +470,7 @@ def build_from_chunks(chunks: list[str], cfg: BuilderConfig, open_generator: Cal
     return BuildResult(pairs, rejected, stats, time.perf_counter() - start)
 
 
-def _fill_chunk(chunk_id: int, chunk: str, cfg: BuilderConfig, generate: Generator, st: ChunkStats,
+def _fill_chunk(chunk_id: int, chunk: str, cfg: BuilderConfig, generate: PairGenerator, st: ChunkStats,
                 pairs: list[QAPair], rejected: list[Rejection], seen: set[str]) -> None:
     for attempt in range(cfg.retries + 1):
         need = cfg.pairs_per_chunk - st.accepted
@@ -498,7 +503,7 @@ def document_chunks(doc: Document, cfg: BuilderConfig) -> list[str]:
     return chunks[:cfg.max_chunks] if cfg.max_chunks else chunks
 
 
-def build_dataset(engine, doc: Document, cfg: BuilderConfig, progress: Progress | None = None) -> BuildResult:
+def build_dataset(engine: Engine, doc: Document, cfg: BuilderConfig, progress: Progress | None = None) -> BuildResult:
     """Question/answer pairs for a document: chunk, generate (constrained), validate, retry.
 
     Local generation takes the session manager's GPU slot once per chunk, so Compare and Arena
@@ -515,7 +520,7 @@ def build_dataset(engine, doc: Document, cfg: BuilderConfig, progress: Progress 
     caller = engine.sessions.new_caller("dataset")
 
     @contextmanager
-    def open_generator() -> Iterator[Generator]:
+    def open_generator() -> Iterator[PairGenerator]:
         with engine.sessions.gpu_slot(caller), engine.sessions.use(spec) as loaded:
             yield local_generator(loaded, cfg)
 
