@@ -33,7 +33,7 @@ class MemoryBudgetError(RuntimeError):
 class Entry:
     key: str
     kind: str
-    """'model', 'adapter', 'kv_cache' or 'reservation'."""
+    """'model', 'adapter', 'kv_cache', 'rag_index' or 'reservation'."""
     obj: Any
     nbytes: int
     label: str
