@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from lab.settings import REPO_ROOT
+from lab.settings import REPO_ROOT, LabSettings
 from lab.train_config import SftConfig, load_config, save_config
 
 DEFAULT_PRESET = REPO_ROOT / "assets" / "presets" / "sft_lora_qa.yaml"
@@ -93,13 +93,13 @@ def _lab_run(cfg: SftConfig, work: Path, name: str) -> float | None:
     """The lab path: `python -m lab train CONFIG` in the foreground, read back from metrics.jsonl."""
     path = save_config(cfg, work / f"{name}.yaml")
     data_dir = work / f"data-{name}"
-    models = Path(os.environ.get("LAB_DATA_DIR", REPO_ROOT / "data")) / "models"
+    models = LabSettings().data_dir / "models"
     data_dir.mkdir()
     if models.is_dir():  # share the materialised embedded model instead of converting it again
         (data_dir / "models").symlink_to(models.resolve())
     _run([sys.executable, "-m", "lab", "train", str(path)], {"LAB_DATA_DIR": str(data_dir)})
-    metrics = next((data_dir / "jobs").glob("*/metrics.jsonl"))
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    from lab.jobs import job_metrics, list_jobs
+    rows = job_metrics(data_dir, list_jobs(data_dir)[0]["id"])
     return tokens_per_s([{"num_tokens": r.get("num_tokens"), "time": r.get("timestamp")} for r in rows])
 
 

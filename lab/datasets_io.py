@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from datasets import Dataset
 
@@ -93,8 +93,9 @@ def to_prompt_completion(row: dict, fmt: str, where: str) -> dict[str, list[dict
     raise DatasetFormatError(f"unknown dataset format {fmt!r}; use one of {', '.join(DATASET_FORMATS)}")
 
 
-def load_rows(path: str | Path, fmt: str) -> list[dict]:
-    """All rows of one JSONL file in prompt-completion shape; blank lines are skipped."""
+def read_jsonl(path: str | Path, convert: Callable[[Any, str], dict]) -> list[dict]:
+    """Every row of a JSONL file through `convert(row, where)`, where names the file and line for
+    error messages; blank lines are skipped and an empty file is an error."""
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"dataset file {path} does not exist")
@@ -108,10 +109,15 @@ def load_rows(path: str | Path, fmt: str) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            rows.append(to_prompt_completion(row, fmt, where))
+            rows.append(convert(row, where))
     if not rows:
         raise DatasetFormatError(f"dataset file {path} has no rows")
     return rows
+
+
+def load_rows(path: str | Path, fmt: str) -> list[dict]:
+    """All rows of one JSONL file in prompt-completion shape."""
+    return read_jsonl(path, lambda row, where: to_prompt_completion(row, fmt, where))
 
 
 def mix_rows(sources: list[tuple[list[dict], float]], seed: int) -> list[dict]:

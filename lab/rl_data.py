@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-from lab.datasets_io import DatasetFormatError, load_rows, mix_rows
+from lab.datasets_io import DatasetFormatError, load_rows, mix_rows, read_jsonl
 from lab.settings import BUNDLED_QA, REPO_ROOT
 from lab.train_config import DatasetSpec
 
@@ -60,24 +60,8 @@ def preference_row(row: object, where: str) -> dict[str, list[dict[str, str]]]:
 
 
 def load_preference_rows(path: str | Path) -> list[dict]:
-    """Every row of a preference JSONL file; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFormatError(f"dataset file {path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            rows.append(preference_row(row, where))
-    if not rows:
-        raise DatasetFormatError(f"dataset file {path} has no rows")
-    return rows
+    """Every row of a preference JSONL file, each checked by preference_row."""
+    return read_jsonl(path, preference_row)
 
 
 def load_preference_mixture(specs: list[DatasetSpec], seed: int) -> list[dict]:

@@ -311,6 +311,19 @@ def optimizer_override(cfg: TrainConfig) -> tuple[type[torch.optim.Optimizer], d
 
 
 # ---- outputs ----------------------------------------------------------------------------------
+def train_and_save(trainer, job_dir: Path, callback: "JobCallback") -> Path | None:
+    """Run a Trainer (resuming if asked) and save to the job's output folder; None when stopped.
+
+    save_model writes the adapter alone for LoRA/QLoRA and the whole model (with the tokenizer
+    passed as processing_class) otherwise."""
+    trainer.train(resume_from_checkpoint=callback.resume_from)
+    if callback.stopped:
+        return None
+    output = Path(job_dir) / OUTPUT_DIR
+    trainer.save_model(str(output))
+    return output
+
+
 def register_adapter(output_dir: Path, name: str, base_model_id: str, job_id: str, data_dir: Path,
                      extra: dict[str, Any] | None = None) -> Path:
     """Copy a finished LoRA adapter to <data>/adapters/<name>/ with adapter_meta.json; returns that folder.

@@ -83,7 +83,7 @@ def run_dpo(cfg: DpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
     from trl import DPOTrainer
 
     from lab.device import detect_device
-    from lab.train_common import (OUTPUT_DIR, count_parameters, data_dir_of, is_main_process, load_base_model,
+    from lab.train_common import (train_and_save, count_parameters, data_dir_of, is_main_process, load_base_model,
                                   lora_config, training_arguments, update_status)
     device = detect_device()
     train_data, eval_data = load_dpo_data(cfg)
@@ -99,9 +99,4 @@ def run_dpo(cfg: DpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
         update_status(job_dir, train_rows=len(train_data), eval_rows=len(eval_data) if eval_data else 0,
                       reference="adapters disabled" if cfg.uses_lora else "frozen copy of the model",
                       **count_parameters(trainer.model))
-    trainer.train(resume_from_checkpoint=callback.resume_from)
-    if callback.stopped:
-        return None
-    output = Path(job_dir) / OUTPUT_DIR
-    trainer.save_model(str(output))
-    return output
+    return train_and_save(trainer, job_dir, callback)

@@ -73,7 +73,7 @@ def run_grpo(cfg: GrpoConfig, job_dir: Path, callback: JobCallback) -> Path | No
 
     from lab.device import detect_device
     from lab.rl_data import load_prompt_mixture, within_max_length
-    from lab.train_common import (OUTPUT_DIR, count_parameters, data_dir_of, is_main_process, load_base_model,
+    from lab.train_common import (train_and_save, count_parameters, data_dir_of, is_main_process, load_base_model,
                                   lora_config, training_arguments, update_status)
     device = detect_device()
     model, tokenizer, _ = load_base_model(cfg.model_id, data_dir_of(job_dir), cfg.mode, device)
@@ -97,9 +97,4 @@ def run_grpo(cfg: GrpoConfig, job_dir: Path, callback: JobCallback) -> Path | No
     if is_main_process():
         update_status(job_dir, train_rows=len(train_data), prompts_dropped=dropped, eval_rows=0,
                       **count_parameters(trainer.model))
-    trainer.train(resume_from_checkpoint=callback.resume_from)
-    if callback.stopped:
-        return None
-    output = Path(job_dir) / OUTPUT_DIR
-    trainer.save_model(str(output))
-    return output
+    return train_and_save(trainer, job_dir, callback)

@@ -251,7 +251,7 @@ def run_pretrain(cfg: PretrainConfig, job_dir: Path, callback: JobCallback) -> P
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from lab.device import detect_device
-    from lab.train_common import (OUTPUT_DIR, count_parameters, data_dir_of, is_main_process, training_arguments,
+    from lab.train_common import (train_and_save, count_parameters, data_dir_of, is_main_process, training_arguments,
                                   update_status)
     device = detect_device()
     tokenizer = load_pretrain_tokenizer(cfg, data_dir_of(job_dir), job_dir)
@@ -265,9 +265,4 @@ def run_pretrain(cfg: PretrainConfig, job_dir: Path, callback: JobCallback) -> P
     trainer = Trainer(model=model, args=TrainingArguments(**training_arguments(cfg, job_dir, device)),
                       train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
                       callbacks=[callback])
-    trainer.train(resume_from_checkpoint=callback.resume_from)
-    if callback.stopped:
-        return None
-    output = Path(job_dir) / OUTPUT_DIR
-    trainer.save_model(str(output))  # weights, config and (processing_class) the tokenizer
-    return output
+    return train_and_save(trainer, job_dir, callback)

@@ -16,7 +16,7 @@ from trl import SFTTrainer
 
 from lab.datasets_io import load_train_eval
 from lab.device import detect_device
-from lab.train_common import (OUTPUT_DIR, JobCallback, build_model, count_parameters, data_dir_of,
+from lab.train_common import (train_and_save, JobCallback, build_model, count_parameters, data_dir_of,
                               is_main_process, optimizer_override, training_arguments, update_status)
 from lab.train_config import SftConfig
 
@@ -34,9 +34,4 @@ def run_sft(cfg: SftConfig, job_dir: Path, callback: JobCallback) -> Path | None
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                          processing_class=tokenizer, callbacks=[callback],
                          optimizer_cls_and_kwargs=optimizer_override(cfg))
-    trainer.train(resume_from_checkpoint=callback.resume_from)
-    if callback.stopped:
-        return None
-    output = Path(job_dir) / OUTPUT_DIR
-    trainer.save_model(str(output))  # adapter only for LoRA/QLoRA; the whole model for full
-    return output
+    return train_and_save(trainer, job_dir, callback)
