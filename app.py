@@ -13,8 +13,9 @@ import threading
 
 import gradio as gr
 
-from lab.engine import USER_ERRORS, Engine
-from lab.users import load_users
+from lab.core.errors import USER_ERRORS
+from lab.engine import Engine
+from lab.core.users import load_users
 from tabs import arena, compare, explain, system, train
 
 INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval, cache-augmented generation, "

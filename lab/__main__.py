@@ -14,10 +14,11 @@ import argparse
 import json
 import sys
 
-from lab.engine import USER_ERRORS, Engine
-from lab.generate import GenerationSettings
-from lab.models import materialise_embedded
-from lab.settings import BUNDLED_DOC, BUNDLED_QA
+from lab.core.errors import USER_ERRORS
+from lab.engine import Engine
+from lab.inference.generate import GenerationSettings
+from lab.inference.models import materialise_embedded
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
 
 
 def _cmd_info(engine: Engine, args: argparse.Namespace) -> None:
@@ -47,14 +48,14 @@ def _cmd_generate(engine: Engine, args: argparse.Namespace) -> None:
 
 def _compare_config(args: argparse.Namespace):
     # Imported per command: `info` and `generate` should not pay for langchain and FAISS.
-    from lab.compare import CompareConfig
-    from lab.rag import RagConfig
+    from lab.knowledge.compare import CompareConfig
+    from lab.knowledge.rag import RagConfig
     return CompareConfig(max_new_tokens=args.max_new_tokens, rag=RagConfig(top_k=args.top_k), model_id=args.model)
 
 
 def _cmd_ask(engine: Engine, args: argparse.Namespace) -> None:
-    from lab.compare import stream_compare
-    from lab.documents import load_document
+    from lab.knowledge.compare import stream_compare
+    from lab.knowledge.documents import load_document
     doc = load_document(args.doc)
     finals, shown = [], {}
     for update in stream_compare(engine, doc, args.question, args.methods, _compare_config(args)):
@@ -85,8 +86,8 @@ def _cmd_ask(engine: Engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(engine: Engine, args: argparse.Namespace) -> None:
-    from lab.documents import load_document
-    from lab.evaluate_qa import evaluate, load_qa, write_csv, write_json
+    from lab.knowledge.documents import load_document
+    from lab.knowledge.evaluation import evaluate, load_qa, write_csv, write_json
     doc = load_document(args.doc)
     items = load_qa(args.qa, args.limit)
 
@@ -104,9 +105,9 @@ def _cmd_eval(engine: Engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(engine: Engine, args: argparse.Namespace) -> None:
-    from lab.bench import bench_cag
-    from lab.documents import load_document
-    from lab.evaluate_qa import load_qa
+    from lab.bench.cag import bench_cag
+    from lab.knowledge.documents import load_document
+    from lab.knowledge.evaluation import load_qa
     doc = load_document(args.doc)
     questions = [item.question for item in load_qa(args.qa)]
     result = bench_cag(engine, doc, questions[:args.questions], questions, _compare_config(args),
@@ -177,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=_cmd_bench_serve)
 
     # Training, jobs, merge, sweeps, the catalog and the dataset builder bring their own commands.
-    from lab import cli_dataset, cli_sweep, cli_train
+    from lab.cli import dataset as cli_dataset
+    from lab.cli import sweep as cli_sweep
+    from lab.cli import train as cli_train
     for module in (cli_train, cli_sweep, cli_dataset):
         module.add_commands(sub)
     return parser
@@ -188,12 +191,12 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 
 def _cmd_bench_train(engine: Engine, args: argparse.Namespace) -> None:
-    from lab.bench_train import bench_train
+    from lab.bench.train import bench_train
     _print_result(bench_train(args.model, args.steps), args.json)
 
 
 def _cmd_bench_serve(engine: Engine, args: argparse.Namespace) -> None:
-    from lab.bench_serve import ServeBenchConfig, bench_serve
+    from lab.bench.serve import ServeBenchConfig, bench_serve
     cfg = ServeBenchConfig(clients=args.clients, requests_per_client=args.requests, max_new_tokens=args.max_new_tokens)
     _print_result(bench_serve(cfg), args.json)
 

@@ -1,106 +1,57 @@
-"""The engine: one object per process that the tabs, the CLI and the tests all call.
+"""The engine: the one facade the tabs, the CLI and the tests call.
 
     python -m lab info
 
-It owns the settings, the device choice and the session manager; every public method is a
-plain function of its arguments plus that shared state, with no UI code.
+An Engine is the process's Runtime (settings, device, session manager) plus every operation a
+user can ask for, grouped below by area: knowledge (documents, compare, evaluation), Arena,
+training (configs, jobs, adapters, datasets) and Explain (catalog, calculators, sweeps). Every
+decision about who may touch which file, job, model or quota is made here, once: a method that
+acts for a user takes that user's name. Pure functions are offered as they are (staticmethod);
+the packages under lab/ take a Runtime and never import this module, so there is no cycle.
 """
 
 from __future__ import annotations
 
 import platform
 import threading
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from lab.device import DeviceChoice, default_budget_bytes, detect_device, memory_info
-from lab.generate import GenerationEvent, GenerationSettings, prompt_ids, stream_generate
-from lab.models import LoadedModel, ModelLoadError, ModelSpec, load_model
-from lab.session import MemoryBudgetError, SessionManager
-from lab.settings import EMBEDDED_MODEL, DataDirError, LabSettings
-from lab.spaces import refuse_training_on_zero_gpu
-from lab.users import LOCAL_USER, check_job_owner
+from lab.core.device import memory_info
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
+from lab.core.spaces import refuse_training_on_zero_gpu
+from lab.core.users import LOCAL_USER, check_job_owner, check_name, list_uploads, save_upload, upload_path, \
+    uploads_dir, user_of
+from lab.explain import calculators, catalog
+from lab.explain import sweep as sweeps
+from lab.inference import adapters, arena
+from lab.inference.arena import ArenaColumn
+from lab.inference.models import resolve_model_path
+from lab.inference.runtime import Runtime
+from lab.knowledge import compare, evaluation
+from lab.knowledge.compare import CompareConfig, MethodUpdate
+from lab.knowledge.documents import Document, load_document
+from lab.training import configs
+from lab.training.configs.base import TrainConfig, field_docs
+from lab.training.data import builder
+from lab.training.jobs import runner as job_runner
 
-USER_ERRORS = (ValueError, KeyError, PermissionError, ModelLoadError, DataDirError, MemoryBudgetError)
-"""Errors caused by what the user asked for: shown as a message, never a crash."""
-
-MAX_PROMPT_CHARS = 100_000
+Progress = Callable[[int, int, str], None]
 
 
-class Engine:
-    def __init__(self, settings: LabSettings | None = None, device: DeviceChoice | None = None) -> None:
-        self.settings = settings or LabSettings()
-        self.device = device or detect_device()
-        budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
-                  else default_budget_bytes(self.device.device))
-        self.sessions = SessionManager(self.device, budget, self._load)
-        self._jobs = None
+class Engine(Runtime):
+    METHODS = compare.METHODS
+    """Knowledge methods that need no adapter; `ft:<adapter>` adds a fine-tuned one."""
+    SCORES = evaluation.SCORES
+    MAX_ARENA_COLUMNS = arena.MAX_COLUMNS
+    BUNDLED_QA = BUNDLED_QA
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._jobs: job_runner.JobRunner | None = None
         self._jobs_lock = threading.Lock()
-
-    def _load(self, spec: ModelSpec) -> LoadedModel:
-        # Only the embedded model needs the data directory (it is materialised there once).
-        models_dir = (self.settings.subdir("models") if spec.model_id.strip() == EMBEDDED_MODEL
-                      else self.settings.data_dir / "models")
-        return load_model(spec, self.device, models_dir)
-
-    @property
-    def jobs(self):
-        """The process's training job runner, started on first use (it polls job folders on disk)."""
-        with self._jobs_lock:
-            if self._jobs is None:
-                from lab.jobs import JobRunner  # training imports are heavy; only the Train tab needs them
-                self._jobs = JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions)
-                self._jobs.start_background()
-            return self._jobs
-
-    def submit_job(self, cfg, user: str = LOCAL_USER) -> str:
-        """Queue a training job owned by `user` (refused on a ZeroGPU Space, which cannot train)."""
-        refuse_training_on_zero_gpu()
-        return self.jobs.submit(cfg, owner=user)
-
-    def control_job(self, action: str, job_id: str, user: str = LOCAL_USER) -> dict:
-        """Stop, kill or resume a job; only its owner may."""
-        if action not in ("stop", "kill", "resume"):
-            raise ValueError(f"Unknown job action {action!r}; use stop, kill or resume.")
-        check_job_owner(self.jobs.status(job_id), user, action)
-        return getattr(self.jobs, action)(job_id)
-
-    def spec(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> ModelSpec:
-        return ModelSpec((model_id or self.settings.model_id).strip(),
-                         self.settings.load_in_4bit if load_in_4bit is None else load_in_4bit)
-
-    def check_settings(self, settings: GenerationSettings) -> None:
-        if settings.max_new_tokens > self.settings.max_new_tokens_limit:
-            raise ValueError(f"max_new_tokens={settings.max_new_tokens} is above this lab's limit of "
-                             f"{self.settings.max_new_tokens_limit}; ask for fewer tokens.")
-
-    def generate(self, prompt: str, settings: GenerationSettings | None = None, model_id: str | None = None,
-                 system: str | None = None, caller: str | None = None) -> Iterator[GenerationEvent]:
-        """Stream an answer to one prompt, queued behind other GPU work."""
-        settings = settings or GenerationSettings()
-        if not prompt or not prompt.strip():
-            raise ValueError("The prompt is empty; type a question or instruction first.")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
-        self.check_settings(settings)
-        spec = self.spec(model_id)
-        caller = caller or self.sessions.new_caller("generate")
-        with self.sessions.gpu_slot(caller), self.sessions.use(spec) as loaded:
-            ids = prompt_ids(loaded.tokenizer, prompt, system)
-            if ids.shape[1] + settings.max_new_tokens > loaded.context_window:
-                raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
-                                 f"it exceeds the model's window of {loaded.context_window}.")
-            yield from stream_generate(loaded.model, loaded.tokenizer, ids, settings)
-
-    def load(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> LoadedModel:
-        return self.sessions.model(self.spec(model_id, load_in_4bit))
-
-    def unload(self, key: str) -> bool:
-        return self.sessions.remove(key)
-
-    def stats(self) -> dict:
-        return self.sessions.stats()
 
     def info(self) -> dict:
         """Everything the System tab and `python -m lab info` show."""
@@ -113,3 +64,182 @@ class Engine:
                 "data_dir": str(self.settings.data_dir), "default_model": self.settings.model_id,
                 "load_in_4bit": self.settings.load_in_4bit, "sign_in": bool(self.settings.auth)}
         return info | {"session": self.stats()}
+
+    def memory_info(self) -> dict[str, float]:
+        """Total and free bytes of the device models run on."""
+        return memory_info(self.device.device)
+
+    # ---- users and their uploads ------------------------------------------------------------------
+    user_of = staticmethod(user_of)
+
+    def uploads(self, user: str) -> list[str]:
+        """The names of `user`'s own uploads."""
+        return list_uploads(self.settings, user)
+
+    def save_upload(self, user: str, source: str | Path) -> Document:
+        """Check an uploaded file (type, size, content), then keep it in `user`'s workspace."""
+        doc = load_document(source)
+        save_upload(self.settings, user, source)
+        return doc
+
+    def open_upload(self, user: str, name: str) -> Document:
+        """One of `user`'s uploads; nobody else's can be named."""
+        return load_document(upload_path(self.settings, user, name))
+
+    # ---- knowledge: documents, compare, evaluation --------------------------------------------------
+    def bundled_document(self) -> Document:
+        return load_document(BUNDLED_DOC)
+
+    load_document = staticmethod(load_document)
+
+    def compare_methods(self) -> list[str]:
+        """What Compare can run now: the plain methods and one `ft:<name>` per trained adapter."""
+        return [*compare.METHODS, *(f"{compare.ADAPTER_PREFIX}{name}" for name in self.adapter_names())]
+
+    def stream_compare(self, doc: Document, question: str, methods: str | Sequence[str], cfg: CompareConfig | None = None,
+                caller: str | None = None) -> Iterator[MethodUpdate]:
+        """Stream every method's answer to one question about `doc`, with its costs."""
+        return compare.stream_compare(self, doc, question, methods, cfg, caller=caller)
+
+    load_qa = staticmethod(evaluation.load_qa)
+
+    def evaluate(self, doc: Document, items: Sequence[evaluation.QAItem], methods: str | Sequence[str],
+                 cfg: CompareConfig | None = None, progress: Progress | None = None) -> dict:
+        """Score a QA set through several methods (exact match, F1, ROUGE-L, BLEU, latency)."""
+        return evaluation.evaluate(self, doc, items, methods, cfg, progress)
+
+    def export_evaluation(self, result: dict, user: str, name: str) -> tuple[Path, Path]:
+        """Write an evaluation as <name>.json and <name>.csv in `user`'s workspace, where it stays."""
+        folder = self.settings.subdir(f"users/{check_name(user, 'User name')}/evaluations")
+        stem = check_name(name, "Export name")
+        return (evaluation.write_json(result, folder / f"{stem}.json"),
+                evaluation.write_csv(result["rows"], folder / f"{stem}.csv"))
+
+    # ---- arena ----------------------------------------------------------------------------------------
+    def arena_models(self) -> list[str]:
+        """The default model and one entry per trained adapter on it, as the Arena's dropdowns offer them."""
+        return arena.model_choices(self)
+
+    def stream_arena(self, prompt: str, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]],
+              caller: str | None = None) -> Iterator:
+        """Stream one prompt to every column, each with its own settings and history."""
+        return arena.stream_arena(self, prompt, columns, histories, caller=caller)
+
+    arena_transcript_json = staticmethod(arena.transcript_json)
+    arena_transcript_markdown = staticmethod(arena.transcript_markdown)
+
+    # ---- training: configs, jobs, adapters, datasets --------------------------------------------------
+    CONFIG_KINDS = configs.CONFIG_KINDS
+    config_from_dict = staticmethod(configs.config_from_dict)
+    field_docs = staticmethod(field_docs)
+    command_preview = staticmethod(job_runner.command_preview)
+    pretrain_preview = staticmethod(calculators.pretrain_preview)
+
+    @property
+    def jobs(self) -> job_runner.JobRunner:
+        """The process's training job runner, started on first use (it polls job folders on disk)."""
+        with self._jobs_lock:
+            if self._jobs is None:
+                self._jobs = job_runner.JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions)
+                self._jobs.start_background()
+            return self._jobs
+
+    def submit_job(self, cfg: TrainConfig, user: str = LOCAL_USER) -> str:
+        """Queue a training job owned by `user` (refused on a ZeroGPU Space, which cannot train)."""
+        refuse_training_on_zero_gpu()
+        return self.jobs.submit(cfg, owner=user)
+
+    def control_job(self, action: str, job_id: str, user: str = LOCAL_USER) -> dict:
+        """Stop, kill or resume a job; only its owner may."""
+        if action not in ("stop", "kill", "resume"):
+            raise ValueError(f"Unknown job action {action!r}; use stop, kill or resume.")
+        check_job_owner(self.jobs.status(job_id), user, action)
+        return getattr(self.jobs, action)(job_id)
+
+    def list_jobs(self) -> list[dict]:
+        return self.jobs.list()
+
+    def job_status(self, job_id: str) -> dict:
+        return self.jobs.status(job_id)
+
+    def job_metrics(self, job_id: str, since: int = 0) -> list[dict]:
+        return self.jobs.metrics(job_id, since)
+
+    def job_log(self, job_id: str, lines: int = 40) -> str:
+        return self.jobs.log(job_id, lines)
+
+    def list_adapters(self) -> list[adapters.Adapter]:
+        """Every trained adapter, newest first."""
+        return adapters.list_adapters(self.settings.data_dir)
+
+    def adapter_names(self) -> list[str]:
+        return adapters.available_adapters(self.settings.data_dir)
+
+    def merge_adapter(self, name: str) -> Path:
+        """Merge the adapter `name` into its base and export it under <data>/merged/<name>."""
+        adapter_name, folder = adapters.resolve_adapter(self.settings.data_dir, check_name(name.strip(), "Adapter"))
+        return adapters.merge_adapter(folder, self.settings.subdir("merged") / adapter_name, self.settings.data_dir)
+
+    def build_qa_dataset(self, doc: Document, cfg: builder.BuilderConfig,
+                         progress: Progress | None = None) -> builder.BuildResult:
+        """Question/answer pairs from a document, with schema-constrained decoding, validated and retried."""
+        return builder.build_dataset(self, doc, cfg, progress)
+
+    def save_qa_pairs(self, user: str, rows: Sequence[Sequence[str]], name: str) -> Path:
+        """Save edited question/answer rows as <name>.jsonl (qa format) in `user`'s uploads."""
+        pairs = [builder.QAPair(str(q).strip(), str(a).strip(), -1) for q, a in rows if str(q).strip() and str(a).strip()]
+        if not pairs:
+            raise ValueError("The table has no question/answer rows to save; build or type some first.")
+        folder = uploads_dir(self.settings, user)
+        return builder.write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+
+    # ---- explain: catalog, calculators, sweeps -----------------------------------------------------
+    CATALOG_GROUPS = catalog.GROUPS
+    catalog_entries = staticmethod(catalog.entries)
+    catalog_search = staticmethod(catalog.search)
+    catalog_entry = staticmethod(catalog.get)
+    SCHEDULER_TYPES = calculators.SCHEDULER_TYPES
+    OPTIMIZER_STATES = calculators.OPTIMIZER_STATES
+    ACTIVATIONS = (*calculators.GATED_ACTIVATIONS, *calculators.PLAIN_ACTIVATIONS)
+    MEMORY_ASSUMPTIONS = calculators.MEMORY_ASSUMPTIONS
+    batch_math = staticmethod(calculators.batch_math)
+    lr_curve = staticmethod(calculators.lr_curve)
+    lora_scale = staticmethod(calculators.lora_scale)
+    memory_estimate = staticmethod(calculators.memory_estimate)
+    memory_verdict = staticmethod(calculators.verdict)
+    architecture_params = staticmethod(calculators.architecture_params)
+    format_bytes = staticmethod(calculators.format_bytes)
+
+    def explain(self, name: str) -> str:
+        """The catalog entry for a knob, as Markdown (what `python -m lab explain NAME` prints)."""
+        return catalog.render_markdown(catalog.get(name))
+
+    def trainable_params(self, model_id: str | None, r: int, preset: str) -> calculators.TrainableParams:
+        """Trainable and total parameters of LoRA rank `r` on `preset` layers of a model (the default when empty)."""
+        source = resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
+        return calculators.trainable_params(source, r, preset)
+
+    SUGGESTED_SWEEPS = sweeps.SUGGESTED_GRIDS
+    suggest_sweep = staticmethod(sweeps.suggest_sweep)
+    sweep_to_dict = staticmethod(sweeps.sweep_to_dict)
+    sweep_from_dict = staticmethod(sweeps.sweep_from_dict)
+
+    def list_sweeps(self) -> list[dict]:
+        return sweeps.list_sweeps(self.settings.data_dir)
+
+    def start_sweep(self, sweep: sweeps.SweepConfig, user: str = LOCAL_USER) -> str:
+        """Queue every point of a sweep as a job owned by `user`; returns the sweep id."""
+        refuse_training_on_zero_gpu()
+        return sweeps.start_sweep(sweep, self.settings.data_dir, self.jobs, owner=user)
+
+    def sweep_results(self, sweep_id: str) -> list[dict]:
+        return sweeps.sweep_results(sweep_id, self.settings.data_dir)
+
+    def sweep_curves(self, sweep_id: str) -> list[dict]:
+        return sweeps.overlay_curves(sweep_id, self.settings.data_dir)
+
+    def sweep_decision(self, sweep_id: str, rows: list[dict] | None = None) -> sweeps.Decision:
+        return sweeps.sweep_decision(sweep_id, self.settings.data_dir, rows)
+
+    def export_sweep(self, sweep_id: str, path: str | Path) -> Path:
+        return sweeps.export_csv(self.sweep_results(sweep_id), path)

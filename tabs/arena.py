@@ -10,10 +10,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab.arena import MAX_COLUMNS, ArenaColumn, model_choices, stream_arena, transcript_json, transcript_markdown
+from lab.inference.arena import MAX_COLUMNS, ArenaColumn, model_choices, stream_arena, transcript_json, transcript_markdown
 from lab.engine import Engine
-from lab.spaces import gpu
-from lab.generate import GenerationSettings
+from lab.core.spaces import gpu
+from lab.inference.generate import GenerationSettings
 from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lab.engine import USER_ERRORS
+from lab.core.errors import USER_ERRORS
 
 
 def user_error(exc: Exception) -> gr.Error:

@@ -13,14 +13,15 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from lab.compare import METHODS, CompareConfig, available_adapters, load_bundled_document, stream_compare
-from lab.documents import Document, load_document
+from lab.knowledge.compare import METHODS, CompareConfig, load_bundled_document, stream_compare
+from lab.inference.adapters import available_adapters
+from lab.knowledge.documents import Document, load_document
 from lab.engine import Engine
-from lab.spaces import gpu
-from lab.evaluate_qa import SCORES, evaluate, load_qa, write_csv, write_json
-from lab.rag import RagConfig
-from lab.settings import BUNDLED_QA
-from lab.users import list_uploads, save_upload, upload_path, user_of
+from lab.core.spaces import gpu
+from lab.knowledge.evaluation import SCORES, evaluate, load_qa, write_csv, write_json
+from lab.knowledge.rag import RagConfig
+from lab.core.settings import BUNDLED_QA
+from lab.core.users import list_uploads, save_upload, upload_path, user_of
 from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
 
 METHOD_TITLES = {"base": "Base (no knowledge)", "rag": "RAG (retrieved chunks)", "cag": "CAG (cached document)",
@@ -61,7 +62,7 @@ def render_cards(updates: dict[str, object], waiting: str = "") -> str:
 
 def build(engine: Engine) -> None:
     def method_choices() -> list[str]:
-        return [*METHODS, *(f"ft:{name}" for name in available_adapters(engine))]
+        return [*METHODS, *(f"ft:{name}" for name in available_adapters(engine.settings.data_dir))]
 
     def use_document(source: str, upload: str | None, saved: str | None, request: gr.Request):
         """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace),

@@ -12,12 +12,12 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from lab import calculators as calc
-from lab import catalog
-from lab.device import memory_info
+from lab.explain import calculators as calc
+from lab.explain import catalog
+from lab.core.device import memory_info
 from lab.engine import Engine
-from lab.models import resolve_model_path
-from lab.spaces import refuse_training_on_zero_gpu
+from lab.inference.models import resolve_model_path
+from lab.core.spaces import refuse_training_on_zero_gpu
 from tabs.common import POLL, USER_ERRORS, user_error
 
 
@@ -27,17 +27,17 @@ def _choices(query: str, group: str) -> list[tuple[str, str]]:
 
 
 def _sweepable(name: str | None) -> bool:
-    from lab.sweep import SUGGESTED_GRIDS
+    from lab.explain.sweep import SUGGESTED_GRIDS
     return bool(name) and name in SUGGESTED_GRIDS
 
 
 def _suggested_yaml(name: str | None) -> str:
-    from lab.sweep import suggest_sweep, sweep_to_dict
+    from lab.explain.sweep import suggest_sweep, sweep_to_dict
     return yaml.safe_dump(sweep_to_dict(suggest_sweep(name)), sort_keys=False) if _sweepable(name) else ""
 
 
 def _sweep_ids(data_dir: Path) -> list[str]:
-    from lab.sweep import list_sweeps
+    from lab.explain.sweep import list_sweeps
     return [s["id"] for s in list_sweeps(data_dir)]
 
 
@@ -251,7 +251,7 @@ def build(engine: Engine) -> None:
             return gr.update(visible=_sweepable(name)), _suggested_yaml(name)
 
         def start(text: str, request: gr.Request):
-            from lab.sweep import start_sweep, sweep_from_dict
+            from lab.explain.sweep import start_sweep, sweep_from_dict
             try:
                 refuse_training_on_zero_gpu()
                 sweep = sweep_from_dict(yaml.safe_load(text), source="the sweep editor")
@@ -261,7 +261,7 @@ def build(engine: Engine) -> None:
             return gr.update(choices=_sweep_ids(engine.settings.data_dir), value=sweep_id)
 
         def watch(sweep_id: str | None):
-            from lab.sweep import overlay_curves, sweep_decision, sweep_results
+            from lab.explain.sweep import overlay_curves, sweep_decision, sweep_results
             if not sweep_id:
                 return gr.skip(), gr.skip(), gr.skip()
             try:
@@ -278,7 +278,7 @@ def build(engine: Engine) -> None:
             return pd.DataFrame(rows, columns=columns), curve.dropna(subset=["loss"]), decision
 
         def export(sweep_id: str | None):
-            from lab.sweep import export_csv, sweep_results
+            from lab.explain.sweep import export_csv, sweep_results
             if not sweep_id:
                 raise gr.Error("Pick a sweep first.")
             path = Path(tempfile.mkdtemp(prefix="lab-sweep-")) / f"{sweep_id}.csv"

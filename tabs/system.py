@@ -8,8 +8,8 @@ from __future__ import annotations
 import gradio as gr
 
 from lab.engine import Engine
-from lab.spaces import gpu
-from lab.generate import GenerationSettings
+from lab.core.spaces import gpu
+from lab.inference.generate import GenerationSettings
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, with_queue_position
 
 TABLE_HEADERS = ["name", "kind", "MB", "idle s", "in use"]

@@ -17,9 +17,9 @@ import pandas as pd
 import yaml
 
 from lab.engine import Engine
-from lab.settings import REPO_ROOT
-from lab.users import user_of
-from lab.spaces import gpu
+from lab.core.settings import REPO_ROOT
+from lab.core.users import user_of
+from lab.core.spaces import gpu
 from tabs.common import GPU, POLL, USER_ERRORS, user_error
 
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
@@ -33,7 +33,7 @@ def _presets(kind: str) -> list[str]:
 
 
 def _config_from_yaml(text: str):
-    from lab.train_config import config_from_dict
+    from lab.training.configs import config_from_dict
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -82,7 +82,8 @@ def curves(metrics: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 
 def build(engine: Engine) -> None:
-    from lab.train_config import CONFIG_KINDS, field_docs
+    from lab.training.configs import CONFIG_KINDS
+    from lab.training.configs.base import field_docs
 
     def load_preset(name: str | None):
         if not name:
@@ -97,7 +98,7 @@ def build(engine: Engine) -> None:
                 f"| field | what it does |\n|---|---|\n{table}")
 
     def show_command(text: str) -> str:
-        from lab.jobs import command_preview
+        from lab.training.jobs.runner import command_preview
         try:
             return command_preview(_config_from_yaml(text))
         except USER_ERRORS as exc:
@@ -110,7 +111,7 @@ def build(engine: Engine) -> None:
             if cfg.kind != "pretrain":
                 return ("Parameter counts and memory estimates for fine-tuning are in the Explain tab "
                         "(trainable parameters, memory estimate).")
-            from lab.train_pretrain import pretrain_preview
+            from lab.explain.calculators.architecture import pretrain_preview
             p = pretrain_preview(cfg, engine.settings.data_dir)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
@@ -156,13 +157,12 @@ def build(engine: Engine) -> None:
         return f"`{job_id}`: {status.get('state')} — {status.get('message', '')}", *refresh(job_id)
 
     def adapters_table():
-        from lab.train_common import list_adapters
-        metas = list_adapters(engine.settings.data_dir)
-        return [[Path(m["path"]).name, m.get("base_model_id", ""), m.get("job_id", ""), m.get("created", "")]
-                for m in metas]
+        from lab.inference.adapters import list_adapters
+        return [[a.name, a.base_model_id, a.job_id, a.created] for a in list_adapters(engine.settings.data_dir)
+                if a.job_id]
 
     def merge(name: str):
-        from lab.merge import merge_adapter
+        from lab.inference.adapters import merge_adapter
         if not name or not name.strip():
             raise gr.Error("Type the name of an adapter from the table to merge.")
         try:
@@ -173,9 +173,9 @@ def build(engine: Engine) -> None:
         return f"Merged into `{out}` (safetensors + tokenizer); use that folder as a model id in Arena."
 
     def build_qa(doc_file: str | None, pairs: float, max_chunks: float, progress=gr.Progress()):
-        from lab.compare import load_bundled_document
-        from lab.dataset_builder import BuilderConfig, build_dataset
-        from lab.documents import load_document
+        from lab.knowledge.compare import load_bundled_document
+        from lab.training.data.builder import BuilderConfig, build_dataset
+        from lab.knowledge.documents import load_document
         try:
             doc = load_document(doc_file) if doc_file else load_bundled_document()
             cfg = BuilderConfig(pairs_per_chunk=int(pairs), max_chunks=int(max_chunks) if max_chunks else None)
@@ -187,8 +187,8 @@ def build(engine: Engine) -> None:
                       f"chunks in {result.seconds:.0f} s. Edit the table, then save it.")
 
     def save_qa(table, name: str, request: gr.Request):
-        from lab.dataset_builder import QAPair, write_jsonl
-        from lab.users import check_name, uploads_dir
+        from lab.training.data.builder import QAPair, write_jsonl
+        from lab.core.users import check_name, uploads_dir
         try:
             rows = table.values.tolist() if isinstance(table, pd.DataFrame) else list(table or [])
             pairs = [QAPair(str(q).strip(), str(a).strip(), -1) for q, a in rows if str(q).strip() and str(a).strip()]

@@ -1,0 +1,128 @@
+"""Command-line training: run a config, manage background jobs, merge adapters, preview commands.
+
+    python -m lab train assets/presets/sft_lora_qa.yaml        # foreground, same code as a job
+    python -m lab jobs submit assets/presets/sft_lora_qa.yaml --wait
+    python -m lab jobs list
+    python -m lab jobs stop|kill|resume|show JOB_ID
+    python -m lab merge --adapter data/adapters/<name> --out data/models/<name>-merged
+    python -m lab show-command assets/presets/sft_lora_qa.yaml
+
+`add_commands(subparsers)` adds these to the lab's parser; each handler is `fn(engine, args)` and
+only calls functions from lab.training.jobs.runner, lab.training.jobs.launch and lab.inference.adapters. `python -m lab ...`
+runs them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lab.training.jobs.runner import (JobRunner, command_preview, job_log, job_status, kill_job, list_jobs, stop_job)
+from lab.inference.adapters import merge_adapter
+from lab.training.jobs.launch import run_config
+from lab.training.configs import load_config
+
+
+def _print_status(status: dict) -> None:
+    keys = ("id", "state", "step", "max_steps", "eta_s", "tokens_per_s", "output_dir", "adapter_dir", "message")
+    for key in keys:
+        if status.get(key) is not None:
+            print(f"{key:>12}: {status[key]}")
+
+
+def _cmd_train(engine, args: argparse.Namespace) -> None:
+    folder, state = run_config(args.config, engine.settings.data_dir, resume=args.resume)
+    status = job_status(engine.settings.data_dir, folder.name)
+    _print_status(status)
+    if state == "failed":
+        raise ValueError(f"job {folder.name} failed: {status.get('message')}")
+
+
+def _cmd_submit(engine, args: argparse.Namespace) -> None:
+    runner = JobRunner(engine.settings.data_dir)
+    job_id = runner.submit(load_config(args.config))
+    status = runner.wait(job_id, timeout_s=args.timeout) if args.wait else runner.status(job_id)
+    _print_status(status)
+
+
+def _cmd_list(engine, args: argparse.Namespace) -> None:
+    jobs = list_jobs(engine.settings.data_dir)
+    if args.json:
+        print(json.dumps(jobs, indent=1))
+        return
+    if not jobs:
+        print(f"no jobs in {Path(engine.settings.data_dir) / 'jobs'}")
+    for job in jobs:
+        steps = f"{job.get('step', 0)}/{job.get('max_steps') or '?'}"
+        queue = f" (#{job['queue_position']} in queue)" if "queue_position" in job else ""
+        print(f"{job['id']:<34} {job.get('state', '?'):<10} {steps:>9}{queue}  "
+              f"{str(job.get('message', '')).splitlines()[0][:80] if job.get('message') else ''}")
+
+
+def _cmd_show(engine, args: argparse.Namespace) -> None:
+    _print_status(job_status(engine.settings.data_dir, args.job_id))
+    print("\n" + job_log(engine.settings.data_dir, args.job_id, args.lines))
+
+
+def _cmd_stop(engine, args: argparse.Namespace) -> None:
+    _print_status(stop_job(engine.settings.data_dir, args.job_id))
+
+
+def _cmd_kill(engine, args: argparse.Namespace) -> None:
+    _print_status(kill_job(engine.settings.data_dir, args.job_id))
+
+
+def _cmd_resume(engine, args: argparse.Namespace) -> None:
+    runner = JobRunner(engine.settings.data_dir)
+    status = runner.resume(args.job_id)
+    _print_status(runner.wait(args.job_id, timeout_s=args.timeout) if args.wait else status)
+
+
+def _cmd_merge(engine, args: argparse.Namespace) -> None:
+    out = merge_adapter(args.adapter, args.out, engine.settings.data_dir, base_model_id=args.base)
+    print(f"merged model written to {out}")
+
+
+def _cmd_show_command(engine, args: argparse.Namespace) -> None:
+    print(command_preview(load_config(args.config)))
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="run a training config in the foreground (same code as a job)")
+    train.add_argument("config", help="a config YAML (a preset from assets/presets/ or a job's config.yaml)")
+    train.add_argument("--resume", action="store_true", help="continue a job folder's config from its last checkpoint")
+    train.set_defaults(fn=_cmd_train)
+
+    jobs = subparsers.add_parser("jobs", help="background training jobs: submit, list, stop, kill, resume, show")
+    verbs = jobs.add_subparsers(dest="jobs_command", required=True)
+    submit = verbs.add_parser("submit", help="queue a config as a background job (starts now if none runs)")
+    submit.add_argument("config")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    submit.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to wait at most")
+    submit.set_defaults(fn=_cmd_submit)
+    listing = verbs.add_parser("list", help="every job with its state, rebuilt from the data directory")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(fn=_cmd_list)
+    for name, fn, text in (("stop", _cmd_stop, "graceful stop: save a checkpoint after this step, then exit"),
+                           ("kill", _cmd_kill, "end the job's processes now (SIGTERM, then SIGKILL)"),
+                           ("resume", _cmd_resume, "queue a stopped or failed job to continue from its checkpoint"),
+                           ("show", _cmd_show, "a job's status and the tail of its log")):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("job_id")
+        if name == "resume":
+            verb.add_argument("--wait", action="store_true", help="wait for the job to finish")
+            verb.add_argument("--timeout", type=float, default=24 * 3600)
+        if name == "show":
+            verb.add_argument("--lines", type=int, default=30)
+        verb.set_defaults(fn=fn)
+
+    merge = subparsers.add_parser("merge", help="merge a LoRA adapter into its base and export safetensors")
+    merge.add_argument("--adapter", required=True, help="adapter folder (data/adapters/<name> or a job's output/)")
+    merge.add_argument("--out", required=True, help="new folder for the merged model")
+    merge.add_argument("--base", default=None, help="base model id (default: the one recorded with the adapter)")
+    merge.set_defaults(fn=_cmd_merge)
+
+    show = subparsers.add_parser("show-command", help="print the accelerate launch command a config runs with")
+    show.add_argument("config")
+    show.set_defaults(fn=_cmd_show_command)

@@ -1,0 +1,95 @@
+"""Users and their workspaces: who is asking, and which files are theirs.
+
+    LAB_AUTH="alice:secret,bob:other" python app.py     # or LAB_USERS_FILE=users.txt
+
+Without sign-in the lab runs as one local user. With it, each user's uploads live in
+`<data>/users/<name>/uploads/` and only that user can read them; training jobs record their
+owner: everyone sees every job (it is one shared box) but only the owner may stop, kill or
+resume it. Names of users, files and jobs are checked so that none can step outside its folder.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from lab.core.settings import LabSettings
+
+LOCAL_USER = "local"
+"""The user every request belongs to when sign-in is off."""
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_name(name: str, what: str) -> str:
+    """A user, file or job name that cannot escape its folder ('..', '/', hidden or empty)."""
+    if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' only, "
+                         "with no path separators or '..'.")
+    return name
+
+
+def user_of(username: str | None) -> str:
+    """The lab user behind a request (gradio's request.username, None without sign-in)."""
+    return check_name(username, "User name") if username else LOCAL_USER
+
+
+def load_users(settings: LabSettings) -> list[tuple[str, str]]:
+    """Sign-in pairs from LAB_AUTH and from the file LAB_USERS_FILE ('user:password' per line)."""
+    pairs = settings.auth_pairs()
+    if settings.users_file:
+        path = Path(settings.users_file)
+        if not path.is_file():
+            raise ValueError(f"LAB_USERS_FILE={path} does not exist; create it with one 'user:password' per line.")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, password = line.partition(":")
+            if not sep or not user or not password:
+                raise ValueError(f"{path} line {number} is not 'user:password'.")
+            pairs.append((user, password))
+    for user, _ in pairs:
+        check_name(user, "User name")
+    return pairs
+
+
+def workspace(settings: LabSettings, user: str) -> Path:
+    """The user's own folder (created on first use)."""
+    return settings.subdir(f"users/{check_name(user, 'User name')}")
+
+
+def uploads_dir(settings: LabSettings, user: str) -> Path:
+    folder = workspace(settings, user) / "uploads"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def save_upload(settings: LabSettings, user: str, source: str | Path, name: str | None = None) -> Path:
+    """Copy an uploaded file into the user's workspace under a checked name; returns its new path."""
+    target = uploads_dir(settings, user) / check_name(name or Path(source).name, "File name")
+    shutil.copyfile(source, target)
+    return target
+
+
+def list_uploads(settings: LabSettings, user: str) -> list[str]:
+    folder = workspace(settings, user) / "uploads"
+    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def upload_path(settings: LabSettings, user: str, name: str) -> Path:
+    """The path of one of the user's own uploads. Another user's file cannot be named: the name
+    may not contain a path, and the lookup happens only inside the asker's folder."""
+    path = uploads_dir(settings, user) / check_name(name, "File name")
+    if not path.is_file():
+        raise ValueError(f"You have no upload named {name!r}; your uploads: "
+                         f"{', '.join(list_uploads(settings, user)) or 'none'}.")
+    return path
+
+
+def check_job_owner(status: dict, user: str, action: str) -> None:
+    """Only the owner of a job may change it; jobs from before sign-in belong to the local user."""
+    owner = status.get("owner") or LOCAL_USER
+    if owner != user:
+        raise PermissionError(f"Job {status.get('id')} belongs to {owner}; only they can {action} it.")

@@ -1,0 +1,122 @@
+"""The Arena: one prompt to several models or adapters, streamed column by column.
+
+    python -m lab info    # the Arena itself lives in the web app's Arena tab
+
+A column is a model choice ('embedded', 'embedded + adapter NAME', a merged model folder or a
+Hub id) with its own generation settings and its own chat history. Columns that name adapters
+of the same base share one copy of the base through the session manager. Columns run one after
+another while holding the GPU slot, so each column's time to first token and tokens/s are its
+own, not a share of a contended device.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Sequence
+
+from lab.inference.adapters import available_adapters, resolve_adapter
+from lab.core.errors import USER_ERRORS
+from lab.inference.runtime import Runtime
+from lab.inference.generate import GenerationSettings, Timings, prompt_ids, stream_generate
+
+ADAPTER_SEP = " + adapter "
+MAX_COLUMNS = 4
+
+
+def choice_label(model_id: str, adapter: str | None = None) -> str:
+    return f"{model_id}{ADAPTER_SEP}{adapter}" if adapter else model_id
+
+
+def parse_choice(choice: str) -> tuple[str, str | None]:
+    """'embedded + adapter qa' -> ('embedded', 'qa'); 'embedded' -> ('embedded', None)."""
+    if not choice or not choice.strip():
+        raise ValueError("A column has no model chosen; pick one from the list or type a model id.")
+    model_id, _, adapter = choice.partition(ADAPTER_SEP)
+    return model_id.strip(), (adapter.strip() or None)
+
+
+def model_choices(runtime: Runtime) -> list[str]:
+    """What a column can pick without typing: the default model, and it with each trained adapter."""
+    base = runtime.settings.model_id
+    return [base, *(choice_label(base, name) for name in available_adapters(runtime.settings.data_dir))]
+
+
+@dataclass
+class ArenaColumn:
+    choice: str
+    """Model choice, see parse_choice."""
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+@dataclass
+class ColumnReply:
+    index: int
+    choice: str
+    text: str = ""
+    timings: Timings | None = None
+    done: bool = False
+    error: str | None = None
+
+
+def check_columns(columns: Sequence[ArenaColumn], prompt: str) -> None:
+    if not prompt or not prompt.strip():
+        raise ValueError("The prompt is empty; type something to send to every column.")
+    if not 1 <= len(columns) <= MAX_COLUMNS:
+        raise ValueError(f"The Arena takes 1 to {MAX_COLUMNS} columns, got {len(columns)}.")
+    for column in columns:
+        parse_choice(column.choice)
+
+
+def stream_column(runtime: Runtime, index: int, column: ArenaColumn, history: list[dict], prompt: str,
+                  caller: str) -> Iterator[ColumnReply]:
+    model_id, adapter_ref = parse_choice(column.choice)
+    spec = runtime.spec(model_id)
+    runtime.check_settings(column.settings)
+    with runtime.sessions.gpu_slot(caller):
+        adapter = None
+        if adapter_ref:
+            adapter, path = resolve_adapter(runtime.settings.data_dir, adapter_ref)
+            runtime.sessions.attach_adapter(spec, adapter, str(path))
+        with runtime.sessions.use(spec, adapter) as loaded:
+            ids = prompt_ids(loaded.tokenizer, [*history, {"role": "user", "content": prompt}])
+            if ids.shape[1] + column.settings.max_new_tokens > loaded.context_window:
+                raise ValueError(f"This chat is {ids.shape[1]} tokens long; with max_new_tokens="
+                                 f"{column.settings.max_new_tokens} it no longer fits the window of "
+                                 f"{loaded.context_window}. Clear the chat.")
+            for event in stream_generate(loaded.model, loaded.tokenizer, ids, column.settings):
+                yield ColumnReply(index, column.choice, event.text, event.timings, event.done)
+
+
+def stream_arena(runtime: Runtime, prompt: str, columns: Sequence[ArenaColumn],
+                 histories: Sequence[list[dict]] | None = None, caller: str | None = None) -> Iterator[ColumnReply]:
+    """Stream the prompt through each column in turn; a failing column reports and the rest go on."""
+    check_columns(columns, prompt)
+    histories = histories or [[] for _ in columns]
+    caller = caller or runtime.sessions.new_caller("arena")
+    for index, column in enumerate(columns):
+        try:
+            yield from stream_column(runtime, index, column, histories[index], prompt.strip(), caller)
+        except USER_ERRORS as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            yield ColumnReply(index, column.choice, done=True, error=str(message))
+
+
+def transcript(columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> dict:
+    """Everything needed to read or replay an Arena session."""
+    return {"columns": [{"choice": c.choice, "settings": asdict(c.settings), "messages": h}
+                        for c, h in zip(columns, histories)]}
+
+
+def transcript_json(columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:
+    return json.dumps(transcript(columns, histories), indent=2, ensure_ascii=False)
+
+
+def transcript_markdown(columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:
+    parts = ["# LLM Lab Arena transcript"]
+    for i, (column, history) in enumerate(zip(columns, histories), 1):
+        s = column.settings
+        parts.append(f"\n## Column {i}: {column.choice}\n\n_temperature {s.temperature}, "
+                     f"max_new_tokens {s.max_new_tokens}_\n")
+        parts += [f"**{m['role']}**: {m['content']}\n" for m in history]
+    return "\n".join(parts)

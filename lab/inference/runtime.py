@@ -1,0 +1,71 @@
+"""What every part of the lab shares in one process: settings, the device and the session manager.
+
+    python -c "from lab.inference.runtime import Runtime; print(Runtime().stats())"
+
+The knowledge, training and explain packages take a Runtime (never the Engine) so that the
+Engine, the facade over all of them, can import them without a cycle. The Engine is a Runtime:
+every function below accepts the Engine that the tabs and the CLI hold.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from lab.core.device import DeviceChoice, default_budget_bytes, detect_device
+from lab.core.settings import EMBEDDED_MODEL, LabSettings
+from lab.inference.generate import GenerationEvent, GenerationSettings, prompt_ids, stream_generate
+from lab.inference.models import LoadedModel, ModelSpec, load_model
+from lab.inference.session import SessionManager
+
+MAX_PROMPT_CHARS = 100_000
+
+
+class Runtime:
+    def __init__(self, settings: LabSettings | None = None, device: DeviceChoice | None = None) -> None:
+        self.settings = settings or LabSettings()
+        self.device = device or detect_device()
+        budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
+                  else default_budget_bytes(self.device.device))
+        self.sessions = SessionManager(self.device, budget, self._load)
+
+    def _load(self, spec: ModelSpec) -> LoadedModel:
+        # Only the embedded model needs the data directory (it is materialised there once).
+        models_dir = (self.settings.subdir("models") if spec.model_id.strip() == EMBEDDED_MODEL
+                      else self.settings.data_dir / "models")
+        return load_model(spec, self.device, models_dir)
+
+    def spec(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> ModelSpec:
+        return ModelSpec((model_id or self.settings.model_id).strip(),
+                         self.settings.load_in_4bit if load_in_4bit is None else load_in_4bit)
+
+    def check_settings(self, settings: GenerationSettings) -> None:
+        if settings.max_new_tokens > self.settings.max_new_tokens_limit:
+            raise ValueError(f"max_new_tokens={settings.max_new_tokens} is above this lab's limit of "
+                             f"{self.settings.max_new_tokens_limit}; ask for fewer tokens.")
+
+    def generate(self, prompt: str, settings: GenerationSettings | None = None, model_id: str | None = None,
+                 system: str | None = None, caller: str | None = None) -> Iterator[GenerationEvent]:
+        """Stream an answer to one prompt, queued behind other GPU work."""
+        settings = settings or GenerationSettings()
+        if not prompt or not prompt.strip():
+            raise ValueError("The prompt is empty; type a question or instruction first.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+        self.check_settings(settings)
+        spec = self.spec(model_id)
+        caller = caller or self.sessions.new_caller("generate")
+        with self.sessions.gpu_slot(caller), self.sessions.use(spec) as loaded:
+            ids = prompt_ids(loaded.tokenizer, prompt, system)
+            if ids.shape[1] + settings.max_new_tokens > loaded.context_window:
+                raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
+                                 f"it exceeds the model's window of {loaded.context_window}.")
+            yield from stream_generate(loaded.model, loaded.tokenizer, ids, settings)
+
+    def load(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> LoadedModel:
+        return self.sessions.model(self.spec(model_id, load_in_4bit))
+
+    def unload(self, key: str) -> bool:
+        return self.sessions.remove(key)
+
+    def stats(self) -> dict:
+        return self.sessions.stats()

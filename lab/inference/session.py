@@ -1,0 +1,238 @@
+"""The session manager: one per process, shared by every browser session and CLI call.
+
+    python -m lab info        # prints its stats
+
+It loads each model once (keyed by id and quantization), keeps LoRA adapters on their shared
+base, counts the bytes of everything it holds (models, KV caches, training reservations)
+against a budget, evicts the least recently used unpinned entry when room is needed, and
+serialises accelerator work through a first-come-first-served queue whose positions callers
+can read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from peft import PeftModel
+
+from lab.core.device import DeviceChoice
+from lab.inference.models import LoadedModel, ModelSpec
+from lab.core.errors import MemoryBudgetError
+
+
+@dataclass
+class Entry:
+    key: str
+    kind: str
+    """'model', 'adapter', 'kv_cache', 'rag_index' or 'reservation'."""
+    obj: Any
+    nbytes: int
+    label: str
+    parent: str | None = None
+    """An adapter or KV cache belongs to a model: evicting the model drops it too."""
+    last_used: float = field(default_factory=time.time)
+    pins: int = 0
+
+
+class GpuQueue:
+    """One holder at a time, the rest wait in arrival order and can ask their position."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[str] = deque()
+        self._holder: str | None = None
+
+    @contextmanager
+    def slot(self, caller: str) -> Iterator[None]:
+        with self._cond:
+            self._waiting.append(caller)
+            while self._holder is not None or self._waiting[0] != caller:
+                self._cond.wait()
+            self._waiting.popleft()
+            self._holder = caller
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holder = None
+                self._cond.notify_all()
+
+    def position(self, caller: str) -> int | None:
+        """0 = running now, n = n-th in line, None = not queued."""
+        with self._cond:
+            if self._holder == caller:
+                return 0
+            if caller in self._waiting:
+                return list(self._waiting).index(caller) + 1
+            return None
+
+    def snapshot(self) -> dict:
+        with self._cond:
+            return {"running": self._holder, "waiting": list(self._waiting)}
+
+
+class SessionManager:
+    def __init__(self, device: DeviceChoice, budget_bytes: int, loader: Callable[[ModelSpec], LoadedModel]) -> None:
+        self.device = device
+        self.budget_bytes = budget_bytes
+        self._loader = loader
+        self._entries: dict[str, Entry] = {}
+        self._lock = threading.RLock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self.load_counts: dict[str, int] = {}
+        self.queue = GpuQueue()
+        self._callers = itertools.count(1)
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values())
+
+    def _evict_for(self, nbytes: int, what: str) -> None:
+        """Drop least-recently-used unpinned entries until `nbytes` more fit the budget."""
+        with self._lock:
+            if nbytes > self.budget_bytes:
+                raise MemoryBudgetError(
+                    f"{what} needs {nbytes / 2**20:.0f} MB but the whole budget is {self.budget_bytes / 2**20:.0f} MB; "
+                    "raise LAB_MEMORY_BUDGET_GB or load a smaller or 4-bit model.")
+            while self.used_bytes + nbytes > self.budget_bytes:
+                victims = [e for e in self._entries.values() if e.pins == 0 and not self._has_pinned_child(e.key)]
+                if not victims:
+                    raise MemoryBudgetError(
+                        f"{what} needs {nbytes / 2**20:.0f} MB; {self.used_bytes / 2**20:.0f} of "
+                        f"{self.budget_bytes / 2**20:.0f} MB are held by entries in use. Wait for them to finish "
+                        "or unload something in the System tab.")
+                self.remove(min(victims, key=lambda e: e.last_used).key)
+
+    def _has_pinned_child(self, key: str) -> bool:
+        return any(e.parent == key and e.pins for e in self._entries.values())
+
+    def put(self, key: str, kind: str, obj: Any, nbytes: int, label: str, parent: str | None = None) -> Entry:
+        """Hold an object (KV cache, adapter, ...) under the budget, evicting others if needed."""
+        with self._lock:
+            if key in self._entries:
+                self.remove(key)
+            self._evict_for(nbytes, label)
+            entry = Entry(key, kind, obj, nbytes, label, parent)
+            self._entries[key] = entry
+            return entry
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            entry.last_used = time.time()
+            return entry.obj
+
+    def remove(self, key: str) -> bool:
+        """Forget an entry and everything that belongs to it; True if something was removed."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is None:
+                return False
+            for child in [e.key for e in self._entries.values() if e.parent == key]:
+                self.remove(child)
+            if entry.kind == "adapter" and entry.parent in self._entries:
+                self._entries[entry.parent].obj.model.delete_adapter(entry.obj)
+            return True
+
+    def reserve(self, name: str, nbytes: int) -> None:
+        """Set memory aside for a training job before it starts (evicting idle models)."""
+        self.put(f"reservation:{name}", "reservation", None, nbytes, f"reservation for {name}")
+
+    def release(self, name: str) -> None:
+        self.remove(f"reservation:{name}")
+
+    @contextmanager
+    def pinned(self, key: str) -> Iterator[None]:
+        """Keep an entry from eviction while it is in use."""
+        with self._lock:
+            self._entries[key].pins += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                if key in self._entries:
+                    self._entries[key].pins -= 1
+                    self._entries[key].last_used = time.time()
+
+    # ---- models and adapters ------------------------------------------------------------
+    def model(self, spec: ModelSpec) -> LoadedModel:
+        """The shared copy of a model, loading it on first use (once, even under concurrency)."""
+        with self._lock:
+            lock = self._load_locks.setdefault(spec.key, threading.Lock())
+        with lock:
+            loaded = self.get(spec.key)
+            if loaded is not None:
+                return loaded
+            loaded = self._loader(spec)
+            self.load_counts[spec.key] = self.load_counts.get(spec.key, 0) + 1
+            self.put(spec.key, "model", loaded, loaded.nbytes,
+                     f"{spec.model_id} ({'4-bit NF4' if spec.load_in_4bit else str(self.device.dtype).removeprefix('torch.')})")
+            return loaded
+
+    def attach_adapter(self, spec: ModelSpec, name: str, path: str) -> None:
+        """Load a LoRA adapter onto the shared base; the base itself is not copied."""
+        loaded = self.model(spec)
+        key = f"{spec.key}#adapter:{name}"
+        with self._lock, self.pinned(spec.key):
+            if key in self._entries:
+                return
+            if isinstance(loaded.model, PeftModel):
+                loaded.model.load_adapter(str(path), adapter_name=name)
+            else:
+                loaded.model = PeftModel.from_pretrained(loaded.model, str(path), adapter_name=name)
+            loaded.model.eval()
+            nbytes = sum(p.numel() * p.element_size() for n, p in loaded.model.named_parameters()
+                         if f".{name}." in n)
+            self.put(key, "adapter", name, nbytes, f"adapter {name}", parent=spec.key)
+
+    def adapters(self, spec: ModelSpec) -> list[str]:
+        with self._lock:
+            return [e.obj for e in self._entries.values() if e.kind == "adapter" and e.parent == spec.key]
+
+    @contextmanager
+    def use(self, spec: ModelSpec, adapter: str | None = None) -> Iterator[LoadedModel]:
+        """Pin a model and switch to the asked adapter (None = the plain base) while in use.
+
+        Switching adapters mutates the shared model, so callers hold the GPU slot around this.
+        """
+        loaded = self.model(spec)
+        with self.pinned(spec.key):
+            model = loaded.model
+            if adapter is not None:
+                if adapter not in self.adapters(spec):
+                    raise KeyError(f"adapter '{adapter}' is not loaded on {spec.model_id}; "
+                                   f"loaded: {', '.join(self.adapters(spec)) or 'none'}")
+                model.set_adapter(adapter)
+                context = nullcontext()
+            else:
+                context = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
+            with context:
+                yield loaded
+
+    # ---- queue and stats ----------------------------------------------------------------
+    def new_caller(self, prefix: str = "caller") -> str:
+        return f"{prefix}-{next(self._callers)}"
+
+    def gpu_slot(self, caller: str):
+        return self.queue.slot(caller)
+
+    def stats(self) -> dict:
+        now = time.time()
+        with self._lock:
+            entries = [{"key": e.key, "kind": e.kind, "label": e.label, "bytes": e.nbytes, "mb": round(e.nbytes / 2**20, 1),
+                        "idle_s": round(now - e.last_used, 1), "pinned": e.pins > 0}
+                       for e in sorted(self._entries.values(), key=lambda e: -e.last_used)]
+            return {"device": self.device.device, "dtype": str(self.device.dtype).removeprefix("torch."),
+                    "attn_implementation": self.device.attn_implementation,
+                    "budget_mb": round(self.budget_bytes / 2**20, 1), "used_mb": round(self.used_bytes / 2**20, 1),
+                    "entries": entries, "load_counts": dict(self.load_counts), "queue": self.queue.snapshot()}

@@ -1,0 +1,264 @@
+"""One question, every way of giving a model knowledge, answered side by side with what each costs.
+
+    python -m lab ask --question "What does CAG stand for?" --methods rag,cag,full,base,ft:my-adapter
+
+Methods (all share lab.knowledge.prompt's prompt and answer reading, and one decode loop):
+
+- `base`: the question alone; what the model knows from pre-training.
+- `rag`: the top-k retrieved chunks of the document in the prompt (lab.knowledge.rag).
+- `cag`: the whole document prefilled once into a KV cache, reused for every question (lab.knowledge.cag).
+- `full`: the same tokens as CAG, re-prefilled from scratch for every question (the no-cache baseline).
+- `ft:<adapter>`: the question alone, through a LoRA adapter from `<data>/adapters/<adapter>` (or a folder path).
+
+Methods run one after another, each holding the session manager's GPU slot while it generates,
+and stream `MethodUpdate`s so a UI can fill one column per method as tokens arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from lab.inference.adapters import resolve_adapter
+from lab.knowledge.cag import CagConfig, check_fits, get_cag, stream_answer
+from lab.knowledge.documents import Document, load_document
+from lab.core.errors import USER_ERRORS
+from lab.inference.runtime import Runtime
+from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
+from lab.knowledge.prompt import read_answer, split_prompt, suffix_ids
+from lab.knowledge.rag import RagConfig, RagIndex, RetrievedChunk, build_or_load_index, retrieve
+from lab.core.settings import BUNDLED_DOC
+
+METHODS = ("base", "rag", "cag", "full")
+"""The methods that need no adapter; `ft:<adapter>` adds a fine-tuned one."""
+
+ADAPTER_PREFIX = "ft:"
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    max_new_tokens: int = 48
+    """Most tokens any method may generate; short answers usually stop far earlier (see stop_at_answer)."""
+    stop_at_answer: bool = True
+    """Stop decoding once the first sentence or line of the answer is complete. The same rule applies to
+    every method, so timings stay comparable; turn off to see everything the model would say."""
+    rag: RagConfig = field(default_factory=RagConfig)
+    """Chunking and top-k of the RAG method (the index is rebuilt only when chunking changes)."""
+    cag: CagConfig = field(default_factory=CagConfig)
+    """Room kept free beside the document for CAG and full context."""
+    model_id: str | None = None
+    """Model to ask ('embedded', a local folder or a Hub id); None = the lab's default (LAB_MODEL)."""
+    load_in_4bit: bool | None = None
+    """Load the model as 4-bit NF4; None = the lab's default (LAB_LOAD_IN_4BIT)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+
+    @property
+    def generation(self) -> GenerationSettings:
+        """Greedy decoding: answers are reproducible and CAG can be checked against full context."""
+        return GenerationSettings(max_new_tokens=self.max_new_tokens)
+
+
+
+@dataclass
+class MethodUpdate:
+    """One step of one method's answer: what a UI column shows."""
+
+    method: str
+    """'base', 'rag', 'cag', 'full' or 'ft:<adapter>'."""
+    text: str = ""
+    """Everything the model generated so far."""
+    answer: str = ""
+    """The short answer read from `text` (lab.knowledge.prompt.read_answer, the same rule for every method)."""
+    metrics: dict = field(default_factory=dict)
+    """retrieval_ms, ttft_s, decode_tokens_per_s, total_s, context_tokens, cache_mb (None where a method
+    has no such cost), plus new_tokens, kv_len, cache_build_s, cache_reused and crop_ms where they apply."""
+    done: bool = False
+    """True on the method's last update."""
+    error: str | None = None
+    """Why this method could not answer (e.g. the document is too long for CAG); other methods still run."""
+    finish_reason: str | None = None
+    """'answer' (stopped after the short answer), 'eos' or 'length' on the last update."""
+    chunks: list[RetrievedChunk] = field(default_factory=list)
+    """RAG only: the retrieved chunks with their cosine scores, best first."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_bundled_document() -> Document:
+    return load_document(BUNDLED_DOC)
+
+
+# ---- methods and adapters ----------------------------------------------------------------------
+
+def parse_methods(methods: str | Sequence[str]) -> list[str]:
+    """Split 'rag,cag' (or take a list), drop blanks and repeats, and check every name."""
+    names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    if not names:
+        raise ValueError(f"No method selected; choose some of {', '.join(METHODS)} or ft:<adapter>.")
+    for name in names:
+        if name not in METHODS and not (name.startswith(ADAPTER_PREFIX) and name[len(ADAPTER_PREFIX):].strip()):
+            raise ValueError(f"Unknown method '{name}'; choose from {', '.join(METHODS)} or ft:<adapter>.")
+    return list(dict.fromkeys(names))
+
+
+def check_request(runtime: Runtime, question: str, methods: str | Sequence[str]) -> list[str]:
+    """Everything that can be refused before any model runs: empty question, unknown method or adapter."""
+    if not question or not question.strip():
+        raise ValueError("The question is empty; type a question first.")
+    names = parse_methods(methods)
+    for name in names:
+        if name.startswith(ADAPTER_PREFIX):
+            resolve_adapter(runtime.settings.data_dir, name[len(ADAPTER_PREFIX):])
+    return names
+
+
+def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
+    """The document's FAISS index, held by the session manager after the first load."""
+    key = f"rag:{doc.sha256[:16]}:{cfg.chunk_size}:{cfg.chunk_overlap}:{cfg.separators!r}"
+    index = runtime.sessions.get(key)
+    if index is None:
+        index = build_or_load_index(doc, cfg, runtime.settings.subdir("knowledge"))
+        # Vectors are 384 float32 per chunk; the text and docstore are small next to them.
+        runtime.sessions.put(key, "rag_index", index, index.n_chunks * 384 * 4, f"RAG index of {doc.name}")
+    return index
+
+
+def prepare_knowledge(runtime: Runtime, doc: Document, cfg: CompareConfig | None = None,
+                      caller: str | None = None) -> dict:
+    """Build (or load) the document's RAG index and CAG cache now, and say what each costs.
+
+    For a "prepare" button: the first question then pays neither. A document too long for CAG
+    gives `cag_error` (the message with token counts) while RAG is still prepared.
+    """
+    cfg = cfg or CompareConfig()
+    spec = runtime.spec(cfg.model_id, cfg.load_in_4bit)
+    index = rag_index(runtime, doc, cfg.rag)
+    info = {"document": doc.name, "rag_chunks": index.n_chunks, "rag_reused": index.reused,
+            "rag_build_s": round(index.build_s, 3)}
+    with runtime.sessions.gpu_slot(caller or runtime.sessions.new_caller("prepare")), runtime.sessions.use(spec) as loaded:
+        try:
+            kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag)
+        except ValueError as exc:
+            return info | {"cag_error": str(exc)}
+    return info | {"cag_kv_len": kv.kv_len, "cag_mb": round(kv.size_mb, 2), "cag_build_s": round(kv.build_s, 3),
+                   "cag_reused": kv.reused, "cag_path": str(kv.path), "cag_error": None}
+
+
+# ---- running one method ------------------------------------------------------------------------
+
+def _metrics(event: GenerationEvent, prep_s: float, **extra) -> dict:
+    t = event.timings
+    base = {"retrieval_ms": None, "ttft_s": round(prep_s + t.ttft_s, 4),
+            "decode_tokens_per_s": round(t.decode_tokens_per_s, 2), "total_s": round(prep_s + t.total_s, 4),
+            "context_tokens": t.context_tokens, "cache_mb": None, "new_tokens": t.new_tokens}
+    return base | extra
+
+
+def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: CompareConfig,
+            extra: dict, chunks: list[RetrievedChunk] | None = None,
+            final: Callable[[], dict] | None = None) -> Iterator[MethodUpdate]:
+    """Turn generation events into updates; stop once the short answer is complete.
+
+    `final` adds metrics known only after the stream is closed (CAG's crop time).
+    """
+    last, finish = None, None
+    with closing(events):  # closing a CAG stream crops its cache back
+        for event in events:
+            last = event
+            answer, complete = read_answer(event.text)
+            if event.done:
+                finish = event.finish_reason
+                break
+            if cfg.stop_at_answer and complete:
+                finish = "answer"
+                break
+            yield MethodUpdate(method, event.text, answer, _metrics(event, prep_s, **extra), chunks=chunks or [])
+    assert last is not None
+    extra = extra | (final() if final else {})
+    yield MethodUpdate(method, last.text, read_answer(last.text)[0], _metrics(last, prep_s, **extra), done=True,
+                       finish_reason=finish, chunks=chunks or [])
+
+
+def stream_method(runtime: Runtime, doc: Document, question: str, method: str, cfg: CompareConfig | None = None,
+                  caller: str | None = None) -> Iterator[MethodUpdate]:
+    """Answer with one method, streaming; waits for (and holds) the GPU slot while it runs.
+
+    The first update (empty text, no metrics) comes as soon as the slot is held, before any
+    prefill, so a UI can show that this method is now running; the last one has done=True.
+    """
+    cfg = cfg or CompareConfig()
+    question = question.strip()
+    spec = runtime.spec(cfg.model_id, cfg.load_in_4bit)
+    settings = cfg.generation
+    runtime.check_settings(settings)
+    caller = caller or runtime.sessions.new_caller("compare")
+    adapter = None
+    with runtime.sessions.gpu_slot(caller):
+        yield MethodUpdate(method)
+        if method.startswith(ADAPTER_PREFIX):
+            adapter, path = resolve_adapter(runtime.settings.data_dir, method[len(ADAPTER_PREFIX):])
+            runtime.sessions.attach_adapter(spec, adapter, str(path))
+        with runtime.sessions.use(spec, adapter) as loaded:
+            tok = loaded.tokenizer
+            if method == "cag":
+                kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag)
+                with runtime.sessions.pinned(kv.entry_key):
+                    start = time.perf_counter()
+                    ids = suffix_ids(tok, question, doc.text)  # [1, S]: the prefix is in the cache
+                    prep_s = time.perf_counter() - start
+                    extra = {"cache_mb": round(kv.size_mb, 2), "kv_len": kv.kv_len,
+                             "cache_build_s": round(kv.build_s, 3), "cache_reused": kv.reused}
+                    yield from _stream(method, stream_answer(kv, loaded, ids, settings), prep_s, cfg, extra,
+                                       final=lambda: {"crop_ms": round(kv.last_crop_ms, 4)})
+                return
+            # Building or loading the index is a one-off like the CAG prefill: not part of the question's time.
+            index = rag_index(runtime, doc, cfg.rag) if method == "rag" else None
+            start = time.perf_counter()
+            chunks, extra = None, {}
+            if index is not None:
+                found = retrieve(index, question, cfg.rag.top_k)
+                chunks = found.chunks
+                extra["retrieval_ms"] = round(found.retrieval_ms, 2)
+                knowledge = "\n\n".join(c.text.strip() for c in chunks)
+            else:  # full: the whole document, re-prefilled; base and ft: the question alone
+                knowledge = doc.text if method == "full" else None
+            parts = split_prompt(tok, question, knowledge)
+            if method == "full":  # the same refusal as CAG: the same prompt must fit
+                check_fits(parts.prefix_ids.shape[1], loaded.context_window, cfg.cag.reserve_tokens, spec.model_id)
+            ids = parts.ids  # [1, T]
+            if ids.shape[1] + settings.max_new_tokens > loaded.context_window:
+                raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
+                                 f"it exceeds the model's window of {loaded.context_window}.")
+            prep_s = time.perf_counter() - start
+            yield from _stream(method, stream_generate(loaded.model, tok, ids, settings), prep_s, cfg, extra, chunks)
+
+
+def stream_compare(runtime: Runtime, doc: Document, question: str, methods: str | Sequence[str],
+                   cfg: CompareConfig | None = None, caller: str | None = None) -> Iterator[MethodUpdate]:
+    """Stream a question through each method in turn.
+
+    Bad requests (empty question, unknown method or adapter) raise ValueError before anything
+    runs. A method that cannot answer (a document too long for CAG, say) yields one update with
+    `error` set and `done=True`, and the next method runs.
+    """
+    names = check_request(runtime, question, methods)
+    cfg = cfg or CompareConfig()
+    caller = caller or runtime.sessions.new_caller("compare")
+    for name in names:
+        try:
+            yield from stream_method(runtime, doc, question, name, cfg, caller)
+        except USER_ERRORS as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            yield MethodUpdate(name, done=True, error=str(message))
+
+
+def ask(runtime: Runtime, doc: Document, question: str, methods: str | Sequence[str],
+        cfg: CompareConfig | None = None) -> list[MethodUpdate]:
+    """The final update of every method, in the order asked (no streaming)."""
+    return [u for u in stream_compare(runtime, doc, question, methods, cfg) if u.done]

@@ -1,0 +1,158 @@
+"""Batch evaluation: run a QA set through several Compare methods and score the answers.
+
+    python -m lab eval --qa assets/knowledge/qa.jsonl --methods base,rag,cag,full --limit 30 --out results.json
+
+(Named evaluate_qa, not evaluate, so it never shadows the `evaluate` package.) Each line of the
+QA file is `{"question": ..., "answer": ...}`. Every (question, method) pair is answered with
+lab.knowledge.compare's streaming path, one at a time through the GPU queue; answers are scored with the
+lab's local metric modules (exact match, SQuAD token F1, ROUGE-L, BLEU, all 0..1) and latency is
+summarised as p50/p95 per method.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lab.knowledge.compare import CompareConfig, MethodUpdate, check_request, stream_compare
+from lab.knowledge.documents import Document
+from lab.inference.runtime import Runtime
+from lab.knowledge.metrics import score_answers, score_one
+
+SCORES = ("exact_match", "f1", "rouge_l", "bleu")
+ROW_FIELDS = ("index", "method", "question", "reference", "answer", "raw", "error", *SCORES,
+              "latency_s", "ttft_s", "retrieval_ms", "context_tokens", "new_tokens", "cache_mb")
+"""Columns of a result row, in CSV order."""
+
+Progress = Callable[[int, int, str], None]
+"""progress(done, total, message), called before the first answer and after each one."""
+
+
+@dataclass(frozen=True)
+class QAItem:
+    question: str
+    answer: str
+    line: int
+    """1-based line number in the file, for messages."""
+
+
+def load_qa(path: str | Path, limit: int | None = None) -> list[QAItem]:
+    """Read a QA JSONL file; a malformed line raises ValueError naming the line and the problem."""
+    path = Path(path)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+    if not path.is_file():
+        raise ValueError(f"QA file not found: {str(path)!r}")
+    items: list[QAItem] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{where} must be a JSON object with \"question\" and \"answer\", got {type(record).__name__}")
+        for key in ("question", "answer"):
+            if key not in record:
+                raise ValueError(f"{where} has no \"{key}\" field")
+            if not isinstance(record[key], str) or not record[key].strip():
+                raise ValueError(f"{where}: \"{key}\" must be a non-empty string, got {record[key]!r}")
+        items.append(QAItem(record["question"].strip(), record["answer"].strip(), number))
+        if limit is not None and len(items) == limit:
+            break
+    if not items:
+        raise ValueError(f"{path.name} has no questions; write one JSON object per line with \"question\" and \"answer\"")
+    return items
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 4) if values else None
+
+
+def _row(index: int, item: QAItem, update: MethodUpdate, latency_s: float) -> dict:
+    m = update.metrics
+    scores = score_one(update.answer, item.answer) if update.error is None else dict.fromkeys(SCORES)
+    return {"index": index, "method": update.method, "question": item.question, "reference": item.answer,
+            "answer": update.answer, "raw": update.text, "error": update.error, **scores,
+            "latency_s": round(latency_s, 4) if update.error is None else None, "ttft_s": m.get("ttft_s"),
+            "retrieval_ms": m.get("retrieval_ms"), "context_tokens": m.get("context_tokens"),
+            "new_tokens": m.get("new_tokens"), "cache_mb": m.get("cache_mb")}
+
+
+def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
+    """Per method: the four scores over answered rows, latency p50/p95, TTFT p50, counts."""
+    summary: dict[str, dict] = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        answered = [r for r in mine if r["error"] is None]
+        entry: dict = {"n": len(answered), "errors": len(mine) - len(answered)}
+        if answered:
+            scores = score_answers([r["answer"] for r in answered], [r["reference"] for r in answered])
+            entry |= {k: round(scores[k], 4) for k in SCORES}
+        else:
+            entry |= dict.fromkeys(SCORES)
+            entry["error"] = next((r["error"] for r in mine if r["error"]), "no questions were asked")
+        latencies = [r["latency_s"] for r in answered]
+        entry |= {"latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+                  "ttft_p50_s": _percentile([r["ttft_s"] for r in answered], 50)}
+        summary[method] = entry
+    return summary
+
+
+def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: str | Sequence[str],
+             cfg: CompareConfig | None = None, progress: Progress | None = None) -> dict:
+    """Answer every question with every method and score it.
+
+    Returns {"methods": {name: {exact_match, f1, rouge_l, bleu, latency_p50_s, latency_p95_s,
+    ttft_p50_s, n, errors}}, "rows": [...], "document", "model", "questions", "elapsed_s"}.
+    Methods run one after another over the whole set, so a cache or adapter is set up once.
+    """
+    if not items:
+        raise ValueError("The QA set is empty; give at least one question.")
+    names = check_request(runtime, items[0].question, methods)
+    cfg = cfg or CompareConfig()
+    caller = runtime.sessions.new_caller("eval")
+    total, done, rows = len(items) * len(names), 0, []
+    started = time.perf_counter()
+    if progress:
+        progress(0, total, f"starting {len(items)} questions x {len(names)} methods")
+    for method in names:
+        for index, item in enumerate(items):
+            final = [u for u in stream_compare(runtime, doc, item.question, [method], cfg, caller) if u.done][-1]
+            rows.append(_row(index, item, final, final.metrics.get("total_s") or 0.0))
+            done += 1
+            if progress:
+                progress(done, total, f"{method}: {index + 1}/{len(items)}")
+    spec = runtime.spec(cfg.model_id, cfg.load_in_4bit)
+    return {"methods": summarise(rows, names), "rows": rows, "document": doc.name, "model": spec.model_id,
+            "load_in_4bit": spec.load_in_4bit, "questions": len(items), "elapsed_s": round(time.perf_counter() - started, 2)}
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """One line per (question, method), columns as in ROW_FIELDS."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

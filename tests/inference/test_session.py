@@ -1,0 +1,151 @@
+"""Session manager: one load per model, LRU eviction, pinning, budget, adapters, queue positions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from lab.core.device import choose_device
+from lab.inference.models import ModelSpec, load_model
+from lab.core.errors import MemoryBudgetError
+from lab.inference.session import SessionManager
+
+CPU = choose_device(has_cuda=False, has_flash_attn=False)
+
+
+def manager(budget_bytes: int, tmp_path) -> SessionManager:
+    return SessionManager(CPU, budget_bytes, lambda spec: load_model(spec, CPU, tmp_path))
+
+
+def model_bytes(path, tmp_path) -> int:
+    return load_model(ModelSpec(str(path)), CPU, tmp_path).nbytes
+
+
+def test_model_loaded_once_even_under_concurrency(tiny_model_dir, tmp_path):
+    sm = manager(2**30, tmp_path)
+    spec = ModelSpec(str(tiny_model_dir))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(sm.model(spec))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sm.load_counts == {spec.key: 1}
+    assert all(r is results[0] for r in results)
+    assert sm.used_bytes == results[0].nbytes > 0
+
+
+def test_least_recently_used_is_evicted_first(tiny_model_dirs, tmp_path):
+    size = model_bytes(tiny_model_dirs[0], tmp_path)
+    sm = manager(int(2.5 * size), tmp_path)
+    a, b, c = (ModelSpec(str(p)) for p in tiny_model_dirs)
+    sm.model(a)
+    time.sleep(0.01)
+    sm.model(b)
+    time.sleep(0.01)
+    sm.model(a)  # a is now more recent than b
+    time.sleep(0.01)
+    sm.model(c)
+    held = {e["key"] for e in sm.stats()["entries"]}
+    assert held == {a.key, c.key}
+    assert sm.used_bytes <= sm.budget_bytes
+
+
+def test_pinned_model_is_not_evicted_and_full_budget_raises(tiny_model_dirs, tmp_path):
+    size = model_bytes(tiny_model_dirs[0], tmp_path)
+    sm = manager(int(1.5 * size), tmp_path)
+    a, b = ModelSpec(str(tiny_model_dirs[0])), ModelSpec(str(tiny_model_dirs[1]))
+    with sm.use(a):
+        with pytest.raises(MemoryBudgetError, match="in use"):
+            sm.model(b)
+        assert {e["key"] for e in sm.stats()["entries"]} == {a.key}
+    sm.model(b)  # once a is unpinned it can make room
+    assert {e["key"] for e in sm.stats()["entries"]} == {b.key}
+
+
+def test_model_larger_than_budget_is_refused_with_sizes(tiny_model_dir, tmp_path):
+    sm = manager(1024, tmp_path)
+    with pytest.raises(MemoryBudgetError, match="whole budget"):
+        sm.model(ModelSpec(str(tiny_model_dir)))
+    assert sm.used_bytes == 0
+
+
+def test_kv_cache_and_reservation_count_against_budget(tiny_model_dir, tmp_path):
+    sm = manager(2**30, tmp_path)
+    spec = ModelSpec(str(tiny_model_dir))
+    base = sm.model(spec).nbytes
+    sm.put("cache:x", "kv_cache", object(), 1000, "cache x", parent=spec.key)
+    sm.reserve("job-1", 5000)
+    assert sm.used_bytes == base + 6000
+    sm.remove(spec.key)  # the cache belongs to the model and goes with it
+    assert sm.used_bytes == 5000
+    sm.release("job-1")
+    assert sm.used_bytes == 0
+
+
+def test_adapters_share_one_base(tiny_model_dir, tmp_path):
+    from support import build_tiny_llama, build_tiny_tokenizer
+    paths = []
+    for i, r in enumerate((2, 4)):
+        peft_model = get_peft_model(build_tiny_llama(len(build_tiny_tokenizer())),
+                                    LoraConfig(r=r, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        peft_model.save_pretrained(tmp_path / f"adapter{i}")
+        paths.append(tmp_path / f"adapter{i}")
+    sm = manager(2**30, tmp_path)
+    spec = ModelSpec(str(tiny_model_dir))
+    ids = torch.tensor([[4, 10, 11, 12]])
+    with sm.use(spec) as loaded:
+        base_logits = loaded.model(ids).logits
+    base_bytes = sm.used_bytes
+    sm.attach_adapter(spec, "one", str(paths[0]))
+    sm.attach_adapter(spec, "two", str(paths[1]))
+    adapter_bytes = sm.used_bytes - base_bytes
+    assert 0 < adapter_bytes < base_bytes  # the base is not copied per adapter
+    assert sm.load_counts == {spec.key: 1}
+    outs = {}
+    for name in ("one", "two", None):
+        with sm.use(spec, adapter=name) as loaded:
+            outs[name] = loaded.model(ids).logits
+    assert not torch.allclose(outs["one"], outs["two"])
+    assert torch.allclose(outs[None], base_logits, atol=1e-6)  # adapter disabled = the base
+    with pytest.raises(KeyError, match="not loaded"):
+        with sm.use(spec, adapter="three"):
+            pass
+
+
+def test_queue_reports_positions_in_arrival_order(tmp_path):
+    sm = manager(2**30, tmp_path)
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold():
+        with sm.gpu_slot("first"):
+            started.set()
+            release.wait(5)
+
+    def wait_turn(name):
+        with sm.gpu_slot(name):
+            pass
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    started.wait(5)
+    waiters = []
+    for name in ("second", "third"):
+        t = threading.Thread(target=wait_turn, args=(name,))
+        t.start()
+        waiters.append(t)
+        while sm.queue.position(name) is None:
+            time.sleep(0.001)
+    assert sm.queue.position("first") == 0
+    assert sm.queue.position("second") == 1
+    assert sm.queue.position("third") == 2
+    assert sm.stats()["queue"] == {"running": "first", "waiting": ["second", "third"]}
+    release.set()
+    for t in [holder, *waiters]:
+        t.join(5)
+    assert sm.queue.position("third") is None

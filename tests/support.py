@@ -1,0 +1,70 @@
+"""Builders the tests share: a tiny random Llama with a word-level tokenizer, the app launched in-process,
+a job config that trains in seconds. Fixtures that use them live in conftest.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+WORDS = ("the a of to and is in it what capital france paris city river model answer question cache "
+         "token learn rate rank lora alpha data train test one two three four five six seven eight nine").split()
+
+
+def build_tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    special = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
+    vocab = {tok: i for i, tok in enumerate(special + WORDS + list("?.,!"))}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>", additional_special_tokens=special[4:])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_tiny_llama(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    # 64 is the smallest width bitsandbytes 4-bit blocks accept, so the same model tests NF4 loading.
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    tok = build_tiny_tokenizer()
+    model = build_tiny_llama(len(tok), seed)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(engine):
+    """Launch the real app in-process on a free port; returns (demo, url)."""
+    from app import build_app, launch
+    demo = build_app(engine)
+    launch(demo, engine, port=free_port(), prevent_thread_lock=True, quiet=True)
+    return demo, demo.local_url.rstrip("/")
+
+
+def tiny_job_yaml(model_dir, qa, output_name: str, max_steps: int = 4) -> str:
+    """A job config that trains a LoRA on the tiny model in seconds."""
+    return (f"kind: sft\nmodel_id: {model_dir}\ndatasets:\n- path: {qa}\n  format: qa\n"
+            f"output_name: {output_name}\nmax_steps: {max_steps}\nper_device_train_batch_size: 2\n"
+            "learning_rate: 0.01\nmax_length: 32\nlogging_steps: 1\nsave_steps: 100\nmode: lora\n"
+            "lora_preset: minimal\nr: 2\nlora_alpha: 4\n")
