@@ -15,7 +15,6 @@ import gradio as gr
 
 from lab.core.errors import USER_ERRORS
 from lab.engine import Engine
-from lab.core.users import load_users
 from tabs import arena, compare, explain, system, train
 
 INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval, cache-augmented generation, "
@@ -36,7 +35,7 @@ def build_app(engine: Engine) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
     """Start serving with the lab's settings (sign-in, queue) applied."""
-    auth = load_users(engine.settings) or None
+    auth = engine.sign_in_users() or None
     return demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

@@ -18,17 +18,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import yaml
+from transformers import AutoConfig
 
 from lab.core.device import memory_info
-from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA, REPO_ROOT
 from lab.core.spaces import refuse_training_on_zero_gpu
-from lab.core.users import LOCAL_USER, check_job_owner, check_name, list_uploads, save_upload, upload_path, \
-    uploads_dir, user_of
+from lab.core.users import LOCAL_USER, check_job_owner, check_name, list_uploads, load_users, save_upload, \
+    upload_path, uploads_dir, user_of
 from lab.explain import calculators, catalog
-from lab.explain import sweep as sweeps
+from lab.explain import sweeps
 from lab.inference import adapters, arena
 from lab.inference.arena import ArenaColumn
-from lab.inference.models import resolve_model_path
+from lab.inference.models import materialise_embedded, resolve_model_path
 from lab.inference.runtime import Runtime
 from lab.knowledge import compare, evaluation
 from lab.knowledge.compare import CompareConfig, MethodUpdate
@@ -39,6 +41,7 @@ from lab.training.data import builder
 from lab.training.jobs import runner as job_runner
 
 Progress = Callable[[int, int, str], None]
+PRESETS_DIR = REPO_ROOT / "assets" / "presets"
 
 
 class Engine(Runtime):
@@ -69,8 +72,21 @@ class Engine(Runtime):
         """Total and free bytes of the device models run on."""
         return memory_info(self.device.device)
 
+    def prepare_embedded(self) -> Path:
+        """Convert the embedded model into <data>/models once, so later loads are fast (`python -m lab prepare`)."""
+        return materialise_embedded(self.settings.subdir("models"))
+
+    def close(self) -> None:
+        """Stop the job runner's polling thread if this engine started one; jobs it launched keep running."""
+        if self._jobs is not None:
+            self._jobs.close()
+
     # ---- users and their uploads ------------------------------------------------------------------
     user_of = staticmethod(user_of)
+
+    def sign_in_users(self) -> list[tuple[str, str]]:
+        """The (user, password) pairs the web app asks for (LAB_AUTH and LAB_USERS_FILE); empty: no sign-in."""
+        return load_users(self.settings)
 
     def uploads(self, user: str) -> list[str]:
         """The names of `user`'s own uploads."""
@@ -115,6 +131,10 @@ class Engine(Runtime):
         return (evaluation.write_json(result, folder / f"{stem}.json"),
                 evaluation.write_csv(result["rows"], folder / f"{stem}.csv"))
 
+    # Anywhere the caller chooses (the command line's --out and --csv); a tab uses export_evaluation.
+    write_evaluation_json = staticmethod(evaluation.write_json)
+    write_evaluation_csv = staticmethod(evaluation.write_csv)
+
     # ---- arena ----------------------------------------------------------------------------------------
     def arena_models(self) -> list[str]:
         """The default model and one entry per trained adapter on it, as the Arena's dropdowns offer them."""
@@ -134,6 +154,18 @@ class Engine(Runtime):
     field_docs = staticmethod(field_docs)
     command_preview = staticmethod(job_runner.command_preview)
     pretrain_preview = staticmethod(calculators.pretrain_preview)
+    load_config = staticmethod(configs.load_config)
+    TEACH_PRESET = "sft_lora_qa"
+    """The preset behind the Train tab's 'Teach this document' (SFT LoRA on the bundled Q&A set)."""
+
+    def presets(self, kind: str) -> list[str]:
+        """Names of the shipped job presets (assets/presets/*.yaml) of one kind, sorted."""
+        return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")
+                      if (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("kind") == kind)
+
+    def preset_yaml(self, name: str) -> str:
+        """A shipped preset's YAML text, as the config editor shows it."""
+        return (PRESETS_DIR / f"{check_name(name, 'Preset')}.yaml").read_text(encoding="utf-8")
 
     @property
     def jobs(self) -> job_runner.JobRunner:
@@ -168,6 +200,19 @@ class Engine(Runtime):
     def job_log(self, job_id: str, lines: int = 40) -> str:
         return self.jobs.log(job_id, lines)
 
+    def wait_job(self, job_id: str, timeout_s: float = 24 * 3600) -> dict:
+        """Block until the job reaches a final state (TimeoutError after timeout_s); its final status."""
+        return self.jobs.wait(job_id, timeout_s)
+
+    def train_here(self, config: str | Path, resume: bool = False) -> dict:
+        """Train a config file in this process, in a job folder like a background job's; its final status.
+
+        A preset gets a new job folder; a job's own config.yaml trains (with resume: continues) that job."""
+        # Imported here: trl and the trainers load only in a process that trains in the foreground.
+        from lab.training.jobs.launch import run_config
+        folder, _ = run_config(config, self.settings.data_dir, resume=resume)
+        return job_runner.job_status(self.settings.data_dir, folder.name)
+
     def list_adapters(self) -> list[adapters.Adapter]:
         """Every trained adapter, newest first."""
         return adapters.list_adapters(self.settings.data_dir)
@@ -179,6 +224,10 @@ class Engine(Runtime):
         """Merge the adapter `name` into its base and export it under <data>/merged/<name>."""
         adapter_name, folder = adapters.resolve_adapter(self.settings.data_dir, check_name(name.strip(), "Adapter"))
         return adapters.merge_adapter(folder, self.settings.subdir("merged") / adapter_name, self.settings.data_dir)
+
+    def export_merged(self, adapter: str | Path, out_dir: str | Path, base_model_id: str | None = None) -> Path:
+        """Merge an adapter folder into its base (the one recorded with it unless given) and write it to out_dir."""
+        return adapters.merge_adapter(adapter, out_dir, self.settings.data_dir, base_model_id=base_model_id)
 
     def build_qa_dataset(self, doc: Document, cfg: builder.BuilderConfig,
                          progress: Progress | None = None) -> builder.BuildResult:
@@ -192,6 +241,8 @@ class Engine(Runtime):
             raise ValueError("The table has no question/answer rows to save; build or type some first.")
         folder = uploads_dir(self.settings, user)
         return builder.write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+
+    write_qa_jsonl = staticmethod(builder.write_jsonl)
 
     # ---- explain: catalog, calculators, sweeps -----------------------------------------------------
     CATALOG_GROUPS = catalog.GROUPS
@@ -219,10 +270,29 @@ class Engine(Runtime):
         source = resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
         return calculators.trainable_params(source, r, preset)
 
+    def training_memory(self, model_id: str | None, mode: str, bits: int, optimizer: str, batch: int, seq_len: int,
+                        grad_checkpointing: bool, r: int, preset: str
+                        ) -> tuple[calculators.MemoryEstimate, int, calculators.Verdict]:
+        """Training memory of a model (the default when empty), `mode` 'full' or 'lora' (rank `r` on `preset`
+        layers), against the free memory of this process's device: (estimate, free bytes, verdict)."""
+        source = resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
+        cfg = AutoConfig.from_pretrained(source)
+        adapted = calculators.trainable_params(source, r, preset)
+        n_params = adapted.total - adapted.trainable  # the base model alone
+        est = calculators.memory_estimate(
+            n_params, n_params if mode == "full" else adapted.trainable, bits, optimizer, batch, seq_len,
+            cfg.hidden_size, cfg.num_hidden_layers, grad_checkpointing, d_ff=cfg.intermediate_size,
+            n_heads=cfg.num_attention_heads, n_kv_heads=cfg.num_key_value_heads, vocab_size=cfg.vocab_size,
+            lora_r=r, lora_modules=preset)
+        mem = self.memory_info()
+        free = int(mem.get("gpu_free", mem["ram_available"]))
+        return est, free, calculators.verdict(est.total, free)
+
     SUGGESTED_SWEEPS = sweeps.SUGGESTED_GRIDS
     suggest_sweep = staticmethod(sweeps.suggest_sweep)
     sweep_to_dict = staticmethod(sweeps.sweep_to_dict)
     sweep_from_dict = staticmethod(sweeps.sweep_from_dict)
+    load_sweep_file = staticmethod(sweeps.load_sweep_file)
 
     def list_sweeps(self) -> list[dict]:
         return sweeps.list_sweeps(self.settings.data_dir)
@@ -231,6 +301,16 @@ class Engine(Runtime):
         """Queue every point of a sweep as a job owned by `user`; returns the sweep id."""
         refuse_training_on_zero_gpu()
         return sweeps.start_sweep(sweep, self.settings.data_dir, self.jobs, owner=user)
+
+    def resume_sweep(self, sweep_id: str) -> dict[str, str]:
+        """Re-attach a sweep to its jobs after a restart (rerun what did not finish); point label -> what was done."""
+        refuse_training_on_zero_gpu()
+        return sweeps.resume_sweep(sweep_id, self.settings.data_dir, self.jobs)
+
+    def finish_sweep(self, sweep_id: str, progress: Progress | None = None,
+                     timeout_s: float = 24 * 3600) -> sweeps.SweepReport:
+        """Block until every point's job ends, score the adapters on the sweep's QA set, and decide."""
+        return sweeps.finish_sweep(sweep_id, self.settings.data_dir, self.jobs, self, progress, timeout_s)
 
     def sweep_results(self, sweep_id: str) -> list[dict]:
         return sweeps.sweep_results(sweep_id, self.settings.data_dir)

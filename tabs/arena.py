@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab.inference.arena import MAX_COLUMNS, ArenaColumn, model_choices, stream_arena, transcript_json, transcript_markdown
-from lab.engine import Engine
 from lab.core.spaces import gpu
+from lab.engine import Engine
+from lab.inference.arena import ArenaColumn
 from lab.inference.generate import GenerationSettings
 from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
 
@@ -29,6 +29,8 @@ def _timings(reply) -> str:
 
 
 def build(engine: Engine) -> None:
+    max_cols = engine.MAX_ARENA_COLUMNS
+
     def columns_from(n: int, values: list) -> list[ArenaColumn]:
         cols = []
         for i in range(int(n)):
@@ -43,8 +45,8 @@ def build(engine: Engine) -> None:
             columns = columns_from(n, list(values))
             caller = engine.sessions.new_caller("arena")
             shown = [list(h) for h in histories]
-            notes = [""] * MAX_COLUMNS
-            stream = stream_arena(engine, prompt, columns, histories[: len(columns)], caller)
+            notes = [""] * max_cols
+            stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     notes = [f"⏳ waiting for the GPU: position {value} in the queue"] * len(columns) + notes[len(columns):]
@@ -64,27 +66,28 @@ def build(engine: Engine) -> None:
             columns = columns_from(n, list(values))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        text = (transcript_json if fmt == "JSON" else transcript_markdown)(columns, histories[: len(columns)])
+        transcript = engine.arena_transcript_json if fmt == "JSON" else engine.arena_transcript_markdown
+        text = transcript(columns, histories[: len(columns)])
         suffix = ".json" if fmt == "JSON" else ".md"
         path = Path(tempfile.mkdtemp(prefix="arena-")) / f"arena-transcript{suffix}"
         path.write_text(text, encoding="utf-8")
         return str(path)
 
     def show_columns(n: int):
-        return [gr.update(visible=i < int(n)) for i in range(MAX_COLUMNS)]
+        return [gr.update(visible=i < int(n)) for i in range(max_cols)]
 
     with gr.Tab("Arena", id="arena"):
         gr.Markdown("The same prompt to several models or adapters, one column each, streamed with its own "
                     "time to first token and tokens/s. Adapters on the same base share one copy of the base.")
-        histories = gr.State([[] for _ in range(MAX_COLUMNS)])
+        histories = gr.State([[] for _ in range(max_cols)])
         with gr.Row():
             n_cols = gr.Radio([2, 3, 4], value=2, label="Columns", scale=1)
             chat_mode = gr.Checkbox(value=False, label="Chat mode (keep each column's history)", scale=2)
         boxes, chats, notes, inputs = [], [], [], []
         with gr.Row():
-            for i in range(MAX_COLUMNS):
+            for i in range(max_cols):
                 with gr.Column(visible=i < 2, elem_id=f"arena-col-{i}") as box:
-                    choices = model_choices(engine)
+                    choices = engine.arena_models()
                     choice = gr.Dropdown(choices, value=choices[min(i, len(choices) - 1)], allow_custom_value=True,
                                          label=f"Model {i + 1}", info="model id, or model + adapter NAME")
                     with gr.Row():
@@ -107,6 +110,6 @@ def build(engine: Engine) -> None:
         n_cols.change(show_columns, n_cols, boxes, queue=False)
         send_btn.click(gpu(send), [prompt, n_cols, chat_mode, histories, *inputs], [*chats, *notes, histories],
                        api_name="arena", **GPU)
-        clear_btn.click(lambda: ([[] for _ in range(MAX_COLUMNS)], *[[] for _ in range(MAX_COLUMNS)],
-                                 *[""] * MAX_COLUMNS), None, [histories, *chats, *notes], queue=False)
+        clear_btn.click(lambda: ([[] for _ in range(max_cols)], *[[] for _ in range(max_cols)],
+                                 *[""] * max_cols), None, [histories, *chats, *notes], queue=False)
         export_btn.click(export, [fmt, n_cols, histories, *inputs], exported, api_name="arena_export")

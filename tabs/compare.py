@@ -7,21 +7,16 @@ fine-tuned adapters, each with what it cost; and batch evaluation over a QA set.
 from __future__ import annotations
 
 import html
-import tempfile
-from pathlib import Path
+from datetime import datetime
 
 import gradio as gr
 import pandas as pd
 
-from lab.knowledge.compare import METHODS, CompareConfig, load_bundled_document, stream_compare
-from lab.inference.adapters import available_adapters
-from lab.knowledge.documents import Document, load_document
-from lab.engine import Engine
 from lab.core.spaces import gpu
-from lab.knowledge.evaluation import SCORES, evaluate, load_qa, write_csv, write_json
+from lab.engine import Engine
+from lab.knowledge.compare import CompareConfig
+from lab.knowledge.documents import Document
 from lab.knowledge.rag import RagConfig
-from lab.core.settings import BUNDLED_QA
-from lab.core.users import list_uploads, save_upload, upload_path, user_of
 from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
 
 METHOD_TITLES = {"base": "Base (no knowledge)", "rag": "RAG (retrieved chunks)", "cag": "CAG (cached document)",
@@ -61,29 +56,25 @@ def render_cards(updates: dict[str, object], waiting: str = "") -> str:
 
 
 def build(engine: Engine) -> None:
-    def method_choices() -> list[str]:
-        return [*METHODS, *(f"ft:{name}" for name in available_adapters(engine.settings.data_dir))]
-
     def use_document(source: str, upload: str | None, saved: str | None, request: gr.Request):
         """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace),
         or one of your earlier uploads by name."""
-        user = user_of(request.username)
         try:
+            user = engine.user_of(request.username)
             if source == "upload":
                 if upload is None:
                     raise ValueError("Choose a .md, .txt or .pdf file to upload first.")
-                doc = load_document(upload)  # checks type, size and content before anything is kept
-                save_upload(engine.settings, user, upload)
+                doc = engine.save_upload(user, upload)  # checks type, size and content before anything is kept
             elif source == "my uploads":
                 if not saved:
                     raise ValueError("Pick one of your uploads first.")
-                doc = load_document(upload_path(engine.settings, user, saved))
+                doc = engine.open_upload(user, saved)
             else:
-                doc = load_bundled_document()
+                doc = engine.bundled_document()
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return (doc, f"Using **{doc.name}** · {doc.n_chars:,} characters · hash `{doc.sha256[:12]}`",
-                gr.update(choices=list_uploads(engine.settings, user)))
+                gr.update(choices=engine.uploads(user)))
 
     def config(chunk_size, overlap, top_k, max_new, short, four_bit) -> CompareConfig:
         return CompareConfig(max_new_tokens=int(max_new), stop_at_answer=bool(short), load_in_4bit=bool(four_bit),
@@ -91,11 +82,11 @@ def build(engine: Engine) -> None:
 
     def ask(doc: Document | None, question: str, methods: list[str], *settings):
         try:
-            doc = doc or load_bundled_document()
+            doc = doc or engine.bundled_document()
             cfg = config(*settings)
             caller = engine.sessions.new_caller("compare")
             updates: dict[str, object] = dict.fromkeys(methods or [])
-            stream = stream_compare(engine, doc, question, methods or [], cfg, caller)
+            stream = engine.stream_compare(doc, question, methods or [], cfg, caller)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     yield render_cards(updates, f"waiting for the GPU: position {value} in the queue")
@@ -105,20 +96,23 @@ def build(engine: Engine) -> None:
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
-    def run_eval(doc: Document | None, qa_file, limit, methods: list[str], *settings, progress=gr.Progress()):
+    def run_eval(doc: Document | None, qa_file, limit, methods: list[str], chunk_size, overlap, top_k, max_new, short,
+                 four_bit, request: gr.Request, progress=gr.Progress()):
+        """Score a QA set; the JSON and CSV stay in the user's workspace under evaluations/."""
         try:
-            doc = doc or load_bundled_document()
-            items = load_qa(qa_file or BUNDLED_QA, limit=int(limit) if limit else None)
-            result = evaluate(engine, doc, items, methods or [], config(*settings),
-                              progress=lambda done, total, msg: progress((done, total), desc=msg))
+            doc = doc or engine.bundled_document()
+            items = engine.load_qa(qa_file or engine.BUNDLED_QA, limit=int(limit) if limit else None)
+            cfg = config(chunk_size, overlap, top_k, max_new, short, four_bit)
+            result = engine.evaluate(doc, items, methods or [], cfg,
+                                     progress=lambda done, total, msg: progress((done, total), desc=msg))
+            stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")
+            files = [str(p) for p in engine.export_evaluation(result, engine.user_of(request.username), stem)]
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items() if k not in ("error",)}}
                               for name, row in result["methods"].items()])
         chart = pd.DataFrame([{"method": name, "metric": score, "value": row.get(score) or 0.0}
-                              for name, row in result["methods"].items() for score in SCORES])
-        out = Path(tempfile.mkdtemp(prefix="lab-eval-"))
-        files = [str(write_json(result, out / "eval.json")), str(write_csv(result["rows"], out / "eval_rows.csv"))]
+                              for name, row in result["methods"].items() for score in engine.SCORES])
         return table, chart, files
 
     with gr.Tab("Compare", id="compare"):
@@ -132,7 +126,8 @@ def build(engine: Engine) -> None:
                              type="filepath", scale=2, height=90)
             saved = gr.Dropdown([], label="Your earlier uploads", allow_custom_value=True, scale=1)
         doc_info = gr.Markdown("Using the bundled guide on RAG, CAG and fine-tuning.", elem_id="compare-doc")
-        methods = gr.CheckboxGroup(method_choices(), value=list(METHODS), label="Methods", elem_id="compare-methods",
+        methods = gr.CheckboxGroup(engine.compare_methods(), value=list(engine.METHODS), label="Methods",
+                                   elem_id="compare-methods",
                                    info="ft:NAME columns are LoRA adapters trained in the Train tab")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
@@ -147,7 +142,7 @@ def build(engine: Engine) -> None:
             question = gr.Textbox(label="Question", placeholder="What does CAG store in the KV cache?", scale=4,
                                   elem_id="compare-question")
             ask_btn = gr.Button("Ask every method", variant="primary", scale=1, elem_id="compare-ask")
-        cards = gr.HTML(render_cards(dict.fromkeys(METHODS), "ask a question"), elem_id="compare-output")
+        cards = gr.HTML(render_cards(dict.fromkeys(engine.METHODS), "ask a question"), elem_id="compare-output")
 
         gr.Markdown("### Batch evaluation\nRun a QA set through the selected methods and score the answers "
                     "(exact match, token F1, ROUGE-L, BLEU) with latency percentiles.")
@@ -167,5 +162,5 @@ def build(engine: Engine) -> None:
         eval_btn.click(gpu(run_eval), [doc_state, qa_file, limit, methods, *settings],
                        [eval_table, eval_chart, eval_files], api_name="compare_eval", **GPU)
         # New adapters from the Train tab appear as methods without a page reload.
-        gr.Timer(10).tick(lambda current: gr.update(choices=method_choices(), value=current), methods, methods,
-                          concurrency_limit=None, show_progress="hidden")
+        gr.Timer(10).tick(lambda current: gr.update(choices=engine.compare_methods(), value=current), methods,
+                          methods, concurrency_limit=None, show_progress="hidden")

@@ -10,37 +10,27 @@ browser or restarting the app loses nothing.
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import yaml
 
-from lab.engine import Engine
-from lab.core.settings import REPO_ROOT
-from lab.core.users import user_of
 from lab.core.spaces import gpu
+from lab.engine import Engine
+from lab.training.data.builder import BuilderConfig
 from tabs.common import GPU, POLL, USER_ERRORS, user_error
 
-PRESETS_DIR = REPO_ROOT / "assets" / "presets"
-TEACH_PRESET = PRESETS_DIR / "sft_lora_qa.yaml"
 JOB_HEADERS = ["job", "kind", "state", "step", "ETA", "tokens/s", "message"]
 
 
-def _presets(kind: str) -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")
-                  if (yaml.safe_load(p.read_text()) or {}).get("kind") == kind)
-
-
-def _config_from_yaml(text: str):
-    from lab.training.configs import config_from_dict
+def _config_from_yaml(engine: Engine, text: str):
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"The config is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError("The config must be a YAML mapping of field: value lines.")
-    return config_from_dict(data, source="the config editor")
+    return engine.config_from_dict(data, source="the config editor")
 
 
 def _eta(seconds) -> str:
@@ -82,37 +72,35 @@ def curves(metrics: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 
 def build(engine: Engine) -> None:
-    from lab.training.configs import CONFIG_KINDS
-    from lab.training.configs.base import field_docs
-
     def load_preset(name: str | None):
         if not name:
             return gr.update()
-        return (PRESETS_DIR / f"{name}.yaml").read_text()
+        try:
+            return engine.preset_yaml(name)
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
 
     def kind_changed(kind: str):
-        names = _presets(kind)
-        docs = field_docs(CONFIG_KINDS[kind])
+        names = engine.presets(kind)
+        docs = engine.field_docs(engine.CONFIG_KINDS[kind])
         table = "\n".join(f"| `{k}` | {v} |" for k, v in docs.items())
         return (gr.update(choices=names, value=names[0] if names else None),
                 f"| field | what it does |\n|---|---|\n{table}")
 
     def show_command(text: str) -> str:
-        from lab.training.jobs.runner import command_preview
         try:
-            return command_preview(_config_from_yaml(text))
+            return engine.command_preview(_config_from_yaml(engine, text))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
     def preview(text: str) -> str:
         """Parameters and memory of a pretraining config before launch; other kinds point to Explain."""
         try:
-            cfg = _config_from_yaml(text)
+            cfg = _config_from_yaml(engine, text)
             if cfg.kind != "pretrain":
                 return ("Parameter counts and memory estimates for fine-tuning are in the Explain tab "
                         "(trainable parameters, memory estimate).")
-            from lab.explain.calculators.architecture import pretrain_preview
-            p = pretrain_preview(cfg, engine.settings.data_dir)
+            p = engine.pretrain_preview(cfg, engine.settings.data_dir)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         parts = ", ".join(f"{k} {v:,}" for k, v in p["params_by_part"].items())
@@ -124,17 +112,17 @@ def build(engine: Engine) -> None:
 
     def launch(text: str, request: gr.Request):
         try:
-            job_id = engine.submit_job(_config_from_yaml(text), user_of(request.username))
+            job_id = engine.submit_job(_config_from_yaml(engine, text), engine.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        status = engine.jobs.status(job_id)
+        status = engine.job_status(job_id)
         return f"Job `{job_id}` is {status['state']}.", *refresh(job_id)
 
     def teach(request: gr.Request):
-        return launch(TEACH_PRESET.read_text(), request)
+        return launch(engine.preset_yaml(engine.TEACH_PRESET), request)
 
     def refresh(selected: str | None):
-        jobs = engine.jobs.list()
+        jobs = engine.list_jobs()
         ids = [j["id"] for j in jobs]
         selected = selected if selected in ids else (ids[0] if ids else None)
         return job_rows(jobs), gr.update(choices=ids, value=selected), *watch(selected)
@@ -143,43 +131,37 @@ def build(engine: Engine) -> None:
         if not job_id:
             empty = pd.DataFrame(columns=["step", "value", "series"])
             return "", empty, empty, empty, ""
-        status = engine.jobs.status(job_id)
-        loss, lr, grad = curves(engine.jobs.metrics(job_id))
-        return progress_html(status), loss, lr, grad, engine.jobs.log(job_id, lines=30)
+        status = engine.job_status(job_id)
+        loss, lr, grad = curves(engine.job_metrics(job_id))
+        return progress_html(status), loss, lr, grad, engine.job_log(job_id, lines=30)
 
     def control(action: str, job_id: str | None, request: gr.Request):
         if not job_id:
             raise gr.Error("Select a job first.")
         try:
-            status = engine.control_job(action, job_id, user_of(request.username))
+            status = engine.control_job(action, job_id, engine.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return f"`{job_id}`: {status.get('state')} — {status.get('message', '')}", *refresh(job_id)
 
     def adapters_table():
-        from lab.inference.adapters import list_adapters
-        return [[a.name, a.base_model_id, a.job_id, a.created] for a in list_adapters(engine.settings.data_dir)
-                if a.job_id]
+        return [[a.name, a.base_model_id, a.job_id, a.created] for a in engine.list_adapters() if a.job_id]
 
     def merge(name: str):
-        from lab.inference.adapters import merge_adapter
         if not name or not name.strip():
             raise gr.Error("Type the name of an adapter from the table to merge.")
         try:
-            adapter = engine.settings.subdir("adapters") / name.strip()
-            out = merge_adapter(adapter, engine.settings.subdir("merged") / name.strip(), engine.settings.data_dir)
+            out = engine.merge_adapter(name)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return f"Merged into `{out}` (safetensors + tokenizer); use that folder as a model id in Arena."
 
     def build_qa(doc_file: str | None, pairs: float, max_chunks: float, progress=gr.Progress()):
-        from lab.knowledge.compare import load_bundled_document
-        from lab.training.data.builder import BuilderConfig, build_dataset
-        from lab.knowledge.documents import load_document
         try:
-            doc = load_document(doc_file) if doc_file else load_bundled_document()
+            doc = engine.load_document(doc_file) if doc_file else engine.bundled_document()
             cfg = BuilderConfig(pairs_per_chunk=int(pairs), max_chunks=int(max_chunks) if max_chunks else None)
-            result = build_dataset(engine, doc, cfg, progress=lambda done, total, msg: progress((done, total), desc=msg))
+            result = engine.build_qa_dataset(doc, cfg,
+                                             progress=lambda done, total, msg: progress((done, total), desc=msg))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         rows = [[p.question, p.answer] for p in result.pairs]
@@ -187,20 +169,15 @@ def build(engine: Engine) -> None:
                       f"chunks in {result.seconds:.0f} s. Edit the table, then save it.")
 
     def save_qa(table, name: str, request: gr.Request):
-        from lab.training.data.builder import QAPair, write_jsonl
-        from lab.core.users import check_name, uploads_dir
         try:
             rows = table.values.tolist() if isinstance(table, pd.DataFrame) else list(table or [])
-            pairs = [QAPair(str(q).strip(), str(a).strip(), -1) for q, a in rows if str(q).strip() and str(a).strip()]
-            if not pairs:
-                raise ValueError("The table has no question/answer rows to save; build or type some first.")
-            folder = uploads_dir(engine.settings, user_of(request.username))
-            path = write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+            path = engine.save_qa_pairs(engine.user_of(request.username), rows, name)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        return f"Saved {len(pairs)} pairs to `{path}`; use it in a job config as `datasets: [{{path: {path}, format: qa}}]`."
+        saved = sum(1 for q, a in rows if str(q).strip() and str(a).strip())  # the rows save_qa_pairs keeps
+        return f"Saved {saved} pairs to `{path}`; use it in a job config as `datasets: [{{path: {path}, format: qa}}]`."
 
-    kinds = list(CONFIG_KINDS)
+    kinds = list(engine.CONFIG_KINDS)
     with gr.Tab("Train", id="train"):
         gr.Markdown("Launch fine-tuning jobs in the background and watch them learn. Jobs survive closing the "
                     "browser or restarting the app; one runs at a time and the rest wait in the queue.")
@@ -211,8 +188,8 @@ def build(engine: Engine) -> None:
             with gr.Column(scale=2):
                 with gr.Row():
                     kind = gr.Radio(kinds, value="sft", label="Kind")
-                    preset = gr.Dropdown(_presets("sft"), value="sft_lora_qa", label="Preset")
-                editor = gr.Code(TEACH_PRESET.read_text(), language="yaml", label="Job config (edit any field)",
+                    preset = gr.Dropdown(engine.presets("sft"), value=engine.TEACH_PRESET, label="Preset")
+                editor = gr.Code(engine.preset_yaml(engine.TEACH_PRESET), language="yaml", label="Job config (edit any field)",
                                  lines=18, elem_id="train-config")
                 with gr.Row():
                     preview_btn = gr.Button("Preview size and memory")
@@ -285,13 +262,13 @@ def build(engine: Engine) -> None:
 
         def list_jobs() -> list[dict]:
             """Every job with its status, as the job folders on disk say."""
-            return engine.jobs.list()
+            return engine.list_jobs()
 
         def job_detail(job_id: str) -> dict:
             """One job's status, metrics and log tail."""
             try:
-                return {"status": engine.jobs.status(job_id), "metrics": engine.jobs.metrics(job_id),
-                        "log": engine.jobs.log(job_id, lines=40)}
+                return {"status": engine.job_status(job_id), "metrics": engine.job_metrics(job_id),
+                        "log": engine.job_log(job_id, lines=40)}
             except USER_ERRORS as exc:
                 raise user_error(exc) from exc
 

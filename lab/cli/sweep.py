@@ -3,10 +3,11 @@
     python -m lab sweep assets/sweeps/lora_rank.yaml --csv lora_rank.csv
     python -m lab sweep --resume 20261121-120000-lora_rank-1a2b
     python -m lab explain lora_alpha
+    python -m lab explain --search warmup     # names of matching entries; no name lists them all
 
-`add_commands(subparsers)` adds these to the lab's parser; each handler is `fn(engine, args)`.
-A user error (a bad sweep file, an unknown catalog name) raises ValueError or KeyError, which
-the caller prints as `error: ...` with exit code 2. `python -m lab sweep|explain ...` runs them.
+`add_commands(subparsers)` adds these to the lab's parser; each handler is `fn(engine, args)` and
+calls the Engine's sweep and catalog methods. A user error (a bad sweep file, an unknown catalog
+name) raises ValueError or KeyError, which lab.cli.main prints as `error: ...` with exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.explain import catalog
+from lab.cli.knowledge import progress
 
 
 def _cell(value) -> str:
@@ -37,33 +38,34 @@ def print_table(rows: list[dict]) -> None:
 
 
 def _cmd_sweep(engine, args: argparse.Namespace) -> None:
-    from lab.training.jobs.runner import JobRunner
-    from lab.explain.sweep import export_csv, finish_sweep, load_sweep_file, resume_sweep, run_sweep
-
     if (args.sweep is None) == (args.resume is None):
         raise ValueError("give one of: a sweep file (python -m lab sweep SWEEP.yaml) or --resume SWEEP_ID")
-    data_dir = engine.settings.data_dir
-    runner = JobRunner(data_dir)
-
-    def progress(done: int, total: int, message: str) -> None:
-        print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
-
     if args.resume:
-        for label, action in resume_sweep(args.resume, data_dir, runner).items():
+        for label, action in engine.resume_sweep(args.resume).items():
             print(f"{label}: {action}", file=sys.stderr)
-        report = finish_sweep(args.resume, data_dir, runner, engine, progress, args.timeout)
+        sweep_id = args.resume
     else:
-        report = run_sweep(load_sweep_file(args.sweep), data_dir, runner, engine, progress, args.timeout)
-    print(f"sweep {report.sweep_id} ({data_dir / 'sweeps' / report.sweep_id})")
+        sweep = engine.load_sweep_file(args.sweep)
+        sweep_id = engine.start_sweep(sweep)
+        progress(0, 1, f"sweep {sweep_id}: {len(sweep.points())} points queued")
+    report = engine.finish_sweep(sweep_id, progress, args.timeout)
+    print(f"sweep {report.sweep_id} ({engine.settings.data_dir / 'sweeps' / report.sweep_id})")
     print_table(report.rows)
     print(f"\nDecision: {report.decision.choice or 'none yet'}\n{report.decision.explanation}")
     if args.csv:
-        print(f"wrote {export_csv(report.rows, args.csv)}", file=sys.stderr)
+        print(f"wrote {engine.export_sweep(report.sweep_id, args.csv)}", file=sys.stderr)
 
 
 def _cmd_explain(engine, args: argparse.Namespace) -> None:
-    # An unknown name raises KeyError with close matches; the caller prints it and exits with 2.
-    print(catalog.render_markdown(catalog.get(args.name)))
+    # An unknown name raises KeyError with close matches; lab.cli.main prints it and exits with 2.
+    if args.search is not None:
+        for entry in engine.catalog_search(args.search):
+            print(f"{entry.name:32} {entry.title}")
+    elif args.name is None:
+        for entry in engine.catalog_entries():
+            print(f"{entry.group:14} {entry.name:32} {entry.title}")
+    else:
+        print(engine.explain(args.name))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -78,5 +80,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     explain = subparsers.add_parser("explain", help="what a hyperparameter does, its symptoms, default and how "
                                                     "to tune it")
-    explain.add_argument("name", help="a catalog name or alias, e.g. r, lora_alpha, learning_rate, scheduler.cosine")
+    explain.add_argument("name", nargs="?", default=None,
+                         help="a catalog name or alias, e.g. r, lora_alpha, learning_rate, scheduler.cosine "
+                              "(none: list every entry)")
+    explain.add_argument("--search", metavar="TEXT", default=None, help="list the entries whose text mentions TEXT")
     explain.set_defaults(fn=_cmd_explain)

@@ -8,20 +8,15 @@
     python -m lab show-command assets/presets/sft_lora_qa.yaml
 
 `add_commands(subparsers)` adds these to the lab's parser; each handler is `fn(engine, args)` and
-only calls functions from lab.training.jobs.runner, lab.training.jobs.launch and lab.inference.adapters. `python -m lab ...`
-runs them alone.
+calls the Engine's job and adapter methods. `train` runs in this process (the same code a job's
+subprocess runs); `jobs submit --wait`, `jobs resume --wait` block on the engine's job runner.
+A job belongs to whoever submitted it: this command line acts as the local user.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-from lab.training.jobs.runner import (JobRunner, command_preview, job_log, job_status, kill_job, list_jobs, stop_job)
-from lab.inference.adapters import merge_adapter
-from lab.training.jobs.launch import run_config
-from lab.training.configs import load_config
 
 
 def _print_status(status: dict) -> None:
@@ -32,27 +27,24 @@ def _print_status(status: dict) -> None:
 
 
 def _cmd_train(engine, args: argparse.Namespace) -> None:
-    folder, state = run_config(args.config, engine.settings.data_dir, resume=args.resume)
-    status = job_status(engine.settings.data_dir, folder.name)
+    status = engine.train_here(args.config, resume=args.resume)
     _print_status(status)
-    if state == "failed":
-        raise ValueError(f"job {folder.name} failed: {status.get('message')}")
+    if status.get("state") == "failed":
+        raise ValueError(f"job {status['id']} failed: {status.get('message')}")
 
 
 def _cmd_submit(engine, args: argparse.Namespace) -> None:
-    runner = JobRunner(engine.settings.data_dir)
-    job_id = runner.submit(load_config(args.config))
-    status = runner.wait(job_id, timeout_s=args.timeout) if args.wait else runner.status(job_id)
-    _print_status(status)
+    job_id = engine.submit_job(engine.load_config(args.config))
+    _print_status(engine.wait_job(job_id, args.timeout) if args.wait else engine.job_status(job_id))
 
 
 def _cmd_list(engine, args: argparse.Namespace) -> None:
-    jobs = list_jobs(engine.settings.data_dir)
+    jobs = engine.list_jobs()
     if args.json:
         print(json.dumps(jobs, indent=1))
         return
     if not jobs:
-        print(f"no jobs in {Path(engine.settings.data_dir) / 'jobs'}")
+        print(f"no jobs in {engine.settings.data_dir / 'jobs'}")
     for job in jobs:
         steps = f"{job.get('step', 0)}/{job.get('max_steps') or '?'}"
         queue = f" (#{job['queue_position']} in queue)" if "queue_position" in job else ""
@@ -61,31 +53,29 @@ def _cmd_list(engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_show(engine, args: argparse.Namespace) -> None:
-    _print_status(job_status(engine.settings.data_dir, args.job_id))
-    print("\n" + job_log(engine.settings.data_dir, args.job_id, args.lines))
+    _print_status(engine.job_status(args.job_id))
+    print("\n" + engine.job_log(args.job_id, args.lines))
 
 
 def _cmd_stop(engine, args: argparse.Namespace) -> None:
-    _print_status(stop_job(engine.settings.data_dir, args.job_id))
+    _print_status(engine.control_job("stop", args.job_id))
 
 
 def _cmd_kill(engine, args: argparse.Namespace) -> None:
-    _print_status(kill_job(engine.settings.data_dir, args.job_id))
+    _print_status(engine.control_job("kill", args.job_id))
 
 
 def _cmd_resume(engine, args: argparse.Namespace) -> None:
-    runner = JobRunner(engine.settings.data_dir)
-    status = runner.resume(args.job_id)
-    _print_status(runner.wait(args.job_id, timeout_s=args.timeout) if args.wait else status)
+    status = engine.control_job("resume", args.job_id)
+    _print_status(engine.wait_job(args.job_id, args.timeout) if args.wait else status)
 
 
 def _cmd_merge(engine, args: argparse.Namespace) -> None:
-    out = merge_adapter(args.adapter, args.out, engine.settings.data_dir, base_model_id=args.base)
-    print(f"merged model written to {out}")
+    print(f"merged model written to {engine.export_merged(args.adapter, args.out, base_model_id=args.base)}")
 
 
 def _cmd_show_command(engine, args: argparse.Namespace) -> None:
-    print(command_preview(load_config(args.config)))
+    print(engine.command_preview(engine.load_config(args.config)))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -1,18 +1,17 @@
 """The hyperparameter catalog: every knob the lab exposes, explained once in assets/catalog.yaml.
 
-    python -m lab.explain.catalog lora_alpha        # one entry as Markdown
-    python -m lab.explain.catalog --search warmup   # names of matching entries
+    python -m lab explain lora_alpha        # one entry as Markdown
+    python -m lab explain --search warmup   # names of matching entries
 
 The Explain tab, the CLI and the tests all read the same entries, so what the UI says about a knob
 cannot drift from what the CLI prints. Each entry says what the knob is, the symptoms when it is too
 low and too high, a simple default with its reason, how to tune it, and which live calculator in
-lab/explain/calculators.py illustrates it.
+lab/explain/calculators/ illustrates it.
 """
 
 from __future__ import annotations
 
 import difflib
-import sys
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -139,25 +138,3 @@ def render_markdown(entry: Entry) -> str:
             f"**Too high.** {entry.too_high}\n\n"
             f"**Default.** {entry.default} — {entry.why}\n\n"
             f"**How to tune.** {entry.how_to_tune}{live}\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--search"]:
-        for e in search(" ".join(args[1:])):
-            print(f"{e.name:32} {e.title}")
-        return 0
-    if not args:
-        for e in entries():
-            print(f"{e.group:14} {e.name:32} {e.title}")
-        return 0
-    try:
-        print(render_markdown(get(" ".join(args))))
-    except KeyError as err:
-        print(err.args[0], file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

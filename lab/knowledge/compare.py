@@ -129,27 +129,6 @@ def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
     return index
 
 
-def prepare_knowledge(runtime: Runtime, doc: Document, cfg: CompareConfig | None = None,
-                      caller: str | None = None) -> dict:
-    """Build (or load) the document's RAG index and CAG cache now, and say what each costs.
-
-    For a "prepare" button: the first question then pays neither. A document too long for CAG
-    gives `cag_error` (the message with token counts) while RAG is still prepared.
-    """
-    cfg = cfg or CompareConfig()
-    spec = runtime.spec(cfg.model_id, cfg.load_in_4bit)
-    index = rag_index(runtime, doc, cfg.rag)
-    info = {"document": doc.name, "rag_chunks": index.n_chunks, "rag_reused": index.reused,
-            "rag_build_s": round(index.build_s, 3)}
-    with runtime.sessions.gpu_slot(caller or runtime.sessions.new_caller("prepare")), runtime.sessions.use(spec) as loaded:
-        try:
-            kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag)
-        except ValueError as exc:
-            return info | {"cag_error": str(exc)}
-    return info | {"cag_kv_len": kv.kv_len, "cag_mb": round(kv.size_mb, 2), "cag_build_s": round(kv.build_s, 3),
-                   "cag_reused": kv.reused, "cag_path": str(kv.path), "cag_error": None}
-
-
 # ---- running one method ------------------------------------------------------------------------
 
 def _metrics(event: GenerationEvent, prep_s: float, **extra) -> dict:

@@ -1,6 +1,6 @@
 """Load a user's document (.md, .txt or .pdf) as plain text for the RAG, CAG and full-context tabs.
 
-    .venv/bin/python -m lab.knowledge.documents path/to/notes.pdf
+    .venv/bin/python -m lab ask --doc path/to/notes.pdf --question "What does it conclude?" --methods full
 
 Every loader failure raises `DocumentError` (a `ValueError`) whose message says what was wrong
 and what to do about it, so the UI can show it to the user verbatim.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,26 +143,3 @@ def load_document(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Docum
             f"File {name!r} is empty (it contains only whitespace); choose a file that contains text."
         )
     return document_from_text(name, text)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print a one-line summary of each file given on the command line."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m lab.knowledge.documents FILE [FILE ...]", file=sys.stderr)
-        return 2
-    status = 0
-    for arg in args:
-        try:
-            doc = load_document(arg)
-        except DocumentError as err:
-            print(f"{arg}: error: {err}", file=sys.stderr)
-            status = 1
-            continue
-        preview = doc.text[:80].replace("\n", " ")
-        print(f"{doc.name}: {doc.n_chars:,} chars sha256={doc.sha256[:16]} | {preview}")
-    return status
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

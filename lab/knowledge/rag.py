@@ -1,7 +1,7 @@
 """Retrieval-augmented generation's retrieval half: chunk a document, embed it with MiniLM, keep a
 FAISS index on disk, and fetch the chunks closest to a question.
 
-    .venv/bin/python -m lab.knowledge.rag path/to/notes.md "What does the report conclude?"
+    .venv/bin/python -m lab ask --doc path/to/notes.md --question "What does the report conclude?" --methods rag --json
 
 Indexes live under `<root>/<doc.sha256[:16]>/rag/<index_key>/`, so re-uploading the same text with
 the same splitter settings reuses the saved index instead of embedding it again.
@@ -9,7 +9,6 @@ the same splitter settings reuses the saved index instead of embedding it again.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import json
@@ -27,7 +26,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from lab.knowledge.documents import Document, load_document
+from lab.knowledge.documents import Document
 
 with warnings.catch_warnings():
     # langchain-community warns on import that it is being sunset; the lab pins a version that
@@ -331,34 +330,3 @@ def retrieve(index: RagIndex, question: str, top_k: int | None = None) -> Retrie
     ]
     chunks.sort(key=lambda c: c.score, reverse=True)
     return Retrieval(question=question, chunks=chunks, retrieval_ms=elapsed_ms)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Build (or reuse) the index for a file and print the chunks retrieved for a question."""
-    parser = argparse.ArgumentParser(prog="python -m lab.knowledge.rag", description=__doc__.splitlines()[0])
-    parser.add_argument("file", help="a .md, .txt or .pdf document")
-    parser.add_argument("question", help="question to retrieve chunks for")
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="index folder (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=RagConfig.chunk_size)
-    parser.add_argument("--chunk-overlap", type=int, default=RagConfig.chunk_overlap)
-    parser.add_argument("--top-k", type=int, default=RagConfig.top_k)
-    args = parser.parse_args(argv)
-    # INFO for this module only: faiss and sentence-transformers are chatty at INFO.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    log.setLevel(logging.INFO)
-
-    doc = load_document(args.file)
-    cfg = RagConfig(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, top_k=args.top_k)
-    index = build_or_load_index(doc, cfg, args.root)
-    how = "reused" if index.reused else "built"
-    print(f"{doc.name}: {index.n_chunks} chunks, index {how} in {index.build_s:.2f} s at {index.path}")
-    result = retrieve(index, args.question)
-    print(f"retrieval: {result.retrieval_ms:.1f} ms")
-    for chunk in result.chunks:
-        preview = chunk.text[:160].replace("\n", " ")
-        print(f"  #{chunk.chunk_id:<4} cos={chunk.score:+.3f}  {preview}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

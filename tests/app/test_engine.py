@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lab.__main__ import main
+from lab.cli import main
 from lab.engine import Engine
 from lab.inference.generate import GenerationSettings
 from lab.core.errors import ModelLoadError

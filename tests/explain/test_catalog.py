@@ -6,7 +6,7 @@ import pytest
 from transformers.trainer_utils import SchedulerType
 
 from lab.explain import calculators
-from lab.explain.catalog import GROUPS, LIVE_CALCULATORS, entries, get, main, render_markdown, search
+from lab.explain.catalog import GROUPS, LIVE_CALCULATORS, entries, get, render_markdown, search
 from lab.training.configs.base import LORA_PRESETS
 
 # Every knob issue 5 names, spelled as the catalog names it (aliases are checked separately).
@@ -117,12 +117,3 @@ def test_sources_known_to_be_wrong_are_corrected():
     beta = get("dpo_beta")
     assert "larger beta keeps the policy closer to the reference" in beta.what.lower()
     assert "barely moves" in beta.too_high
-
-
-def test_cli_prints_an_entry_and_fails_cleanly(capsys):
-    assert main(["use_rslora"]) == 0
-    assert "alpha / sqrt(r)" in capsys.readouterr().out
-    assert main(["use_rsloar"]) == 2
-    assert "use_rslora" in capsys.readouterr().err
-    assert main(["--search", "nesterov"]) == 0
-    assert "muon_nesterov" in capsys.readouterr().out

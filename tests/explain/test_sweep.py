@@ -16,10 +16,10 @@ import pytest
 
 from lab.training.jobs.runner import ACTIVE_STATES, JobRunner, create_job, kill_job, list_jobs, resume_job
 from lab.core.settings import REPO_ROOT
-from lab.explain.sweep import (RESULT_FIELDS, RULES, Decision, SweepConfig, decide, expand, export_csv, list_sweeps,
-                       load_sweep_file, overlay_curves, resume_sweep, run_sweep, start_sweep, suggest_sweep,
-                       sweep_decision, sweep_dir, sweep_results)
-from lab.training.kinds.common import read_status, update_status
+from lab.explain.sweeps import (RESULT_FIELDS, RULES, Decision, SweepConfig, decide, export_csv, list_sweeps,
+                                load_sweep_file, overlay_curves, resume_sweep, run_sweep, start_sweep, suggest_sweep,
+                                sweep_decision, sweep_dir, sweep_results)
+from lab.training.jobs.status import read_status, update_status
 from lab.training.configs import load_config
 
 
@@ -133,7 +133,7 @@ def test_export_csv_columns(finished, tmp_path):
 
 
 def test_cli_resume_prints_the_table_and_writes_csv(finished, tmp_path, capsys, monkeypatch):
-    from lab.__main__ import main as lab_main
+    from lab.cli import main as lab_main
     data_dir, report = finished
     monkeypatch.setenv("LAB_DATA_DIR", str(data_dir))
     out = tmp_path / "cli.csv"
@@ -152,8 +152,8 @@ class QueueOnlyRunner:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir, self.submitted, self.resumed = data_dir, [], []
 
-    def submit(self, cfg) -> str:
-        job_id = create_job(cfg, self.data_dir)
+    def submit(self, cfg, owner: str = "local") -> str:
+        job_id = create_job(cfg, self.data_dir, owner=owner)
         self.submitted.append(job_id)
         return job_id
 
@@ -182,7 +182,7 @@ def test_resume_resubmits_only_what_never_trained(tmp_path, tiny_model_dir, qa_f
     assert list(actions.values()) == ["kept (completed)", "resubmitted (failed before training)",
                                       "resumed (failed at step 1)", "attached (queued)", "attached (queued)"]
     assert len(again.submitted) == 1 and again.resumed == [mid_run]
-    assert read_status(jobs / mid_run)["state"] == "queued"  # the same job continues, no second one
+    assert read_status(jobs / mid_run).state == "queued"  # the same job continues, no second one
     rows = sweep_results(sweep_id, data_dir)
     assert [r["job_id"] for r in rows] == [done, again.submitted[0], mid_run, lost, running]
     assert json.loads(points_file.read_text())["points"][1]["replaced"] == [before_start]
@@ -249,9 +249,9 @@ def test_decide_without_comparable_runs_or_eval_data():
 
 
 # ---- configs and bad input ----------------------------------------------------------------------------------
-def test_expand_ties_alpha_to_rank_as_a_ratio(tiny_model_dir, qa_file):
-    points = expand(tiny_sweep(tiny_model_dir, qa_file, grid={"r": [2, 4], "learning_rate": [1e-3, 2e-3]},
-                               tie={"lora_alpha": "0.5 * r", "lora_dropout": 0.0}))
+def test_points_tie_alpha_to_rank_as_a_ratio(tiny_model_dir, qa_file):
+    points = tiny_sweep(tiny_model_dir, qa_file, grid={"r": [2, 4], "learning_rate": [1e-3, 2e-3]},
+                        tie={"lora_alpha": "0.5 * r", "lora_dropout": 0.0}).points()
     assert [p.label for p in points][:2] == ["r=2, learning_rate=0.001, lora_alpha=1, lora_dropout=0",
                                              "r=2, learning_rate=0.002, lora_alpha=1, lora_dropout=0"]
     assert [(p.config.r, p.config.lora_alpha, p.config.learning_rate) for p in points] == [
@@ -261,11 +261,11 @@ def test_expand_ties_alpha_to_rank_as_a_ratio(tiny_model_dir, qa_file):
 def test_bundled_rank_sweep_loads():
     sweep = load_sweep_file(REPO_ROOT / "assets/sweeps/lora_rank.yaml")
     preset = load_config(REPO_ROOT / "assets/presets/sft_lora_qa.yaml")
-    points = expand(sweep)
+    points = sweep.points()
     assert [(p.config.r, p.config.lora_alpha) for p in points] == [(8, 16), (16, 32), (32, 64)]
     assert all(p.config.max_steps == 20 and p.config.datasets == preset.datasets for p in points)
     assert sweep.rule == "smallest_best" and sweep.eval_qa
-    assert [p.label for p in expand(suggest_sweep("r"))] == [p.label for p in points]
+    assert [p.label for p in suggest_sweep("r").points()] == [p.label for p in points]
     with pytest.raises(KeyError, match="no suggested sweep"):
         suggest_sweep("dtype")
 
@@ -301,7 +301,7 @@ def test_sweep_file_with_unknown_key(tmp_path):
 
 
 def test_explain_prints_an_entry_and_fails_clearly(capsys, tmp_path, monkeypatch):
-    from lab.__main__ import main as lab_main
+    from lab.cli import main as lab_main
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "data"))
     assert lab_main(["explain", "lora_alpha"]) == 0
     out = capsys.readouterr().out

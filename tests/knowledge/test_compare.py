@@ -10,9 +10,9 @@ import json
 import pytest
 import torch
 
-from lab.__main__ import main
+from lab.cli import main
 from lab.knowledge.cag import CagConfig
-from lab.knowledge.compare import CompareConfig, MethodUpdate, ask, parse_methods, prepare_knowledge, stream_compare
+from lab.knowledge.compare import CompareConfig, MethodUpdate, ask, parse_methods, stream_compare
 from lab.knowledge.documents import document_from_text
 from lab.knowledge.prompt import read_answer, short_answer
 from lab.knowledge.rag import RagConfig
@@ -87,15 +87,6 @@ def test_fine_tuned_adapter_column(tiny_engine, doc, adapter):
     # A folder path works too, and base still answers without the adapter afterwards.
     by_path = ask(tiny_engine, doc, QUESTION, [f"ft:{adapter}", "base"], CFG)
     assert by_path[0].error is None and by_path[1].text == rows["base"].text
-
-
-def test_prepare_knowledge_builds_then_reuses(tiny_engine, doc):
-    first = prepare_knowledge(tiny_engine, doc, CFG)
-    assert first["cag_error"] is None and first["cag_kv_len"] > 0 and first["rag_chunks"] >= 2
-    assert not first["cag_reused"]
-    long_doc = document_from_text("long.md", "the model is one two three . " * 60)
-    info = prepare_knowledge(tiny_engine, long_doc, CFG)
-    assert "too long" in info["cag_error"] and info["rag_chunks"] > 0
 
 
 def test_empty_question_is_refused(tiny_engine, doc):

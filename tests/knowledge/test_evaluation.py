@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from lab.__main__ import main
+from lab.cli import main
 from lab.knowledge.cag import CagConfig
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.documents import document_from_text, load_document

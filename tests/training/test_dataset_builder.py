@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from support import CHAT_TEMPLATE, build_tiny_llama
-from lab.training.data.builder import (Attempt, BuilderConfig, QAPair, build_dataset, build_from_chunks, chunk_messages,
-                                 constrained_generate, grammar_compiler, parse_pairs, qa_schema, question_key,
-                                 validate_pair, write_jsonl)
+from lab.training.data.builder import (Attempt, BuilderConfig, QAPair, build_dataset, build_from_chunks,
+                                       constrained_generate, grammar_compiler, write_jsonl)
+from lab.training.data.qa_prompt import chunk_messages, parse_pairs, qa_schema, question_key, validate_pair
 from lab.training.data.datasets import load_rows
 from lab.knowledge.documents import document_from_text
 

@@ -22,7 +22,8 @@ from lab.core.device import choose_device
 from lab.inference.session import SessionManager
 from lab.core.settings import REPO_ROOT
 from lab.training.jobs.launch import run_config
-from lab.training.kinds.common import read_metrics, read_status, update_status
+from lab.training.jobs.files import read_metrics
+from lab.training.jobs.status import read_status, update_status
 from lab.training.configs.sft import SftConfig
 from lab.training.configs import load_config
 from lab.training.configs.base import save_config
@@ -111,7 +112,7 @@ def test_modes_and_options_train_in_the_foreground(tmp_path, tiny_model_dir, qa_
     cfg = config(tiny_model_dir, qa_file, mode=mode, max_steps=2, **extra)
     folder, state = run_config(save_config(cfg, tmp_path / "cfg.yaml"), tmp_path / "data")
     status = read_status(folder)
-    assert state == "completed", status.get("message")
+    assert state == "completed", status.message
     rows = read_metrics(folder)
     assert len([r for r in rows if "loss" in r]) == 2
     if mode == "full":
@@ -119,19 +120,19 @@ def test_modes_and_options_train_in_the_foreground(tmp_path, tiny_model_dir, qa_
         base = load_file(str(tiny_model_dir / "model.safetensors"))
         changed = [name for name in base if not torch.equal(base[name], trained[name])]
         assert "model.layers.0.self_attn.q_proj.weight" in changed
-        assert status["trainable_params"] == status["total_params"] and "adapter_dir" not in status
+        assert status.trainable_params == status.total_params and status.adapter_dir is None
         return
-    assert status["load_in_4bit"] is (mode == "qlora")
-    weights = load_file(str(Path(status["adapter_dir"]) / "adapter_model.safetensors"))
+    assert status.load_in_4bit is (mode == "qlora")
+    weights = load_file(str(Path(status.adapter_dir) / "adapter_model.safetensors"))
     assert all(t.abs().sum() > 0 for name, t in weights.items() if "lora_B" in name)
     if "eval_fraction" in extra:
-        assert status["eval_rows"] == 2 and [r["step"] for r in rows if "eval_loss" in r] == [1, 2]
+        assert status.eval_rows == 2 and [r["step"] for r in rows if "eval_loss" in r] == [1, 2]
 
 
 def test_stop_then_resume_continues_from_the_checkpoint(runner, tmp_path, tiny_model_dir, qa_file):
     job_id = runner.submit(config(tiny_model_dir, qa_file, max_steps=10_000, save_steps=10_000))
     folder = job_dir(tmp_path / "data", job_id)
-    wait_for(lambda: read_status(folder).get("step", 0) >= 2, what="two training steps")
+    wait_for(lambda: read_status(folder).step >= 2, what="two training steps")
     assert runner.stop(job_id)["state"] == "stopping"
     status = runner.wait(job_id, timeout_s=120)
     assert status["state"] == "stopped", status.get("message")
@@ -178,13 +179,13 @@ def test_second_job_waits_in_the_queue_and_kill_lets_it_run(runner, tmp_path, ti
     jobs = {j["id"]: j for j in runner.list()}
     assert jobs[first]["state"] == "running"
     assert jobs[second]["state"] == "queued" and jobs[second]["queue_position"] == 1
-    wait_for(lambda: read_status(job_dir(data_dir, first)).get("step", 0) >= 1, what="first job training")
-    pid = read_status(job_dir(data_dir, first))["pid"]
+    wait_for(lambda: read_status(job_dir(data_dir, first)).step >= 1, what="first job training")
+    pid = read_status(job_dir(data_dir, first)).pid
     assert runner.kill(first)["state"] == "stopped"
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     status = runner.wait(second, timeout_s=300)
     assert status["state"] == "completed", status.get("message")
-    assert read_status(job_dir(data_dir, first))["state"] == "stopped"  # the kill was not taken for a crash
+    assert read_status(job_dir(data_dir, first)).state == "stopped"  # the kill was not taken for a crash
 
 
 def test_fresh_runner_rebuilds_jobs_from_disk(tmp_path, tiny_model_dir, qa_file):
@@ -204,7 +205,7 @@ def test_fresh_runner_rebuilds_jobs_from_disk(tmp_path, tiny_model_dir, qa_file)
     status = JobRunner(data_dir).wait(queued, timeout_s=300)
     assert status["state"] == "completed", status.get("message")
     resume_job(data_dir, crashed)
-    assert read_status(folder)["state"] == "queued"
+    assert read_status(folder).state == "queued"
 
 
 def test_job_too_big_for_the_memory_budget_fails_before_starting(tmp_path, tiny_model_dir, qa_file):
@@ -212,7 +213,7 @@ def test_job_too_big_for_the_memory_budget_fails_before_starting(tmp_path, tiny_
     runner = JobRunner(tmp_path / "data", sessions=sessions)
     job_id = runner.submit(config(tiny_model_dir, qa_file))
     status = runner.status(job_id)
-    assert status["state"] == "failed" and "budget" in status["message"] and "pid" not in status
+    assert status["state"] == "failed" and "budget" in status["message"] and status["pid"] is None
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "..", "a/b", "/etc/passwd", "", "x/../../y", ".hidden"])
@@ -256,7 +257,7 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(lora_job, tiny_model_d
 
 
 def test_cli_commands(lora_job, capsys, monkeypatch):
-    from lab.__main__ import main as lab_main
+    from lab.cli import main as lab_main
     data_dir, job_id, _ = lora_job
     monkeypatch.setenv("LAB_DATA_DIR", str(data_dir))
     assert lab_main(["jobs", "list"]) == 0

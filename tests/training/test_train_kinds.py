@@ -25,7 +25,8 @@ from lab.training.data.datasets import DatasetFormatError
 from lab.training.data.rl import build_preference_set, build_prompt_set, load_preference_rows
 from lab.core.settings import REPO_ROOT
 from lab.training.jobs.launch import run_config, run_job
-from lab.training.kinds.common import STOP_FILE, read_metrics, read_status
+from lab.training.jobs.files import STOP_FILE, read_metrics
+from lab.training.jobs.status import read_status
 from lab.training.configs import CONFIG_KINDS, load_config
 from lab.training.configs.base import field_docs, save_config
 from lab.training.configs.dpo import DpoConfig
@@ -97,15 +98,15 @@ def test_dpo_lora_trains_against_the_base_as_reference(tmp_path, tiny_model_dir,
                     **common(tiny_model_dir, output_name="tiny-dpo"))
     folder, state = run_config(save_config(cfg, tmp_path / "dpo.yaml"), tmp_path / "data")
     status = read_status(folder)
-    assert state == "completed", status.get("message")
+    assert state == "completed", status.message
     rows = train_rows(folder)
     assert [r["step"] for r in rows] == [1, 2]
     # The reference is the model with adapters disabled, and B = 0 at the start: policy == reference, so the
     # first DPO loss is exactly -log sigmoid(0) = log 2 and the implicit rewards are 0.
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4) and rows[0]["rewards/margins"] == 0
-    assert "rewards/accuracies" in rows[1] and status["reference"] == "adapters disabled"
-    assert status["trainable_params"] < status["total_params"]
-    assert lora_b_changed(status["adapter_dir"])
+    assert "rewards/accuracies" in rows[1] and status.reference == "adapters disabled"
+    assert status.trainable_params < status.total_params
+    assert lora_b_changed(status.adapter_dir)
 
 
 def test_grpo_lora_with_builtin_rewards_and_a_reward_model(tmp_path, tiny_model_dir, data, reward_model_dir):
@@ -115,12 +116,12 @@ def test_grpo_lora_with_builtin_rewards_and_a_reward_model(tmp_path, tiny_model_
                      **common(tiny_model_dir, per_device_train_batch_size=8))
     folder, state = run_config(save_config(cfg, tmp_path / "grpo.yaml"), tmp_path / "data")
     status = read_status(folder)
-    assert state == "completed", status.get("message")
+    assert state == "completed", status.message
     rows = train_rows(folder)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(k in rows[-1] for k in ("reward", "reward_std", "grad_norm", "completions/mean_length"))
-    assert status["train_rows"] == len(NUMBERS) and status["prompts_dropped"] == 0
-    assert lora_b_changed(status["adapter_dir"])
+    assert status.train_rows == len(NUMBERS) and status.prompts_dropped == 0
+    assert lora_b_changed(status.adapter_dir)
 
 
 def test_ppo_lora_job_runs_through_the_job_runner(tmp_path, tiny_model_dir, data):
@@ -153,15 +154,15 @@ def test_ppo_full_with_a_reward_model_stops_and_resumes(tmp_path, tiny_model_dir
     folder = data_dir / "jobs" / create_job(cfg, data_dir, foreground=True)
     (folder / STOP_FILE).touch()  # a stop request before the first step: it runs one step and saves it
     assert run_job(folder) == "stopped"
-    assert read_status(folder)["step"] == 1 and not (folder / STOP_FILE).exists()
+    assert read_status(folder).step == 1 and not (folder / STOP_FILE).exists()
     assert (folder / "checkpoints" / "checkpoint-1" / "optimizer.pt").is_file()
-    assert run_job(folder, resume=True) == "completed", read_status(folder).get("message")
+    assert run_job(folder, resume=True) == "completed", read_status(folder).message
     assert [r["step"] for r in train_rows(folder)] == [1, 2]
     trained = load_file(str(folder / "output" / "model.safetensors"))
     base = load_file(str(tiny_model_dir / "model.safetensors"))
     assert not torch.equal(trained["model.layers.0.self_attn.q_proj.weight"],
                            base["model.layers.0.self_attn.q_proj.weight"])
-    assert read_status(folder)["reference"] == "frozen copy of the model"
+    assert read_status(folder).reference == "frozen copy of the model"
 
 
 def test_pretrain_from_scratch_with_a_trained_tokenizer(tmp_path, data):
@@ -171,9 +172,9 @@ def test_pretrain_from_scratch_with_a_trained_tokenizer(tmp_path, data):
                          **common("scratch", max_length=32, max_steps=3, per_device_train_batch_size=2))
     folder, state = run_config(save_config(cfg, tmp_path / "pretrain.yaml"), tmp_path / "data")
     status = read_status(folder)
-    assert state == "completed", status.get("message")
-    assert status["backend"] == "LlamaConfig" and "adapter_dir" not in status
-    assert status["total_params"] == status["trainable_params"] == pretrain_preview(cfg)["params"]
+    assert state == "completed", status.message
+    assert status.backend == "LlamaConfig" and status.adapter_dir is None
+    assert status.total_params == status.trainable_params == pretrain_preview(cfg)["params"]
     assert [r["step"] for r in train_rows(folder)] == [1, 2, 3]
     assert [r["step"] for r in read_metrics(folder) if "eval_loss" in r] == [2, 3]
     # The trained tokenizer and the model are saved together and load as a pair.

@@ -44,7 +44,7 @@ MEMORY_ASSUMPTIONS = (
     "backward; the transient part is the larger of that layer and the two gradients.",
     "Not counted: the CUDA context and kernels' workspace (a few hundred MB on a GPU), allocator "
     "fragmentation, dropout masks, data loader buffers. Measured against a tiny CPU run in "
-    "tests/test_calculators.py.",
+    "tests/explain/test_calculators.py.",
 )
 
 LORA_MODULE_INPUTS = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj": "attn_out",

@@ -103,11 +103,6 @@ REWARDS: dict[str, RewardFn] = {"token_f1": token_f1, "format": format_reward, "
 """Reward functions by the name a config uses; each one's docstring gives its range."""
 
 
-def reward_docs() -> dict[str, str]:
-    """name -> what the reward measures and its range, for the Train tab and the CLI help."""
-    return {name: " ".join((fn.__doc__ or "").split()) for name, fn in REWARDS.items()}
-
-
 def combined_reward(names: list[str], weights: list[float] | None, completions: list[str],
                     reference: list[str]) -> list[float]:
     """Weighted sum of the named rewards per completion (weights default to 1 each), as GRPO combines them."""

@@ -1,7 +1,7 @@
 """Data for the preference and reward kinds: preference rows (DPO), prompt + reference rows (GRPO,
 PPO), and the builders of the bundled demo sets derived from the knowledge QA set.
 
-    python -m lab.training.data.rl          # rewrites assets/data/preference_qa.jsonl and prompts_qa.jsonl
+    python -c "from lab.training.data.rl import build_bundled_sets; build_bundled_sets()"  # rewrites the two sets
 
 Rows come out in TRL's conversational shapes: `{"prompt": [messages], "chosen": [assistant],
 "rejected": [assistant]}` for DPO and `{"prompt": [messages], "reference": text}` for GRPO and
@@ -143,8 +143,3 @@ def build_bundled_sets(qa_path: Path = BUNDLED_QA) -> tuple[Path, Path]:
     qa_rows = [json.loads(line) for line in qa_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return (write_jsonl(build_preference_set(qa_rows), PREFERENCE_SET),
             write_jsonl(build_prompt_set(qa_rows), PROMPT_SET))
-
-
-if __name__ == "__main__":
-    for written in build_bundled_sets():
-        print(f"wrote {written.relative_to(REPO_ROOT)}")

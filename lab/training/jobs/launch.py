@@ -28,11 +28,13 @@ from typing import Callable
 import psutil
 import torch
 
-from lab.training.kinds.common import (CONFIG_FILE, STATUS_FILE, STOP_FILE, JobCallback, data_dir_of, is_main_process,
-                                       last_checkpoint, now_iso, read_status, update_status)
 from lab.inference.adapters import register_adapter
 from lab.training.configs.base import TrainConfig
 from lab.training.configs import load_config
+from lab.training.jobs.callback import JobCallback
+from lab.training.jobs.files import (CONFIG_FILE, STATUS_FILE, STOP_FILE, data_dir_of, is_main_process, last_checkpoint,
+                                     now_iso)
+from lab.training.jobs.status import JobState, read_status, update_status
 from lab.training.kinds.dpo import run_dpo
 from lab.training.kinds.grpo import run_grpo
 from lab.training.kinds.ppo import run_ppo
@@ -61,7 +63,7 @@ def readable_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_job(job_dir: Path, resume: bool = False) -> str:
+def run_job(job_dir: Path, resume: bool = False) -> JobState:
     """Run one job folder to its end in this process; returns the final state."""
     job_dir = Path(job_dir).resolve()
     main = is_main_process()
@@ -71,7 +73,7 @@ def run_job(job_dir: Path, resume: bool = False) -> str:
         if main:
             note = f"resuming from {Path(resume_from).name}" if resume_from else (
                 "no checkpoint saved yet: starting from step 0" if resume else "loading model and data")
-            update_status(job_dir, state="running", message=note, worker_pid=os.getpid(),
+            update_status(job_dir, state=JobState.RUNNING, message=note, worker_pid=os.getpid(),
                           worker_pid_started=psutil.Process().create_time(), started=now_iso(), resume=False)
         if cfg.kind not in RUNNERS:
             raise ValueError(f"kind {cfg.kind!r} has a config but no trainer yet; available: {', '.join(RUNNERS)}")
@@ -80,32 +82,31 @@ def run_job(job_dir: Path, resume: bool = False) -> str:
     except BaseException as exc:  # noqa: BLE001 - every failure must end in a readable state
         traceback.print_exc()
         if main:
-            update_status(job_dir, state="failed", message=readable_error(exc), error_type=type(exc).__name__,
+            update_status(job_dir, state=JobState.FAILED, message=readable_error(exc), error_type=type(exc).__name__,
                           finished=now_iso())
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return "failed"
+        return JobState.FAILED
     if not main:
-        return "stopped" if output is None else "completed"
+        return JobState.STOPPED if output is None else JobState.COMPLETED
     if output is None:
         (job_dir / STOP_FILE).unlink(missing_ok=True)
-        step = read_status(job_dir).get("step")
-        update_status(job_dir, state="stopped", finished=now_iso(),
+        step = read_status(job_dir).step
+        update_status(job_dir, state=JobState.STOPPED, finished=now_iso(),
                       message=f"stopped at step {step}; a checkpoint was saved, resume continues from there")
-        return "stopped"
-    fields = {"output_dir": str(output)}
+        return JobState.STOPPED
+    adapter_dir = None
     if (output / "adapter_config.json").exists():
         job_id = job_dir.name
         name = cfg.output_name or job_id  # the id already names the kind: 20261121-120000-sft-1a2b3c
-        adapter = register_adapter(output, name, cfg.model_id, job_id, data_dir_of(job_dir),
-                                   {"kind": cfg.kind, "mode": getattr(cfg, "mode", "lora")})
-        fields["adapter_dir"] = str(adapter)
-    update_status(job_dir, state="completed", finished=now_iso(), eta_s=0,
-                  message=f"completed; output in {fields.get('adapter_dir', output)}", **fields)
-    return "completed"
+        adapter_dir = str(register_adapter(output, name, cfg.model_id, job_id, data_dir_of(job_dir),
+                                           {"kind": cfg.kind, "mode": cfg.mode}))
+    update_status(job_dir, state=JobState.COMPLETED, finished=now_iso(), eta_s=0, output_dir=str(output),
+                  adapter_dir=adapter_dir, message=f"completed; output in {adapter_dir or output}")
+    return JobState.COMPLETED
 
 
-def run_config(config: str | Path, data_dir: str | Path, resume: bool = False) -> tuple[Path, str]:
+def run_config(config: str | Path, data_dir: str | Path, resume: bool = False) -> tuple[Path, JobState]:
     """Run a config in this process: in its own job folder, or in a new job created for it under data_dir."""
     config = Path(config).resolve()
     if not (config.parent / STATUS_FILE).exists():
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     from lab.core.settings import LabSettings
     folder, state = run_config(args.config, LabSettings().data_dir, resume=args.resume)
     if is_main_process():
-        print(f"job {folder.name}: {state}: {read_status(folder).get('message', '')}", flush=True)
-    return 1 if state == "failed" else 0
+        print(f"job {folder.name}: {state}: {read_status(folder).message}", flush=True)
+    return 1 if state == JobState.FAILED else 0
 
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ train.log, checkpoints/, output/), so the job list, the queue and every state ar
 disk by whoever asks: the app after a restart, a second browser tab, the CLI. The runner adds
 only what a file cannot hold (its Popen handles and memory reservations).
 
-States: queued -> running -> completed | failed | stopped, with stopping between running and
-stopped while the trainer saves a checkpoint. A job whose status says running but whose process
-is gone is marked failed with the tail of its log.
+States (JobState in lab/training/jobs/status.py): queued -> running -> completed | failed | stopped,
+with stopping between running and stopped while the trainer saves a checkpoint. A job whose status
+says running but whose process is gone is marked failed with the tail of its log. Every write goes
+through `update_status`; the functions here hand status out as plain dicts (JobStatus fields plus
+id and dir) for the tabs and the CLI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import re
@@ -26,22 +29,22 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import torch
 
 from lab.core.errors import MemoryBudgetError
-from lab.inference.session import SessionManager
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
-from lab.training.kinds.common import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
-                              read_metrics, read_status, update_status)
 from lab.training.configs.base import TrainConfig, save_config
 from lab.training.configs import load_config
+from lab.training.jobs.files import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
+                                     read_metrics)
+from lab.training.jobs.status import ACTIVE_STATES, FINAL_STATES, JobState, JobStatus, read_status, update_status
 
-JOB_STATES = ("queued", "running", "stopping", "completed", "failed", "stopped")
-ACTIVE_STATES = ("running", "stopping")
-FINAL_STATES = ("completed", "failed", "stopped")
+if TYPE_CHECKING:  # only an annotation: listing jobs need not load the inference stack
+    from lab.inference.session import SessionManager
+
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 MEMORY_FACTORS = {"full": 4.0, "lora": 1.25, "qlora": 0.4}
@@ -77,12 +80,12 @@ def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False,
     folder = jobs / job_id
     folder.mkdir()
     save_config(cfg, folder / CONFIG_FILE)
-    update_status(folder, id=job_id, owner=owner, kind=cfg.kind, mode=getattr(cfg, "mode", None), model_id=cfg.model_id,
+    update_status(folder, id=job_id, owner=owner, kind=cfg.kind, mode=cfg.mode, model_id=cfg.model_id,
                   output_name=cfg.output_name, created=now_iso(), queued_at=time.time(), step=0,
                   max_steps=cfg.max_steps if cfg.max_steps > 0 else None,
-                  **({"state": "running", "message": "running in the foreground", "worker_pid": os.getpid(),
+                  **({"state": JobState.RUNNING, "message": "running in the foreground", "worker_pid": os.getpid(),
                       "worker_pid_started": psutil.Process().create_time()} if foreground
-                     else {"state": "queued", "message": "queued"}))
+                     else {"state": JobState.QUEUED, "message": "queued"}))
     return job_id
 
 
@@ -125,9 +128,9 @@ def _process_alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
-def job_alive(status: dict[str, Any]) -> bool:
-    return (_process_alive(status.get("pid"), status.get("pid_started"))
-            or _process_alive(status.get("worker_pid"), status.get("worker_pid_started")))
+def job_alive(status: JobStatus) -> bool:
+    return (_process_alive(status.pid, status.pid_started)
+            or _process_alive(status.worker_pid, status.worker_pid_started))
 
 
 def _death_message(job_folder: Path, returncode: int | None) -> str:
@@ -141,21 +144,27 @@ def _death_message(job_folder: Path, returncode: int | None) -> str:
     return f"The training process {why}. Last lines of train.log:\n{log_tail(job_folder, 15)}"
 
 
-def refresh_status(folder: Path) -> dict[str, Any]:
+def refresh_status(folder: Path) -> JobStatus:
     """status.json, with a dead 'running' job turned into 'failed' on the way."""
     status = read_status(folder)
-    if status.get("state") in ACTIVE_STATES and not job_alive(status):
-        status = update_status(folder, state="failed", finished=now_iso(), message=_death_message(folder, None))
+    if status.state in ACTIVE_STATES and not job_alive(status):
+        status = update_status(folder, state=JobState.FAILED, finished=now_iso(),
+                               message=_death_message(folder, None))
     return status
+
+
+def job_dict(status: JobStatus, folder: Path) -> dict[str, Any]:
+    """What list_jobs and job_status hand out: every JobStatus field, plus the folder's name as id and its path."""
+    return dataclasses.asdict(status) | {"id": folder.name, "dir": str(folder)}
 
 
 def list_jobs(data_dir: str | Path) -> list[dict[str, Any]]:
     """Every job, oldest first (ids start with their creation time), rebuilt from disk; queued jobs carry
     their queue_position (1 = next to start)."""
     jobs_root = Path(data_dir) / "jobs"
-    jobs = [refresh_status(f) | {"id": f.name, "dir": str(f)}
+    jobs = [job_dict(refresh_status(f), f)
             for f in sorted(jobs_root.iterdir()) if (f / STATUS_FILE).exists()] if jobs_root.is_dir() else []
-    queued = sorted((j for j in jobs if j.get("state") == "queued"), key=lambda j: j.get("queued_at", 0))
+    queued = sorted((j for j in jobs if j["state"] == JobState.QUEUED), key=lambda j: j["queued_at"] or 0)
     for position, job in enumerate(queued, start=1):
         job["queue_position"] = position
     return jobs
@@ -163,7 +172,7 @@ def list_jobs(data_dir: str | Path) -> list[dict[str, Any]]:
 
 def job_status(data_dir: str | Path, job_id: str) -> dict[str, Any]:
     folder = existing_job_dir(data_dir, job_id)
-    return refresh_status(folder) | {"id": job_id, "dir": str(folder)}
+    return job_dict(refresh_status(folder), folder)
 
 
 def job_metrics(data_dir: str | Path, job_id: str, since: int = 0) -> list[dict[str, Any]]:
@@ -179,30 +188,32 @@ def stop_job(data_dir: str | Path, job_id: str) -> dict[str, Any]:
     """Graceful stop: the trainer sees the STOP file after its current step, saves a checkpoint and exits."""
     folder = existing_job_dir(data_dir, job_id)
     status = refresh_status(folder)
-    if status["state"] == "queued":
-        return update_status(folder, state="stopped", finished=now_iso(), message="cancelled before it started")
-    if status["state"] not in ACTIVE_STATES:
-        raise ValueError(f"job {job_id} is {status['state']}; only queued or running jobs can be stopped")
+    if status.state == JobState.QUEUED:
+        return job_dict(update_status(folder, state=JobState.STOPPED, finished=now_iso(),
+                                      message="cancelled before it started"), folder)
+    if status.state not in ACTIVE_STATES:
+        raise ValueError(f"job {job_id} is {status.state}; only queued or running jobs can be stopped")
     (folder / STOP_FILE).touch()
-    return update_status(folder, state="stopping", message="stop requested: a checkpoint is saved after this step")
+    return job_dict(update_status(folder, state=JobState.STOPPING,
+                                  message="stop requested: a checkpoint is saved after this step"), folder)
 
 
 def kill_job(data_dir: str | Path, job_id: str, grace_s: float = 10.0) -> dict[str, Any]:
     """SIGTERM to the job's process group now (SIGKILL after grace_s); no checkpoint is written."""
     folder = existing_job_dir(data_dir, job_id)
     status = refresh_status(folder)
-    if status["state"] == "queued":
-        return update_status(folder, state="stopped", finished=now_iso(), message="cancelled before it started")
-    if status["state"] not in ACTIVE_STATES:
-        raise ValueError(f"job {job_id} is {status['state']}; only queued or running jobs can be killed")
+    if status.state == JobState.QUEUED:
+        return job_dict(update_status(folder, state=JobState.STOPPED, finished=now_iso(),
+                                      message="cancelled before it started"), folder)
+    if status.state not in ACTIVE_STATES:
+        raise ValueError(f"job {job_id} is {status.state}; only queued or running jobs can be killed")
     # The final state first, so whoever reaps the process does not report it as a crash.
-    status = update_status(folder, state="stopped", finished=now_iso(),
-                           message=f"killed at step {status.get('step')}; resume continues from the last "
-                                   "saved checkpoint")
-    if _process_alive(status.get("pid"), status.get("pid_started")):
-        group, pid = True, status["pid"]  # the launcher leads its own process group (start_new_session)
+    status = update_status(folder, state=JobState.STOPPED, finished=now_iso(),
+                           message=f"killed at step {status.step}; resume continues from the last saved checkpoint")
+    if _process_alive(status.pid, status.pid_started):
+        group, pid = True, status.pid  # the launcher leads its own process group (start_new_session)
     else:
-        group, pid = False, status.get("worker_pid")  # a foreground `python -m lab.training.jobs.launch`
+        group, pid = False, status.worker_pid  # a foreground `python -m lab.training.jobs.launch`
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig) if group else os.kill(pid, sig)
@@ -213,20 +224,20 @@ def kill_job(data_dir: str | Path, job_id: str, grace_s: float = 10.0) -> dict[s
             time.sleep(0.1)
         if not job_alive(status):
             break
-    return status
+    return job_dict(status, folder)
 
 
 def resume_job(data_dir: str | Path, job_id: str) -> dict[str, Any]:
     """Queue a stopped or failed job again; it continues from its last checkpoint when it starts."""
     folder = existing_job_dir(data_dir, job_id)
     status = refresh_status(folder)
-    if status["state"] not in ("stopped", "failed"):
-        raise ValueError(f"job {job_id} is {status['state']}; only stopped or failed jobs can be resumed")
+    if status.state not in (JobState.STOPPED, JobState.FAILED):
+        raise ValueError(f"job {job_id} is {status.state}; only stopped or failed jobs can be resumed")
     (folder / STOP_FILE).unlink(missing_ok=True)
     checkpoint = last_checkpoint(folder)
-    return update_status(folder, state="queued", resume=True, queued_at=time.time(), finished=None,
-                         message=f"queued to resume from {Path(checkpoint).name}" if checkpoint
-                         else "queued to restart (no checkpoint was saved)")
+    return job_dict(update_status(folder, state=JobState.QUEUED, resume=True, queued_at=time.time(), finished=None,
+                                  message=f"queued to resume from {Path(checkpoint).name}" if checkpoint
+                                  else "queued to restart (no checkpoint was saved)"), folder)
 
 
 # ---- memory -----------------------------------------------------------------------------------
@@ -236,7 +247,7 @@ def estimate_job_bytes(cfg: TrainConfig, data_dir: str | Path) -> int:
     folder = (Path(data_dir) / "models" / EMBEDDED_DIRNAME if cfg.model_id == EMBEDDED_MODEL
               else Path(cfg.model_id).expanduser())
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
-    return int(weights * MEMORY_FACTORS.get(getattr(cfg, "mode", "full"), 4.0))
+    return int(weights * MEMORY_FACTORS[cfg.mode])
 
 
 # ---- the runner -------------------------------------------------------------------------------
@@ -301,10 +312,10 @@ class JobRunner:
         while time.time() < deadline:
             self.poll()
             status = job_status(self.data_dir, job_id)
-            if status.get("state") in FINAL_STATES and job_id not in self._procs:  # and our process reaped
+            if status["state"] in FINAL_STATES and job_id not in self._procs:  # and our process reaped
                 return status
             time.sleep(poll_s)
-        raise TimeoutError(f"job {job_id} still {status.get('state')} after {timeout_s:.0f} s")
+        raise TimeoutError(f"job {job_id} still {status['state']} after {timeout_s:.0f} s")
 
     # -- the work --
     def poll(self) -> None:
@@ -319,12 +330,12 @@ class JobRunner:
             with open(jobs_root / ".runner.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 jobs = list_jobs(self.data_dir)
-                running = sum(j.get("state") in ACTIVE_STATES for j in jobs)
-                queued = sorted((j for j in jobs if j.get("state") == "queued"), key=lambda j: j["queue_position"])
+                running = sum(j["state"] in ACTIVE_STATES for j in jobs)
+                queued = sorted((j for j in jobs if j["state"] == JobState.QUEUED), key=lambda j: j["queue_position"])
                 for job in queued:
                     if running >= self.max_running:
                         break
-                    running += self._start(job["id"], resume=bool(job.get("resume")))
+                    running += self._start(job["id"], resume=job["resume"])
 
     def _start(self, job_id: str, resume: bool) -> bool:
         folder = job_dir(self.data_dir, job_id)
@@ -332,7 +343,7 @@ class JobRunner:
             cfg = load_config(folder / CONFIG_FILE)
             argv = launch_argv(cfg, folder / CONFIG_FILE, resume)
         except ValueError as exc:
-            update_status(folder, state="failed", finished=now_iso(), message=str(exc))
+            update_status(folder, state=JobState.FAILED, finished=now_iso(), message=str(exc))
             return False
         if self.sessions is not None:
             nbytes = estimate_job_bytes(cfg, self.data_dir)
@@ -340,7 +351,7 @@ class JobRunner:
                 self.sessions.reserve(job_id, nbytes)
             except MemoryBudgetError as exc:
                 if nbytes > self.sessions.budget_bytes:
-                    update_status(folder, state="failed", finished=now_iso(), message=str(exc))
+                    update_status(folder, state=JobState.FAILED, finished=now_iso(), message=str(exc))
                 else:
                     update_status(folder, message=f"waiting for memory: {exc}")
                 return False
@@ -356,7 +367,7 @@ class JobRunner:
             proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         self._procs[job_id] = proc
-        update_status(folder, state="running", pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
+        update_status(folder, state=JobState.RUNNING, pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
                       worker_pid=None, worker_pid_started=None, started=now_iso(), finished=None,
                       message="starting: loading model and data")
         return True
@@ -367,8 +378,8 @@ class JobRunner:
             self.sessions.release(job_id)
             self._reserved.discard(job_id)
         folder = job_dir(self.data_dir, job_id)
-        if read_status(folder).get("state") in ACTIVE_STATES:
-            update_status(folder, state="failed", finished=now_iso(), returncode=returncode,
+        if read_status(folder).state in ACTIVE_STATES:
+            update_status(folder, state=JobState.FAILED, finished=now_iso(), returncode=returncode,
                           message=_death_message(folder, returncode))
         else:
             update_status(folder, returncode=returncode)

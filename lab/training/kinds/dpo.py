@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lab.training.configs.dpo import DpoConfig
 
 if TYPE_CHECKING:
-    from lab.training.kinds.common import JobCallback
+    from lab.training.jobs.callback import JobCallback
 
 
 
@@ -44,8 +44,10 @@ def run_dpo(cfg: DpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
     from trl import DPOTrainer
 
     from lab.core.device import detect_device
-    from lab.training.kinds.common import (train_and_save, count_parameters, data_dir_of, is_main_process, load_base_model,
-                                  lora_config, training_arguments, update_status)
+    from lab.training.jobs.files import data_dir_of, is_main_process
+    from lab.training.jobs.status import update_status
+    from lab.training.kinds.common import (count_parameters, load_base_model, lora_config, train_and_save,
+                                           training_arguments)
     device = detect_device()
     train_data, eval_data = load_dpo_data(cfg)
     model, tokenizer, _ = load_base_model(cfg.model_id, data_dir_of(job_dir), cfg.mode, device)

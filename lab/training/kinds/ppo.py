@@ -25,7 +25,7 @@ from lab.training.configs.ppo import PpoConfig
 from lab.core.checks import check
 
 if TYPE_CHECKING:
-    from lab.training.kinds.common import JobCallback
+    from lab.training.jobs.callback import JobCallback
 
 VALUE_HEAD_FILE = "value_head.pt"
 STATE_FILE = "trainer_state.json"  # the name transformers uses, with the same "global_step" key
@@ -102,7 +102,7 @@ def save_checkpoint(job_dir: Path, model, tokenizer, optimizer, scheduler, step:
     """checkpoints/checkpoint-<step>/ written under a temporary name first, so a crash never leaves half of one."""
     import torch
 
-    from lab.training.kinds.common import CHECKPOINTS_DIR
+    from lab.training.jobs.files import CHECKPOINTS_DIR
     folder = Path(job_dir) / CHECKPOINTS_DIR
     tmp, final = folder / f".tmp-checkpoint-{step}", folder / f"checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -128,7 +128,9 @@ def run_ppo(cfg: PpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
     from lab.core.device import detect_device
     from lab.training.kinds.ppo_math import ppo_update, rollout
     from lab.training.data.rl import load_prompt_mixture, within_max_length
-    from lab.training.kinds.common import (OUTPUT_DIR, count_parameters, data_dir_of, stop_requested, update_status)
+    from lab.training.jobs.files import OUTPUT_DIR, data_dir_of, stop_requested
+    from lab.training.jobs.status import JobState, update_status
+    from lab.training.kinds.common import count_parameters
     device = detect_device()
     checkpoint = callback.resume_from
     model, tokenizer = build_actor_critic(cfg, data_dir_of(job_dir), device, checkpoint)
@@ -180,7 +182,7 @@ def run_ppo(cfg: PpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
             save_checkpoint(job_dir, model, tokenizer, optimizer, scheduler, step, cfg.save_total_limit)
         if stop:
             callback.stopped = True
-            update_status(job_dir, state="stopping", message=f"stop requested: saved step {step}")
+            update_status(job_dir, state=JobState.STOPPING, message=f"stop requested: saved step {step}")
             return None
     output = Path(job_dir) / OUTPUT_DIR
     model.policy.save_pretrained(output)

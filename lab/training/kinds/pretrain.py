@@ -24,7 +24,7 @@ from lab.training.configs.pretrain import (END_OF_TEXT, PAD, TEXT_SUFFIXES, TOKE
                                            PretrainConfig)
 
 if TYPE_CHECKING:
-    from lab.training.kinds.common import JobCallback
+    from lab.training.jobs.callback import JobCallback
 
 
 # ---- tokenizer ----------------------------------------------------------------------------------
@@ -139,8 +139,9 @@ def run_pretrain(cfg: PretrainConfig, job_dir: Path, callback: JobCallback) -> P
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from lab.core.device import detect_device
-    from lab.training.kinds.common import (train_and_save, count_parameters, data_dir_of, is_main_process, training_arguments,
-                                  update_status)
+    from lab.training.jobs.files import data_dir_of, is_main_process
+    from lab.training.jobs.status import update_status
+    from lab.training.kinds.common import count_parameters, train_and_save, training_arguments
     device = detect_device()
     tokenizer = load_pretrain_tokenizer(cfg, data_dir_of(job_dir), job_dir)
     train_data, eval_data = block_datasets(cfg, tokenizer)
