@@ -1,0 +1,1 @@
+"""Giving a model knowledge: documents, the question prompt, RAG, CAG, Compare, evaluation and metrics."""

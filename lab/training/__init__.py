@@ -1,0 +1,1 @@
+"""Training jobs: configs (one per kind), kinds (one runner per kind), data, and jobs (runner, status, launch)."""

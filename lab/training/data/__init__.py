@@ -1,0 +1,1 @@
+"""Training data: datasets and mixtures, preference and RL prompts, rewards, and the Q&A dataset builder."""
