@@ -12,8 +12,10 @@ import os
 import threading
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from lab.core.errors import USER_ERRORS
+from lab.core.signin import SignIn, SignInMiddleware
 from lab.engine import Engine
 from tabs import arena, compare, explain, system, train
 
@@ -22,7 +24,8 @@ INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval
 
 
 def build_app(engine: Engine) -> gr.Blocks:
-    with gr.Blocks(title="LLM Lab") as demo:
+    # Gradio's own upload cache: files older than an hour are deleted every hour (rejected uploads included).
+    with gr.Blocks(title="LLM Lab", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             compare.build(engine)
@@ -33,14 +36,30 @@ def build_app(engine: Engine) -> gr.Blocks:
     return demo
 
 
+def sign_in_options(engine: Engine) -> dict:
+    """launch() arguments for sign-in: gradio's auth as a throttled, logged check of plain or hashed passwords and
+    the middleware that gives it the client's address and answers a lock with 429 (lab/core/signin.py)."""
+    users = engine.sign_in_users()
+    if not users:
+        return {"auth": None, "auth_message": None}
+    return {"auth": SignIn(users), "auth_message": "LLM Lab sign-in",
+            "app_kwargs": {"middleware": [Middleware(SignInMiddleware)]}}
+
+
 def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
     """Start serving with the lab's settings (sign-in, queue) applied."""
-    auth = engine.sign_in_users() or None
+    # The job runner starts with the app: queued jobs start without anyone opening the job list, and the memory
+    # of jobs that kept running through a restart is reserved again. A data directory the lab cannot write is
+    # reported in the UI at the first request that needs it, so the app still starts.
+    try:
+        engine.jobs
+    except USER_ERRORS as exc:
+        logging.getLogger("lab").warning("job runner not started: %s", exc)
     return demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        auth=auth, auth_message="LLM Lab sign-in" if auth else None,
-        theme=gr.themes.Soft(), **kwargs)
+        **sign_in_options(engine), theme=gr.themes.Soft(),
+        max_file_size=int(engine.settings.max_upload_mb * 2**20), **kwargs)  # LAB_MAX_UPLOAD_MB
 
 
 def preload(engine: Engine) -> None:

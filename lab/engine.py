@@ -13,6 +13,8 @@ the packages under lab/ take a Runtime and never import this module, so there is
 from __future__ import annotations
 
 import platform
+import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -21,27 +23,53 @@ import torch
 import yaml
 from transformers import AutoConfig
 
+from lab.core import access
 from lab.core.device import memory_info
+from lab.core.settings import EMBEDDED_MODEL
+from lab.core.users import private_file, workspace_dir
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA, REPO_ROOT
 from lab.core.spaces import refuse_training_on_zero_gpu
 from lab.core.users import LOCAL_USER, check_job_owner, check_name, list_uploads, load_users, save_upload, \
     upload_path, uploads_dir, user_of
 from lab.explain import calculators, catalog
 from lab.explain import sweeps
-from lab.inference import adapters, arena
+from lab.explain.sweeps.config import grid_size
+from lab.explain.sweeps.run import sweep_owner
+from lab.inference import adapters, arena, endpoints
 from lab.inference.arena import ArenaColumn
 from lab.inference.models import materialise_embedded, resolve_model_path
 from lab.inference.runtime import Runtime
 from lab.knowledge import compare, evaluation
 from lab.knowledge.compare import CompareConfig, MethodUpdate
+from lab.knowledge import disk
 from lab.knowledge.documents import Document, load_document
 from lab.training import configs
 from lab.training.configs.base import TrainConfig, field_docs
+from lab.training.configs.pretrain import SCRATCH, TRAIN_TOKENIZER, PretrainConfig
+from lab.training.configs.reward import RewardConfig
 from lab.training.data import builder
 from lab.training.jobs import runner as job_runner
 
 Progress = Callable[[int, int, str], None]
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def config_paths(cfg: TrainConfig) -> list[tuple[str, str]]:
+    """(field, path) of every file or folder a job config makes its job open: datasets, eval_dataset, a model
+    folder, a pretraining tokenizer folder, a reward model. 'embedded', 'scratch' and Hub ids name no path."""
+    paths = [(f"datasets[{i}].path", spec.path) for i, spec in enumerate(cfg.datasets)]
+    if cfg.eval_dataset is not None:
+        paths.append(("eval_dataset.path", cfg.eval_dataset.path))
+    model_id = cfg.model_id.strip()
+    # A Hub id (owner/name) is a folder too when one of that name exists where jobs run (the lab's folder).
+    if model_id not in (EMBEDDED_MODEL, SCRATCH) and (not _HUB_ID.match(model_id) or access.resolve(model_id).exists()):
+        paths.append(("model_id", model_id))
+    if isinstance(cfg, PretrainConfig) and cfg.tokenizer not in (TRAIN_TOKENIZER, EMBEDDED_MODEL):
+        paths.append(("tokenizer", cfg.tokenizer))
+    if isinstance(cfg, RewardConfig) and cfg.reward_model:
+        paths.append(("reward_model", cfg.reward_model))
+    return paths
 
 
 class Engine(Runtime):
@@ -55,6 +83,7 @@ class Engine(Runtime):
         super().__init__(*args, **kwargs)
         self._jobs: job_runner.JobRunner | None = None
         self._jobs_lock = threading.Lock()
+        disk.set_cap(self.settings.data_dir / "knowledge", int(self.settings.knowledge_cache_gb * 2**30))
 
     def info(self) -> dict:
         """Everything the System tab and `python -m lab info` show."""
@@ -93,10 +122,26 @@ class Engine(Runtime):
         return list_uploads(self.settings, user)
 
     def save_upload(self, user: str, source: str | Path) -> Document:
-        """Check an uploaded file (type, size, content), then keep it in `user`'s workspace."""
+        """Check an uploaded file (size, type, content, the user's disk quota), then keep it in `user`'s workspace,
+        readable by the lab's own user only."""
+        name, size = check_name(Path(source).name, "File name"), Path(source).stat().st_size
+        access.check_upload_size(self.settings, name, size)
         doc = load_document(source)
+        replaced = uploads_dir(self.settings, user) / name  # the same name again replaces the old copy
+        access.check_workspace_quota(self.settings, user, size - (replaced.stat().st_size if replaced.is_file() else 0))
         save_upload(self.settings, user, source)
         return doc
+
+    def _keep_within_quota(self, user: str, written: Sequence[Path]) -> None:
+        """Make files just written for `user` private; remove them again when they put the workspace over quota."""
+        for path in written:
+            private_file(path)
+        try:
+            access.check_workspace_quota(self.settings, user)
+        except access.QuotaError:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
 
     def open_upload(self, user: str, name: str) -> Document:
         """One of `user`'s uploads; nobody else's can be named."""
@@ -126,10 +171,13 @@ class Engine(Runtime):
 
     def export_evaluation(self, result: dict, user: str, name: str) -> tuple[Path, Path]:
         """Write an evaluation as <name>.json and <name>.csv in `user`'s workspace, where it stays."""
-        folder = self.settings.subdir(f"users/{check_name(user, 'User name')}/evaluations")
+        folder = workspace_dir(self.settings, user, "evaluations")
         stem = check_name(name, "Export name")
-        return (evaluation.write_json(result, folder / f"{stem}.json"),
-                evaluation.write_csv(result["rows"], folder / f"{stem}.csv"))
+        access.check_workspace_quota(self.settings, user)  # already full: refused before anything is written
+        written = (evaluation.write_json(result, folder / f"{stem}.json"),
+                   evaluation.write_csv(result["rows"], folder / f"{stem}.csv"))
+        self._keep_within_quota(user, written)
+        return written
 
     # Anywhere the caller chooses (the command line's --out and --csv); a tab uses export_evaluation.
     write_evaluation_json = staticmethod(evaluation.write_json)
@@ -137,8 +185,17 @@ class Engine(Runtime):
 
     # ---- arena ----------------------------------------------------------------------------------------
     def arena_models(self) -> list[str]:
-        """The default model and one entry per trained adapter on it, as the Arena's dropdowns offer them."""
-        return arena.model_choices(self)
+        """The default model, one entry per trained adapter on it and every configured endpoint, as the Arena's
+        dropdowns offer them."""
+        return list(dict.fromkeys([*arena.model_choices(self), *self.endpoint_models()]))
+
+    def endpoint_models(self) -> list[str]:
+        """`endpoint:<name>` for every remote OpenAI-compatible server in LAB_ENDPOINTS (vLLM, transformers serve)."""
+        return endpoints.model_ids(self.settings)
+
+    def playground_models(self) -> list[str]:
+        """What the Playground's model box offers: the default model and every configured endpoint."""
+        return list(dict.fromkeys([self.settings.model_id, *self.endpoint_models()]))
 
     def stream_arena(self, prompt: str, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]],
               caller: str | None = None) -> Iterator:
@@ -154,7 +211,11 @@ class Engine(Runtime):
     field_docs = staticmethod(field_docs)
     command_preview = staticmethod(job_runner.command_preview)
     pretrain_preview = staticmethod(calculators.pretrain_preview)
-    load_config = staticmethod(configs.load_config)
+
+    @staticmethod
+    def load_config(path: str | Path) -> TrainConfig:
+        """A job config YAML file; a YAML error names the file and the place, never a line of it."""
+        return configs.config_from_dict(access.load_yaml_file(path), str(path))
     TEACH_PRESET = "sft_lora_qa"
     """The preset behind the Train tab's 'Teach this document' (SFT LoRA on the bundled Q&A set)."""
 
@@ -176,16 +237,41 @@ class Engine(Runtime):
                 self._jobs.start_background()
             return self._jobs
 
+    def check_config_paths(self, cfg: TrainConfig, user: str) -> None:
+        """Refuse (PermissionError naming the field and the path) a config that names a file or folder outside
+        assets/, `user`'s own workspace and the lab's outputs. The local user (no sign-in, the command line,
+        `python -m lab train`) is the machine's own user: it can read those files from its shell anyway, so it
+        is not confined; with sign-in on, no web request is the local user."""
+        if user == LOCAL_USER:
+            return
+        for what, path in config_paths(cfg):
+            access.allowed_path(self.settings, user, path, what)
+
     def submit_job(self, cfg: TrainConfig, user: str = LOCAL_USER) -> str:
-        """Queue a training job owned by `user` (refused on a ZeroGPU Space, which cannot train)."""
+        """Queue a training job owned by `user` (refused on a ZeroGPU Space, which cannot train). Before anything
+        is written: every path the config names is checked, and the user's LAB_MAX_QUEUED_JOBS."""
         refuse_training_on_zero_gpu()
+        self.check_config_paths(cfg, user)
+        access.check_queued_jobs(self.settings, user, self.jobs.list())
         return self.jobs.submit(cfg, owner=user)
 
+    JOB_ACTIONS = ("stop", "kill", "resume", "delete")
+
     def control_job(self, action: str, job_id: str, user: str = LOCAL_USER) -> dict:
-        """Stop, kill or resume a job; only its owner may."""
-        if action not in ("stop", "kill", "resume"):
-            raise ValueError(f"Unknown job action {action!r}; use stop, kill or resume.")
-        check_job_owner(self.jobs.status(job_id), user, action)
+        """Stop, kill, resume or delete a job; only its owner or an admin (LAB_ADMINS) may. Delete removes a
+        finished (completed, failed or stopped) job's folder; its adapter, if any, stays."""
+        if action not in self.JOB_ACTIONS:
+            raise ValueError(f"Unknown job action {action!r}; use {', '.join(self.JOB_ACTIONS)}.")
+        status = self.jobs.status(job_id)
+        check_job_owner(status, user, action, self.settings.admin_names())
+        if action == "resume":
+            access.check_queued_jobs(self.settings, status.get("owner") or LOCAL_USER, self.jobs.list())
+        if action == "delete":
+            if status["state"] not in job_runner.FINAL_STATES:
+                raise ValueError(f"Job {job_id} is {status['state']}; only a finished job (completed, failed or "
+                                 "stopped) can be deleted: stop or kill it first.")
+            shutil.rmtree(status["dir"])
+            return {"id": job_id, "state": "deleted"}
         return getattr(self.jobs, action)(job_id)
 
     def list_jobs(self) -> list[dict]:
@@ -240,7 +326,10 @@ class Engine(Runtime):
         if not pairs:
             raise ValueError("The table has no question/answer rows to save; build or type some first.")
         folder = uploads_dir(self.settings, user)
-        return builder.write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+        access.check_workspace_quota(self.settings, user)
+        path = builder.write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+        self._keep_within_quota(user, [path])
+        return path
 
     write_qa_jsonl = staticmethod(builder.write_jsonl)
 
@@ -291,20 +380,42 @@ class Engine(Runtime):
     SUGGESTED_SWEEPS = sweeps.SUGGESTED_GRIDS
     suggest_sweep = staticmethod(sweeps.suggest_sweep)
     sweep_to_dict = staticmethod(sweeps.sweep_to_dict)
-    sweep_from_dict = staticmethod(sweeps.sweep_from_dict)
-    load_sweep_file = staticmethod(sweeps.load_sweep_file)
+
+    def sweep_from_dict(self, data: Any, source: str = "sweep") -> sweeps.SweepConfig:
+        """A sweep from a mapping (the Explain tab's editor). Its base is a preset name or an inline config, never a
+        path; a grid over LAB_MAX_SWEEP_POINTS is refused before any point is built."""
+        if isinstance(data, dict):
+            access.check_sweep_points(self.settings, grid_size(data.get("grid")))
+        return sweeps.sweep_from_dict(data, source)
+
+    def load_sweep_file(self, path: str | Path) -> sweeps.SweepConfig:
+        """A sweep YAML file (the command line); a YAML error names the file and the place, never a line of it."""
+        return self.sweep_from_dict(access.load_yaml_file(path), str(path))
 
     def list_sweeps(self) -> list[dict]:
         return sweeps.list_sweeps(self.settings.data_dir)
 
     def start_sweep(self, sweep: sweeps.SweepConfig, user: str = LOCAL_USER) -> str:
-        """Queue every point of a sweep as a job owned by `user`; returns the sweep id."""
+        """Queue every point of a sweep as a job owned by `user`; returns the sweep id. Refused before anything is
+        written when the grid is over LAB_MAX_SWEEP_POINTS, the user is at LAB_MAX_QUEUED_JOBS, or a point's
+        config (or eval_qa) names a path the user may not read, exactly as submit_job checks a job."""
         refuse_training_on_zero_gpu()
+        access.check_sweep_points(self.settings, grid_size(sweep.grid))
+        access.check_queued_jobs(self.settings, user, self.jobs.list())
+        for point in sweep.points():
+            self.check_config_paths(point.config, user)
+        if sweep.eval_qa is not None and user != LOCAL_USER:
+            access.allowed_path(self.settings, user, sweep.eval_qa, "eval_qa")
         return sweeps.start_sweep(sweep, self.settings.data_dir, self.jobs, owner=user)
 
-    def resume_sweep(self, sweep_id: str) -> dict[str, str]:
-        """Re-attach a sweep to its jobs after a restart (rerun what did not finish); point label -> what was done."""
+    def resume_sweep(self, sweep_id: str, user: str = LOCAL_USER) -> dict[str, str]:
+        """Re-attach a sweep to its jobs after a restart (rerun what did not finish); point label -> what was done.
+        Only the user who started it (or an admin, LAB_ADMINS) may."""
         refuse_training_on_zero_gpu()
+        owner = sweep_owner(sweep_id, self.settings.data_dir)
+        if owner != user and not access.is_admin(self.settings, user):
+            raise PermissionError(f"Sweep {sweep_id} belongs to {owner}; only they (or an admin, LAB_ADMINS) can "
+                                  "resume it.")
         return sweeps.resume_sweep(sweep_id, self.settings.data_dir, self.jobs)
 
     def finish_sweep(self, sweep_id: str, progress: Progress | None = None,

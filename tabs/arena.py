@@ -24,8 +24,9 @@ def _timings(reply) -> str:
     if t is None:
         return ""
     state = "" if reply.done else " · streaming…"
+    queued = f" · queued {t.queue_s:.2f} s" if t.queue_s >= 0.01 else ""
     return (f"TTFT **{t.ttft_s:.3f} s** · **{t.decode_tokens_per_s:.1f} tok/s** · {t.new_tokens} tokens · "
-            f"{t.total_s:.2f} s{state}")
+            f"{t.total_s:.2f} s{queued}{state}")
 
 
 def build(engine: Engine) -> None:
@@ -78,7 +79,9 @@ def build(engine: Engine) -> None:
 
     with gr.Tab("Arena", id="arena"):
         gr.Markdown("The same prompt to several models or adapters, one column each, streamed with its own "
-                    "time to first token and tokens/s. Adapters on the same base share one copy of the base.")
+                    "time to first token and tokens/s. Columns on a base model run at once in one batch; a column "
+                    "with an adapter runs alone (the batch pauses meanwhile). Adapters on the same base share one "
+                    "copy of the base.")
         histories = gr.State([[] for _ in range(max_cols)])
         with gr.Row():
             n_cols = gr.Radio([2, 3, 4], value=2, label="Columns", scale=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lab.core.errors import USER_ERRORS
+from lab.core.settings import LabSettings
 
 
 def user_error(exc: Exception) -> gr.Error:
@@ -13,9 +14,11 @@ def user_error(exc: Exception) -> gr.Error:
     return gr.Error(message, title=type(exc).__name__.replace("Error", " error").strip())
 
 
-GPU = {"concurrency_id": "gpu", "concurrency_limit": 4}
-"""Event options for handlers that run models: they share one gradio queue; the session
-manager's own queue then serialises the actual accelerator work."""
+GPU = {"concurrency_id": "gpu", "concurrency_limit": LabSettings().max_concurrent}
+"""Event options for handlers that run models: they share one gradio queue of LAB_MAX_CONCURRENT
+(default 16) at a time. Their requests then share each model's batching engine; only work that
+needs a model alone (loading, adapters, the explicit CAG cache) waits in the session manager's
+exclusive queue, whose positions `with_queue_position` shows."""
 
 POLL = {"concurrency_limit": None, "show_progress": "hidden", "queue": False}
 """Event options for status polling: never waits behind model work."""
@@ -26,33 +29,42 @@ __all__ = ["GPU", "POLL", "USER_ERRORS", "user_error"]
 def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
     """Run a model stream in a worker thread and yield ('item', x) as it produces, or
     ('waiting', position) while it is still queued behind other GPU work, so a UI can say
-    where the user stands. Errors raised by the stream are re-raised here."""
+    where the user stands. Errors raised by the stream are re-raised here. When this generator
+    is closed (the browser went away), the stream is closed at its next item, which cancels a
+    batched request and frees its place in the batch."""
     import queue
     import threading
 
     box: queue.Queue = queue.Queue()
     done = object()
+    stop = threading.Event()
 
     def work():
         try:
             for item in items:
+                if stop.is_set():
+                    break
                 box.put(("item", item))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             box.put(("error", exc))
         finally:
+            items.close()  # the stream is a generator: its cleanup runs here, in the thread that ran it
             box.put(("end", done))
 
     threading.Thread(target=work, daemon=True, name=f"stream-{caller}").start()
-    while True:
-        try:
-            kind, value = box.get(timeout=poll_s)
-        except queue.Empty:
-            position = engine.sessions.queue.position(caller)
-            if position:
-                yield "waiting", position
-            continue
-        if kind == "end":
-            return
-        if kind == "error":
-            raise value
-        yield kind, value
+    try:
+        while True:
+            try:
+                kind, value = box.get(timeout=poll_s)
+            except queue.Empty:
+                position = engine.sessions.queue.position(caller)
+                if position:
+                    yield "waiting", position
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield kind, value
+    finally:
+        stop.set()

@@ -28,10 +28,20 @@ def device_markdown(engine: Engine) -> str:
     session = info["session"]
     queue = session["queue"]
     lines.append(f"**Session manager** {session['used_mb']:,} MB held of a {session['budget_mb']:,} MB budget · "
-                 f"GPU queue: {'busy (' + queue['running'] + ')' if queue['running'] else 'idle'}"
+                 f"exclusive queue (loading, adapters, CAG): "
+                 f"{'busy (' + queue['running'] + ')' if queue['running'] else 'idle'}"
                  + (f", {len(queue['waiting'])} waiting" if queue["waiting"] else ""))
+    lines += [engine_line(e) for e in session["engines"]]
     lines.append(f"**Default model** `{info['default_model']}` · data in `{info['data_dir']}`")
     return "\n\n".join(lines)
+
+
+def engine_line(e: dict) -> str:
+    """One model's batching engine: what it runs now and how fast."""
+    return (f"**Batching** `{e['model']}` ({e['state']}): {e['running']} running · {e['waiting']} waiting · "
+            f"batch size {e['batch_size']} · {e['tokens_per_s']:,.1f} tokens/s · {e['requests_done']:,} answered · "
+            f"paged cache {e['cache_mb']:,} MB ({e['cache_tokens']:,} tokens"
+            f"{', prefix sharing' if e['prefix_sharing'] else ''})")
 
 
 def held_rows(engine: Engine) -> list[list]:
@@ -42,7 +52,7 @@ def held_rows(engine: Engine) -> list[list]:
 def timings_markdown(t) -> str:
     return (f"**{t.new_tokens}** new tokens · time to first token **{t.ttft_s:.3f} s** · "
             f"decode **{t.decode_tokens_per_s:.1f} tok/s** · total **{t.total_s:.2f} s** · "
-            f"prompt {t.prompt_tokens} tokens")
+            f"prompt {t.prompt_tokens} tokens" + (f" · queued {t.queue_s:.2f} s" if t.queue_s >= 0.01 else ""))
 
 
 def build(engine: Engine) -> None:
@@ -95,7 +105,8 @@ def build(engine: Engine) -> None:
             unload_btn = gr.Button("Unload", scale=1)
         status = gr.Markdown(elem_id="system-status")
 
-        gr.Markdown("### Playground\nOne prompt, streamed through the shared generator, with its timings.")
+        gr.Markdown("### Playground\nOne prompt, streamed with its timings. Requests on a model share its batching "
+                    "engine with everyone else's (one forward pass for all); a model's first request starts it.")
         prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What is the capital of France?",
                             elem_id="playground-prompt")
         with gr.Row():

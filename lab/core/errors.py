@@ -22,8 +22,13 @@ class MemoryBudgetError(RuntimeError):
     """What was asked for cannot fit even after evicting everything unpinned."""
 
 
+class EndpointError(RuntimeError):
+    """A remote model server (LAB_ENDPOINTS) could not be reached, timed out or refused a request; the
+    message names the endpoint, what happened and what to do."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, PermissionError, ModelLoadError, DataDirError,
-                                                MemoryBudgetError)
+                                                MemoryBudgetError, EndpointError)
 """Errors caused by what the user asked for: shown as a message, never a crash."""
 
 

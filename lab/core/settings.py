@@ -8,9 +8,15 @@ configured without code changes; the UI can still change the model per request.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
+
 from lab.core.errors import DataDirError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +41,96 @@ def _env_float(name: str, default: float | None) -> float | None:
         raise ValueError(f"{name}={raw!r} is not a number; unset it or give a value like 8") from exc
 
 
+def _env_int(name: str, default: int) -> int:
+    value = _env_float(name, default)
+    if value != int(value):
+        raise ValueError(f"{name}={value!r} is not a whole number; unset it or give a value like 8")
+    return int(value)
+
+
+ENDPOINT_KINDS = ("openai", "vllm")
+"""'vllm' adds vLLM's own request fields (top_k, repetition_penalty, cache_salt); 'openai' sends only the OpenAI API's."""
+_ENDPOINT_KEYS = {"name": "the name model boxes show as endpoint:<name>", "base_url": "http(s)://host:port/v1",
+                  "model": "the served model name", "api_key_env": "the environment variable holding the API key",
+                  "kind": " or ".join(ENDPOINT_KINDS), "timeout_s": "seconds to wait for the server"}
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _endpoint_entry(entry: Any, where: str, names: set[str]) -> dict:
+    """One checked LAB_ENDPOINTS entry with its defaults filled in; errors name the entry and the key."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a mapping with {', '.join(_ENDPOINT_KEYS)}, got {type(entry).__name__}")
+    if "name" in entry:
+        where = f"{where} ({entry['name']!r})"
+    if "api_key" in entry:
+        raise ValueError(f"{where} holds an API key itself; keep keys out of the file: put the key in an environment "
+                         "variable and give that variable's name as api_key_env")
+    unknown = sorted(set(entry) - set(_ENDPOINT_KEYS))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; the keys are "
+                         + "; ".join(f"{k}: {v}" for k, v in _ENDPOINT_KEYS.items()))
+    for key in ("name", "base_url", "model"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise ValueError(f"{where} needs {key} ({_ENDPOINT_KEYS[key]}) as a non-empty string")
+    name, base_url = entry["name"].strip(), entry["base_url"].strip().rstrip("/")
+    if not _ENDPOINT_NAME.match(name):
+        raise ValueError(f"{where}: name may use letters, digits, '.', '_' and '-' (at most 64), got {name!r}")
+    if name in names:
+        raise ValueError(f"{where}: the name {name!r} is used twice; every endpoint needs its own name")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise ValueError(f"{where}: base_url must start with http:// or https:// (like http://gpu-box:8000/v1), "
+                         f"got {base_url!r}")
+    key_env = entry.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+        raise ValueError(f"{where}: api_key_env must be an environment variable name like VLLM_API_KEY, got {key_env!r}")
+    kind = entry.get("kind", "openai")
+    if kind not in ENDPOINT_KINDS:
+        raise ValueError(f"{where}: kind must be one of {', '.join(ENDPOINT_KINDS)}, got {kind!r}")
+    timeout = entry.get("timeout_s", 60.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"{where}: timeout_s must be a number of seconds > 0, got {timeout!r}")
+    names.add(name)
+    return {"name": name, "base_url": base_url, "model": entry["model"].strip(), "api_key_env": key_env,
+            "kind": kind, "timeout_s": float(timeout)}
+
+
+def parse_endpoints(source: str | list | tuple) -> tuple[dict, ...]:
+    """LAB_ENDPOINTS: a path to a YAML or JSON file, or inline JSON, listing remote OpenAI-compatible servers.
+
+    The text is a list of entries (or a mapping with an `endpoints` list); each entry has name, base_url,
+    model and optionally api_key_env, kind and timeout_s. A list of dicts (tests, code) is checked the same way.
+    """
+    if isinstance(source, str):
+        text = source.strip()
+        if not text:
+            return ()
+        if text[0] in "[{":
+            where = "LAB_ENDPOINTS (inline JSON)"
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        else:
+            path = Path(text).expanduser()
+            where = f"LAB_ENDPOINTS file {str(path)!r}"
+            if not path.is_file():
+                raise ValueError(f"{where} does not exist; give a YAML or JSON file listing endpoints, or inline JSON")
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML also reads JSON
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{where} is not valid YAML or JSON: {exc}") from None
+    else:
+        where, data = "endpoints", list(source)
+    if isinstance(data, dict) and set(data) == {"endpoints"}:
+        data = data["endpoints"]
+    if not isinstance(data, list):
+        raise ValueError(f"{where} must be a list of endpoints (or a mapping with an 'endpoints' list), "
+                         f"got {type(data).__name__}")
+    names: set[str] = set()
+    return tuple(_endpoint_entry(entry, f"{where} entry {i}", names) for i, entry in enumerate(data, 1))
+
+
 @dataclass
 class LabSettings:
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get("LAB_DATA_DIR", REPO_ROOT / "data")))
@@ -49,6 +145,10 @@ class LabSettings:
     memory_budget_gb: float | None = field(default_factory=lambda: _env_float("LAB_MEMORY_BUDGET_GB", None))
     """Bytes the session manager may hold (models, KV caches, reservations); None = 80% of the device's free memory (env LAB_MEMORY_BUDGET_GB)."""
 
+    max_concurrent: int = field(default_factory=lambda: _env_int("LAB_MAX_CONCURRENT", 16))
+    """Model requests the web app runs at once (env LAB_MAX_CONCURRENT). They share each model's batching
+    engine, whose cache is sized for this many answers; more wait in the app's queue with their position."""
+
     max_new_tokens_limit: int = 2048
     """Largest max_new_tokens a request may ask for; larger requests are refused with a message."""
 
@@ -58,14 +158,54 @@ class LabSettings:
     users_file: str = field(default_factory=lambda: os.environ.get("LAB_USERS_FILE", ""))
     """Optional file of 'user:password' lines for sign-in, added to LAB_AUTH (env LAB_USERS_FILE)."""
 
+    admins: str = field(default_factory=lambda: os.environ.get("LAB_ADMINS", ""))
+    """Users, separated by commas, who may stop, kill, resume and delete anyone's jobs (env LAB_ADMINS, e.g.
+    'alice,carol'; 'local' is the shell's user). Admins manage jobs; like everyone, they read only their own files."""
+
+    max_sweep_points: int = field(default_factory=lambda: _env_int("LAB_MAX_SWEEP_POINTS", 12))
+    """Most grid points (one job each) a sweep may have (env LAB_MAX_SWEEP_POINTS)."""
+
+    max_queued_jobs: int = field(default_factory=lambda: _env_int("LAB_MAX_QUEUED_JOBS", 8))
+    """Queued and running jobs one user may have; a new job or sweep is refused at this many (env
+    LAB_MAX_QUEUED_JOBS)."""
+
+    max_upload_mb: float = field(default_factory=lambda: _env_float("LAB_MAX_UPLOAD_MB", 20.0))
+    """Largest file one upload may be, in MB (env LAB_MAX_UPLOAD_MB; also Gradio's max_file_size)."""
+
+    workspace_quota_mb: float = field(default_factory=lambda: _env_float("LAB_WORKSPACE_QUOTA_MB", 500.0))
+    """Disk each user's workspace (uploads, evaluations, QA files) may use, in MB (env LAB_WORKSPACE_QUOTA_MB)."""
+
+    knowledge_cache_gb: float = field(default_factory=lambda: _env_float("LAB_KNOWLEDGE_CACHE_GB", 5.0))
+    """Disk the knowledge caches (<data>/knowledge: CAG caches, RAG indexes) may use, in GB; the least recently
+    used are deleted after a new one is written (env LAB_KNOWLEDGE_CACHE_GB)."""
+
+    endpoints: tuple[dict, ...] = field(default_factory=lambda: os.environ.get("LAB_ENDPOINTS", ""))
+    """Remote OpenAI-compatible servers (vLLM, `transformers serve`) offered as models `endpoint:<name>` (env
+    LAB_ENDPOINTS: a YAML/JSON file path or inline JSON; a list of dicts in code). Each has name, base_url, model
+    (the served name), api_key_env (the variable holding its key, never the key), kind and timeout_s.
+    Parsed and checked on start: a bad entry is named in the error."""
+
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         if not self.model_id.strip():
             raise ValueError("model_id (LAB_MODEL) is empty; use 'embedded', a local folder or a Hub id")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise ValueError(f"memory_budget_gb (LAB_MEMORY_BUDGET_GB) must be > 0, got {self.memory_budget_gb}")
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent (LAB_MAX_CONCURRENT) must be >= 1, got {self.max_concurrent}")
         if self.max_new_tokens_limit < 1:
             raise ValueError("max_new_tokens_limit must be >= 1")
+        for name, env in (("max_sweep_points", "LAB_MAX_SWEEP_POINTS"), ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"),
+                          ("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
+                          ("knowledge_cache_gb", "LAB_KNOWLEDGE_CACHE_GB")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} ({env}) must be a number > 0, got {value!r}")
+        self.endpoints = parse_endpoints(self.endpoints)
+
+    def admin_names(self) -> frozenset[str]:
+        """The users named in `admins` (LAB_ADMINS)."""
+        return frozenset(filter(None, (name.strip() for name in self.admins.split(","))))
 
     def auth_pairs(self) -> list[tuple[str, str]]:
         """Parse `auth` into (user, password) pairs; a malformed entry names itself."""

@@ -4,15 +4,19 @@
 
 Without sign-in the lab runs as one local user. With it, each user's uploads live in
 `<data>/users/<name>/uploads/` and only that user can read them; training jobs record their
-owner: everyone sees every job (it is one shared box) but only the owner may stop, kill or
-resume it. Names of users, files and jobs are checked so that none can step outside its folder.
+owner: everyone sees every job (it is one shared box) but only the owner (or an admin, LAB_ADMINS)
+may stop, kill, resume or delete it. Names of users, files and jobs are checked so that none can
+step outside its folder. What the lab writes for a user is readable by the lab's own Unix user
+only: folders 0700, files 0600.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
+from typing import Collection
 
 from lab.core.settings import LabSettings
 
@@ -52,25 +56,48 @@ def load_users(settings: LabSettings) -> list[tuple[str, str]]:
             pairs.append((user, password))
     for user, _ in pairs:
         check_name(user, "User name")
+        if user == LOCAL_USER:
+            raise ValueError(f"'{LOCAL_USER}' is reserved for the lab's own user (no sign-in, the command line); "
+                             "choose another sign-in name.")
     return pairs
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) readable by the lab's own user only (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask, and the folder may predate this rule
+    return path
+
+
+def private_file(path: str | Path) -> Path:
+    """Make a file the lab wrote for a user readable by the lab's own user only (0600)."""
+    os.chmod(path, 0o600)
+    return Path(path)
+
+
 def workspace(settings: LabSettings, user: str) -> Path:
-    """The user's own folder (created on first use)."""
-    return settings.subdir(f"users/{check_name(user, 'User name')}")
+    """The user's own folder (created on first use, 0700 like <data>/users/ above it)."""
+    private_dir(settings.subdir("users"))
+    return private_dir(settings.data_dir / "users" / check_name(user, "User name"))
+
+
+def workspace_dir(settings: LabSettings, user: str, name: str) -> Path:
+    """A folder of the user's workspace (uploads, evaluations), created 0700."""
+    return private_dir(workspace(settings, user) / check_name(name, "Folder name"))
 
 
 def uploads_dir(settings: LabSettings, user: str) -> Path:
-    folder = workspace(settings, user) / "uploads"
-    folder.mkdir(exist_ok=True)
-    return folder
+    return workspace_dir(settings, user, "uploads")
 
 
 def save_upload(settings: LabSettings, user: str, source: str | Path, name: str | None = None) -> Path:
-    """Copy an uploaded file into the user's workspace under a checked name; returns its new path."""
+    """Copy an uploaded file into the user's workspace under a checked name (0600); returns its new path."""
     target = uploads_dir(settings, user) / check_name(name or Path(source).name, "File name")
-    shutil.copyfile(source, target)
-    return target
+    # Opened 0600 from the start, so the copy is never readable by others, even for a moment.
+    with open(source, "rb") as src, os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                                              "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return private_file(target)
 
 
 def list_uploads(settings: LabSettings, user: str) -> list[str]:
@@ -88,8 +115,9 @@ def upload_path(settings: LabSettings, user: str, name: str) -> Path:
     return path
 
 
-def check_job_owner(status: dict, user: str, action: str) -> None:
-    """Only the owner of a job may change it; jobs from before sign-in belong to the local user."""
+def check_job_owner(status: dict, user: str, action: str, admins: Collection[str] = ()) -> None:
+    """Only the owner of a job (or an admin) may change it; jobs from before sign-in belong to the local user."""
     owner = status.get("owner") or LOCAL_USER
-    if owner != user:
-        raise PermissionError(f"Job {status.get('id')} belongs to {owner}; only they can {action} it.")
+    if owner != user and user not in admins:
+        raise PermissionError(f"Job {status.get('id')} belongs to {owner}; only they (or an admin, LAB_ADMINS) "
+                              f"can {action} it.")

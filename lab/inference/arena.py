@@ -4,21 +4,26 @@
 
 A column is a model choice ('embedded', 'embedded + adapter NAME', a merged model folder or a
 Hub id) with its own generation settings and its own chat history. Columns that name adapters
-of the same base share one copy of the base through the session manager. Columns run one after
-another while holding the GPU slot, so each column's time to first token and tokens/s are its
-own, not a share of a contended device.
+of the same base share one copy of the base through the session manager. Columns start at once,
+each in its own thread: columns on a base model join its batching engine and decode in the same
+forward passes, so an Arena takes about as long as its slowest column, not the sum. A column with
+an adapter (or settings the batch cannot honour) runs alone on the model, pausing the batch while
+it decodes. Each column keeps its own timings (queue wait, time to first token, tokens/s).
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
+from typing import Generator, Iterator, Sequence, TypeVar
 
 from lab.inference.adapters import available_adapters, resolve_adapter
-from lab.core.errors import USER_ERRORS
+from lab.core.errors import USER_ERRORS, user_message
+from lab.inference.endpoints import is_endpoint, stream_model
 from lab.inference.runtime import Runtime
-from lab.inference.generate import GenerationSettings, Timings, prompt_ids, stream_generate
+from lab.inference.generate import GenerationSettings, Timings, prompt_ids
 
 ADAPTER_SEP = " + adapter "
 MAX_COLUMNS = 4
@@ -73,33 +78,83 @@ def stream_column(runtime: Runtime, index: int, column: ArenaColumn, history: li
     model_id, adapter_ref = parse_choice(column.choice)
     spec = runtime.spec(model_id)
     runtime.check_settings(column.settings)
-    with runtime.sessions.gpu_slot(caller):
-        adapter = None
-        if adapter_ref:
-            adapter, path = resolve_adapter(runtime.settings.data_dir, adapter_ref)
-            runtime.sessions.attach_adapter(spec, adapter, str(path))
-        with runtime.sessions.use(spec, adapter) as loaded:
-            ids = prompt_ids(loaded.tokenizer, [*history, {"role": "user", "content": prompt}])
-            if ids.shape[1] + column.settings.max_new_tokens > loaded.context_window:
-                raise ValueError(f"This chat is {ids.shape[1]} tokens long; with max_new_tokens="
-                                 f"{column.settings.max_new_tokens} it no longer fits the window of "
-                                 f"{loaded.context_window}. Clear the chat.")
-            for event in stream_generate(loaded.model, loaded.tokenizer, ids, column.settings):
-                yield ColumnReply(index, column.choice, event.text, event.timings, event.done)
+    if is_endpoint(spec.model_id):  # a remote server (LAB_ENDPOINTS); an adapter is a LoRA served under that name
+        messages = [*history, {"role": "user", "content": prompt}]
+        for event in stream_model(runtime.settings, spec.model_id, messages, column.settings, caller, adapter_ref):
+            yield ColumnReply(index, column.choice, event.text, event.timings, event.done)
+        return
+    adapter = None
+    if adapter_ref:
+        name, path = resolve_adapter(runtime.settings.data_dir, adapter_ref)
+        adapter = (name, str(path))
+    with runtime.sessions.lend(spec, column.settings, caller, adapter) as (loaded, run):
+        ids = prompt_ids(loaded.tokenizer, [*history, {"role": "user", "content": prompt}])
+        if ids.shape[1] + column.settings.max_new_tokens > loaded.context_window:
+            raise ValueError(f"This chat is {ids.shape[1]} tokens long; with max_new_tokens="
+                             f"{column.settings.max_new_tokens} it no longer fits the window of "
+                             f"{loaded.context_window}. Clear the chat.")
+        for event in run(ids):
+            yield ColumnReply(index, column.choice, event.text, event.timings, event.done)
 
 
 def stream_arena(runtime: Runtime, prompt: str, columns: Sequence[ArenaColumn],
                  histories: Sequence[list[dict]] | None = None, caller: str | None = None) -> Iterator[ColumnReply]:
-    """Stream the prompt through each column in turn; a failing column reports and the rest go on."""
+    """Stream the prompt through every column at once; replies of the columns interleave (ColumnReply.index says
+    whose). A failing column reports and the rest go on; closing this generator cancels the columns."""
     check_columns(columns, prompt)
     histories = histories or [[] for _ in columns]
     caller = caller or runtime.sessions.new_caller("arena")
-    for index, column in enumerate(columns):
+    yield from interleave([_column_or_error(runtime, index, column, histories[index], prompt.strip(), caller)
+                           for index, column in enumerate(columns)])
+
+
+def _column_or_error(runtime: Runtime, index: int, column: ArenaColumn, history: list[dict], prompt: str,
+                     caller: str) -> Generator[ColumnReply, None, None]:
+    try:
+        yield from stream_column(runtime, index, column, history, prompt, caller)
+    except USER_ERRORS as exc:
+        yield ColumnReply(index, column.choice, done=True, error=user_message(exc))
+
+
+T = TypeVar("T")
+
+
+def interleave(streams: Sequence[Generator[T, None, None]]) -> Iterator[T]:
+    """Run each stream in its own thread and yield items as they come.
+
+    An error in a stream is raised here. Closing this generator makes each stream stop at its next item and
+    close (a batched request is cancelled, an exclusive slot released).
+    """
+    box: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    end = object()
+
+    def drain(stream: Generator[T, None, None]) -> None:
         try:
-            yield from stream_column(runtime, index, column, histories[index], prompt.strip(), caller)
-        except USER_ERRORS as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            yield ColumnReply(index, column.choice, done=True, error=str(message))
+            for item in stream:
+                if stop.is_set():
+                    break
+                box.put((item, None))
+        except BaseException as exc:  # handed to the consumer's thread, which raises it
+            box.put((None, exc))
+        finally:
+            stream.close()
+            box.put((end, None))
+
+    for i, stream in enumerate(streams):
+        threading.Thread(target=drain, args=(stream,), daemon=True, name=f"arena-column-{i}").start()
+    left = len(streams)
+    try:
+        while left:
+            item, exc = box.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                left -= 1
+            else:
+                yield item
+    finally:
+        stop.set()
 
 
 def transcript(columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> dict:

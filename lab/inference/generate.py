@@ -18,9 +18,16 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
                                                     TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
+from lab.core.checks import MAX_TOKENS, check_finite, check_whole
+
 
 @dataclass
 class GenerationSettings:
+    """How to pick each next token. Requests on the base model whose settings the batching engine can apply per
+    request (temperature, top_k, top_p, max_new_tokens, stop tokens; see lab.inference.batching) share forward
+    passes with other users' requests. A repetition penalty, or a seed with sampling, makes the request run alone
+    on the model instead, after the batch is paused: slower under load, but exactly as asked."""
+
     max_new_tokens: int = 256
     """Upper bound on generated tokens; generation also stops at the end-of-sequence token."""
     temperature: float = 0.0
@@ -30,15 +37,19 @@ class GenerationSettings:
     top_p: float = 1.0
     """When sampling, keep the smallest set of tokens whose probability adds up to top_p (1 = no limit)."""
     repetition_penalty: float = 1.0
-    """Divide the logits of tokens already produced by this (1 = off; 1.1-1.3 curbs loops in small models)."""
+    """Divide the logits of tokens already produced by this (1 = off; 1.1-1.3 curbs loops in small models).
+    Any value but 1 runs the request alone, not batched with other users' requests."""
     seed: int | None = None
-    """Random seed for sampling, so a sampled answer can be reproduced."""
+    """Random seed for sampling, so a sampled answer can be reproduced. With temperature > 0 the request runs
+    alone (a shared batch draws from one random stream); greedy requests ignore it and stay batched."""
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
     """Extra token ids that end generation, on top of the model's end-of-sequence ids."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        # NaN fails every comparison below, so without this `temperature nan` would silently mean greedy.
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            check_finite(getattr(self, name), name)
+        check_whole(self.max_new_tokens, "max_new_tokens", 1, MAX_TOKENS)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
@@ -51,16 +62,23 @@ class GenerationSettings:
 
 @dataclass
 class Timings:
+    """What one answer cost. queue_s + ttft_s is what the person waited for the first token."""
+
     prompt_tokens: int = 0
     """Tokens prefilled by this call (for CAG only the question; the cache holds the rest)."""
     context_tokens: int = 0
     """Tokens the model attended to at the first step: cached + prompt."""
     new_tokens: int = 0
     ttft_s: float = 0.0
-    """Time to first token: prefill plus choosing the first token."""
+    """Time to first token once the request runs: prefill plus choosing the first token (in a batch, the
+    forward passes it shares with other requests). Waiting before that is queue_s."""
     decode_tokens_per_s: float = 0.0
     """Tokens per second after the first one."""
     total_s: float = 0.0
+    """From the request's first forward pass to its last token (queue_s not included)."""
+    queue_s: float = 0.0
+    """Seconds between asking and the first forward pass that includes this request: waiting behind work that
+    needs the model alone (loading, adapters, the explicit CAG cache) and, when batched, for room in the batch."""
 
     def as_dict(self) -> dict:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -90,7 +108,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict] | str, s
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
 
 
-def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra: tuple[int, ...]) -> set[int]:
+def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra: tuple[int, ...]) -> set[int]:
     ids = set(extra)
     for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
         if source is not None:
@@ -112,17 +130,19 @@ def _processors(settings: GenerationSettings) -> LogitsProcessorList:
 
 
 def stream_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
-                    settings: GenerationSettings, past_key_values: DynamicCache | None = None) -> Iterator[GenerationEvent]:
+                    settings: GenerationSettings, past_key_values: DynamicCache | None = None,
+                    queue_s: float = 0.0) -> Iterator[GenerationEvent]:
     """Yield one event per new token, then a final event with done=True and full timings.
 
     `input_ids` [1, T] are the tokens not yet in `past_key_values`. A passed cache is extended
     in place (the caller crops it back, as CAG does); without one a fresh cache is used.
+    `queue_s` is how long the caller waited for the model, reported in the timings.
     """
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     cache = past_key_values if past_key_values is not None else DynamicCache(config=model.config)
-    timings = Timings(prompt_tokens=ids.shape[1], context_tokens=cache.get_seq_length() + ids.shape[1])
-    stops = _stop_ids(model, tokenizer, settings.stop_token_ids)
+    timings = Timings(prompt_tokens=ids.shape[1], context_tokens=cache.get_seq_length() + ids.shape[1], queue_s=queue_s)
+    stops = stop_ids(model, tokenizer, settings.stop_token_ids)
     procs = _processors(settings)
     rng = torch.Generator(device=device)
     if settings.seed is not None:
@@ -152,17 +172,18 @@ def stream_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
             if not new_text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                 delta, text = new_text[len(text):], new_text
                 timings.new_tokens = len(generated)
-                yield GenerationEvent(text, delta, _finish_timings(timings, start))
+                yield GenerationEvent(text, delta, finish_timings(timings, start))
             if step + 1 < settings.max_new_tokens:
                 step_ids = torch.tensor([[next_id]], device=device)
                 seen = torch.cat([seen, step_ids], dim=1)
                 logits = model(input_ids=step_ids, past_key_values=cache, use_cache=True).logits[:, -1, :].float()
     timings.new_tokens = len(generated)
     final_text = tokenizer.decode(generated, skip_special_tokens=True)
-    yield GenerationEvent(final_text, final_text[len(text):], _finish_timings(timings, start), True, finish)
+    yield GenerationEvent(final_text, final_text[len(text):], finish_timings(timings, start), True, finish)
 
 
-def _finish_timings(timings: Timings, start: float) -> Timings:
+def finish_timings(timings: Timings, start: float) -> Timings:
+    """A copy of `timings` with total_s and decode speed as of now (`start`: the first forward pass, perf_counter)."""
     timings.total_s = time.perf_counter() - start
     decode_s = timings.total_s - timings.ttft_s
     timings.decode_tokens_per_s = (timings.new_tokens - 1) / decode_s if timings.new_tokens > 1 and decode_s > 0 else 0.0

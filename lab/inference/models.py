@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from lab.core.checks import MAX_MODEL_ID_CHARS
 from lab.core.device import DeviceChoice
 from lab.core.settings import EMBEDDED_MODEL
 from lab.core.errors import ModelLoadError
@@ -31,6 +32,14 @@ from lab.core.errors import ModelLoadError
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def check_model_id_length(model_id: str) -> None:
+    """Refuse an id too long to be a folder or a Hub id before the file system sees it ('File name too long')."""
+    if len(model_id) > MAX_MODEL_ID_CHARS:
+        raise ModelLoadError(f"'{model_id[:60]}...' ({len(model_id):,} characters) is neither an existing local folder "
+                             "nor a valid Hugging Face id (owner/name). Use 'embedded', a local model folder, or a "
+                             "Hub id.")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.model_id or not self.model_id.strip():
             raise ModelLoadError("model id is empty; use 'embedded', a local folder or a Hub id")
+        check_model_id_length(self.model_id)
 
     @property
     def key(self) -> str:
@@ -120,6 +130,7 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
 def resolve_model_path(model_id: str, models_dir: Path) -> str:
     """Turn a model id into something from_pretrained can open without surprises."""
     model_id = model_id.strip()
+    check_model_id_length(model_id)
     if model_id == EMBEDDED_MODEL:
         return str(materialise_embedded(models_dir))
     path = Path(model_id).expanduser()

@@ -13,7 +13,8 @@ from typing import Iterator
 
 from lab.core.device import DeviceChoice, default_budget_bytes, detect_device
 from lab.core.settings import EMBEDDED_MODEL, LabSettings
-from lab.inference.generate import GenerationEvent, GenerationSettings, prompt_ids, stream_generate
+from lab.inference.endpoints import chat_messages, is_endpoint, stream_model
+from lab.inference.generate import GenerationEvent, GenerationSettings, prompt_ids
 from lab.inference.models import LoadedModel, ModelSpec, load_model
 from lab.inference.session import SessionManager
 
@@ -26,7 +27,7 @@ class Runtime:
         self.device = device or detect_device()
         budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
                   else default_budget_bytes(self.device.device))
-        self.sessions = SessionManager(self.device, budget, self._load)
+        self.sessions = SessionManager(self.device, budget, self._load, self.settings.max_concurrent)
 
     def _load(self, spec: ModelSpec) -> LoadedModel:
         # Only the embedded model needs the data directory (it is materialised there once).
@@ -45,7 +46,8 @@ class Runtime:
 
     def generate(self, prompt: str, settings: GenerationSettings | None = None, model_id: str | None = None,
                  system: str | None = None, caller: str | None = None) -> Iterator[GenerationEvent]:
-        """Stream an answer to one prompt, queued behind other GPU work."""
+        """Stream an answer to one prompt: batched with other users' requests on the model's engine, or alone
+        (after work queued before it) when its settings need that; see SessionManager.lend."""
         settings = settings or GenerationSettings()
         if not prompt or not prompt.strip():
             raise ValueError("The prompt is empty; type a question or instruction first.")
@@ -54,12 +56,15 @@ class Runtime:
         self.check_settings(settings)
         spec = self.spec(model_id)
         caller = caller or self.sessions.new_caller("generate")
-        with self.sessions.gpu_slot(caller), self.sessions.use(spec) as loaded:
+        if is_endpoint(spec.model_id):  # a remote server (LAB_ENDPOINTS): no local model, no GPU slot
+            yield from stream_model(self.settings, spec.model_id, chat_messages(prompt, system), settings, user=caller)
+            return
+        with self.sessions.lend(spec, settings, caller) as (loaded, run):
             ids = prompt_ids(loaded.tokenizer, prompt, system)
             if ids.shape[1] + settings.max_new_tokens > loaded.context_window:
                 raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
                                  f"it exceeds the model's window of {loaded.context_window}.")
-            yield from stream_generate(loaded.model, loaded.tokenizer, ids, settings)
+            yield from run(ids)
 
     def load(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> LoadedModel:
         return self.sessions.model(self.spec(model_id, load_in_4bit))

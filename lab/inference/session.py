@@ -3,10 +3,21 @@
     python -m lab info        # prints its stats
 
 It loads each model once (keyed by id and quantization), keeps LoRA adapters on their shared
-base, counts the bytes of everything it holds (models, KV caches, training reservations)
-against a budget, evicts the least recently used unpinned entry when room is needed, and
-serialises accelerator work through a first-come-first-served queue whose positions callers
-can read.
+base, counts the bytes of everything it holds (models, KV caches, batching engines, training
+reservations) against a budget, and evicts the least recently used unpinned entry when room is
+needed.
+
+Generation goes two ways (`lend` picks):
+- batched: each loaded model has one continuous-batching engine (lab.inference.batching), started
+  on its first request; every user's base-model request joins its forward passes.
+- alone: work that needs the model to itself (loading, attaching or enabling a LoRA adapter,
+  the explicit CAG cache, settings the batch cannot honour) takes the one exclusive slot, a
+  first-come-first-served queue whose positions callers can read, and pauses that model's
+  engine at a step boundary for as long as it holds the slot.
+Batched requests pass through the same queue as through a turnstile (they wait behind exclusive
+work queued before them, so they see their position too, then hold nothing). Adapters rest
+disabled, so the engine always runs the plain base: requests are grouped by adapter, base
+requests batch and each adapter request decodes alone.
 """
 
 from __future__ import annotations
@@ -15,27 +26,38 @@ import itertools
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import torch
 from peft import PeftModel
 
 from lab.core.device import DeviceChoice
+from lab.inference.batching import BatchEngine, EngineConfig, solo_reason
+from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
 from lab.inference.models import LoadedModel, ModelSpec
 from lab.core.errors import MemoryBudgetError
+
+Streamer = Callable[[torch.Tensor], Iterator[GenerationEvent]]
+"""Streams the answer to token ids [1, T] (what `SessionManager.lend` hands out)."""
+
+
+def engine_key(spec: ModelSpec) -> str:
+    return f"{spec.key}#engine"
 
 
 @dataclass
 class Entry:
     key: str
     kind: str
-    """'model', 'adapter', 'kv_cache', 'rag_index' or 'reservation'."""
+    """'model', 'adapter', 'kv_cache', 'engine' (a model's batching engine and its paged KV cache), 'rag_index'
+    or 'reservation'."""
     obj: Any
     nbytes: int
     label: str
     parent: str | None = None
-    """An adapter or KV cache belongs to a model: evicting the model drops it too."""
+    """An adapter, KV cache or engine belongs to a model: evicting the model drops it too."""
     last_used: float = field(default_factory=time.time)
     pins: int = 0
 
@@ -78,8 +100,11 @@ class GpuQueue:
 
 
 class SessionManager:
-    def __init__(self, device: DeviceChoice, budget_bytes: int, loader: Callable[[ModelSpec], LoadedModel]) -> None:
+    def __init__(self, device: DeviceChoice, budget_bytes: int, loader: Callable[[ModelSpec], LoadedModel],
+                 max_concurrent: int = 16) -> None:
         self.device = device
+        self.max_concurrent = max_concurrent
+        """Answers each model's engine plans room for (LAB_MAX_CONCURRENT)."""
         self.budget_bytes = budget_bytes
         self._loader = loader
         self._entries: dict[str, Entry] = {}
@@ -133,16 +158,29 @@ class SessionManager:
             return entry.obj
 
     def remove(self, key: str) -> bool:
-        """Forget an entry and everything that belongs to it; True if something was removed."""
+        """Forget an entry and everything that belongs to it; True if something was removed.
+
+        An engine is told to stop without waiting (its in-flight requests end with a message), so
+        removing never blocks on a paused engine whose pauser needs this manager.
+        """
         with self._lock:
             entry = self._entries.pop(key, None)
             if entry is None:
                 return False
             for child in [e.key for e in self._entries.values() if e.parent == key]:
                 self.remove(child)
+            if entry.kind == "engine":
+                entry.obj.stop()
             if entry.kind == "adapter" and entry.parent in self._entries:
-                self._entries[entry.parent].obj.model.delete_adapter(entry.obj)
+                model = self._entries[entry.parent].obj.model
+                model.delete_adapter(entry.obj)
+                model.base_model.disable_adapter_layers()  # adapters rest disabled (see `use`)
             return True
+
+    def resize(self, key: str, nbytes: int) -> None:
+        """Correct an entry's bytes once they are measured (an engine's cache after it is built)."""
+        with self._lock:
+            self._entries[key].nbytes = nbytes
 
     def reserve(self, name: str, nbytes: int) -> None:
         """Set memory aside for a training job before it starts (evicting idle models)."""
@@ -191,6 +229,8 @@ class SessionManager:
             else:
                 loaded.model = PeftModel.from_pretrained(loaded.model, str(path), adapter_name=name)
             loaded.model.eval()
+            # The LoRA layers now sit inside the base modules the batching engine runs: keep them off.
+            loaded.model.base_model.disable_adapter_layers()
             nbytes = sum(p.numel() * p.element_size() for n, p in loaded.model.named_parameters()
                          if f".{name}." in n)
             self.put(key, "adapter", name, nbytes, f"adapter {name}", parent=spec.key)
@@ -201,29 +241,116 @@ class SessionManager:
 
     @contextmanager
     def use(self, spec: ModelSpec, adapter: str | None = None) -> Iterator[LoadedModel]:
-        """Pin a model and switch to the asked adapter (None = the plain base) while in use.
+        """Pin a model and enable the asked adapter while in use (None = the plain base, the resting state).
 
-        Switching adapters mutates the shared model, so callers hold the GPU slot around this.
+        An enabled adapter changes the shared base modules, which the batching engine runs too, so
+        ask for one only inside `exclusive(spec, ...)`; it is disabled again on the way out.
         """
         loaded = self.model(spec)
         with self.pinned(spec.key):
-            model = loaded.model
-            if adapter is not None:
-                if adapter not in self.adapters(spec):
-                    raise KeyError(f"adapter '{adapter}' is not loaded on {spec.model_id}; "
-                                   f"loaded: {', '.join(self.adapters(spec)) or 'none'}")
-                model.set_adapter(adapter)
-                context = nullcontext()
-            else:
-                context = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
-            with context:
+            if adapter is None:
                 yield loaded
+                return
+            if adapter not in self.adapters(spec):
+                raise KeyError(f"adapter '{adapter}' is not loaded on {spec.model_id}; "
+                               f"loaded: {', '.join(self.adapters(spec)) or 'none'}")
+            model = loaded.model
+            model.set_adapter(adapter)
+            model.base_model.enable_adapter_layers()
+            try:
+                yield loaded
+            finally:
+                model.base_model.disable_adapter_layers()
+
+    # ---- batched and exclusive generation -----------------------------------------------------
+    def _engine(self, spec: ModelSpec) -> BatchEngine:
+        """The model's running engine, loading the model and starting the engine when needed (hold the slot)."""
+        key = engine_key(spec)
+        engine = self.get(key)
+        if engine is not None and engine.running:
+            return engine
+        self.remove(key)  # a loop that died is replaced
+        loaded = self.model(spec)
+        with self.pinned(spec.key):
+            engine = BatchEngine(loaded, EngineConfig.for_model(loaded, self.max_concurrent, self.budget_bytes))
+            self.put(key, "engine", engine, engine.nbytes,
+                     f"batching engine of {spec.model_id} (greedy and sampled lanes, paged KV cache of "
+                     f"{2 * engine.config.cache_tokens:,} tokens)",
+                     parent=spec.key)
+            try:
+                engine.start()
+            except BaseException:
+                self.remove(key)
+                raise
+            self.resize(key, engine.nbytes)
+        return engine
+
+    def engine_for(self, spec: ModelSpec, caller: str | None = None) -> BatchEngine:
+        """The model's batching engine, started on first use (under the exclusive slot: it allocates its cache)."""
+        engine = self.get(engine_key(spec))
+        if engine is not None and engine.running:
+            return engine
+        with self.queue.slot(caller or self.new_caller("engine")):
+            return self._engine(spec)
+
+    def engines(self) -> list[BatchEngine]:
+        with self._lock:
+            return [e.obj for e in self._entries.values() if e.kind == "engine"]
+
+    @contextmanager
+    def exclusive(self, spec: ModelSpec, caller: str) -> Iterator[None]:
+        """Have the model alone: wait for the slot (position readable), then pause its engine, if it has one,
+        at a step boundary. Its in-flight requests stay and resume when this ends."""
+        with self.queue.slot(caller), ExitStack() as stack:
+            engine = self.get(engine_key(spec))
+            if engine is not None:
+                stack.enter_context(self.pinned(engine_key(spec)))
+                stack.enter_context(engine.paused())
+            yield
+
+    @contextmanager
+    def batched(self, spec: ModelSpec, caller: str) -> Iterator[tuple[LoadedModel, BatchEngine]]:
+        """The model and its engine, pinned while in use. Passes the slot like a turnstile: waits behind exclusive
+        work queued earlier (position readable), starts the engine if needed, then holds nothing."""
+        pins = ExitStack()
+        with self.queue.slot(caller):
+            engine = self._engine(spec)
+            pins.enter_context(self.pinned(spec.key))
+            pins.enter_context(self.pinned(engine_key(spec)))
+            loaded = self.get(spec.key)
+        with pins:
+            yield loaded, engine
+
+    @contextmanager
+    def lend(self, spec: ModelSpec, settings: GenerationSettings, caller: str,
+             adapter: tuple[str, str] | None = None) -> Iterator[tuple[LoadedModel, Streamer]]:
+        """The model and a function streaming the answer to token ids [1, T] with `settings`.
+
+        The plain base with settings the batch honours goes through the model's engine; an adapter
+        (name, folder), a repetition penalty or a seeded sampled request runs alone under `exclusive`.
+        Timings' queue_s counts the wait for either.
+        """
+        asked = time.perf_counter()
+        if adapter is None and solo_reason(settings) is None:
+            with self.batched(spec, caller) as (loaded, engine):
+                waited = time.perf_counter() - asked
+                yield loaded, lambda ids: engine.stream(ids[0].tolist(), settings, queue_s=waited)
+            return
+        with self.exclusive(spec, caller):
+            waited = time.perf_counter() - asked
+            if adapter is not None:
+                self.attach_adapter(spec, adapter[0], adapter[1])
+            with self.use(spec, adapter[0] if adapter else None) as loaded:
+                yield loaded, lambda ids: stream_generate(loaded.model, loaded.tokenizer, ids, settings, queue_s=waited)
 
     # ---- queue and stats ----------------------------------------------------------------
     def new_caller(self, prefix: str = "caller") -> str:
         return f"{prefix}-{next(self._callers)}"
 
     def gpu_slot(self, caller: str):
+        """The exclusive slot without pausing any engine: only for work that runs its own forward passes on an
+        unchanged base model while engines may decode on it too. Anything that changes the model, or must
+        not share the device, takes `exclusive(spec, caller)`."""
         return self.queue.slot(caller)
 
     def stats(self) -> dict:
@@ -235,4 +362,5 @@ class SessionManager:
             return {"device": self.device.device, "dtype": str(self.device.dtype).removeprefix("torch."),
                     "attn_implementation": self.device.attn_implementation,
                     "budget_mb": round(self.budget_bytes / 2**20, 1), "used_mb": round(self.used_bytes / 2**20, 1),
-                    "entries": entries, "load_counts": dict(self.load_counts), "queue": self.queue.snapshot()}
+                    "entries": entries, "load_counts": dict(self.load_counts), "queue": self.queue.snapshot(),
+                    "engines": [engine.stats() for engine in self.engines()]}

@@ -31,6 +31,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PreTrainedModel
 
+from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document
 from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
 from lab.inference.models import LoadedModel, ModelSpec
@@ -205,6 +206,7 @@ def get_cag(sessions: SessionManager, spec: ModelSpec, loaded: LoadedModel, doc:
                 "prefill_s": round(time.perf_counter() - start, 3), "transformers": transformers.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_cache(cache, prefix_ids, path, meta)
+    enforce_cap(root, keep=path)  # marks this cache used; the least recently used go past LAB_KNOWLEDGE_CACHE_GB
     cag = CagCache(cache=cache, prefix_ids=prefix_ids, kv_len=prefix_ids.shape[1], key=key, path=path,
                    entry_key=entry_key, reused=reused, build_s=time.perf_counter() - start, nbytes=cache_nbytes(cache))
     sessions.put(entry_key, "kv_cache", cag, cag.nbytes, f"CAG cache of {doc.name} ({cag.kv_len} tokens)",

@@ -10,12 +10,16 @@ Methods (all share lab.knowledge.prompt's prompt and answer reading, and one dec
 - `full`: the same tokens as CAG, re-prefilled from scratch for every question (the no-cache baseline).
 - `ft:<adapter>`: the question alone, through a LoRA adapter from `<data>/adapters/<adapter>` (or a folder path).
 
-Methods run one after another, each holding the session manager's GPU slot while it generates,
-and stream `MethodUpdate`s so a UI can fill one column per method as tokens arrive.
+Methods run one after another and stream `MethodUpdate`s so a UI can fill one column per method as
+tokens arrive. base, rag and full go through the model's batching engine, sharing forward passes
+with every other user's requests (and, on full-attention models, the document's cache blocks with
+other full-context questions on it: prefix sharing). cag keeps its explicit cache and `ft:` its
+adapter, so those two run alone on the model under the session manager's exclusive slot.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -26,8 +30,9 @@ from lab.knowledge.cag import CagConfig, check_fits, get_cag, stream_answer
 from lab.knowledge.documents import Document, load_document
 from lab.core.errors import USER_ERRORS
 from lab.inference.runtime import Runtime
-from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
-from lab.knowledge.prompt import read_answer, split_prompt, suffix_ids
+from lab.inference.generate import GenerationEvent, GenerationSettings
+from lab.inference.endpoints import is_endpoint, stream_model
+from lab.knowledge.prompt import _SLOT, _messages, read_answer, split_prompt, suffix_ids
 from lab.knowledge.rag import RagConfig, RagIndex, RetrievedChunk, build_or_load_index, retrieve
 from lab.core.settings import BUNDLED_DOC
 
@@ -76,7 +81,8 @@ class MethodUpdate:
     """The short answer read from `text` (lab.knowledge.prompt.read_answer, the same rule for every method)."""
     metrics: dict = field(default_factory=dict)
     """retrieval_ms, ttft_s, decode_tokens_per_s, total_s, context_tokens, cache_mb (None where a method
-    has no such cost), plus new_tokens, kv_len, cache_build_s, cache_reused and crop_ms where they apply."""
+    has no such cost), queue_s (waiting for the model before it ran), plus new_tokens, kv_len, cache_build_s,
+    cache_reused and crop_ms where they apply."""
     done: bool = False
     """True on the method's last update."""
     error: str | None = None
@@ -107,10 +113,19 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+MAX_QUESTION_CHARS = 4_000
+"""The longest Compare question, in characters. Checked before any model loads: a 10 MB question would otherwise
+be tokenized (tens of seconds) only to be refused for the context window. Knowledge goes in the document."""
+
+
 def check_request(runtime: Runtime, question: str, methods: str | Sequence[str]) -> list[str]:
-    """Everything that can be refused before any model runs: empty question, unknown method or adapter."""
+    """Everything that can be refused before any model runs: empty or overlong question, unknown method or
+    adapter."""
     if not question or not question.strip():
         raise ValueError("The question is empty; type a question first.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"The question has {len(question):,} characters; the limit is {MAX_QUESTION_CHARS:,}. "
+                         "Ask a shorter question: the knowledge belongs in the document, not the question.")
     names = parse_methods(methods)
     for name in names:
         if name.startswith(ADAPTER_PREFIX):
@@ -118,14 +133,20 @@ def check_request(runtime: Runtime, question: str, methods: str | Sequence[str])
     return names
 
 
+_INDEX_LOCK = threading.Lock()
+"""Batched requests no longer hold the GPU slot, so two users' first RAG question on a document must not
+build its index twice at once."""
+
+
 def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
     """The document's FAISS index, held by the session manager after the first load."""
     key = f"rag:{doc.sha256[:16]}:{cfg.chunk_size}:{cfg.chunk_overlap}:{cfg.separators!r}"
-    index = runtime.sessions.get(key)
-    if index is None:
-        index = build_or_load_index(doc, cfg, runtime.settings.subdir("knowledge"))
-        # Vectors are 384 float32 per chunk; the text and docstore are small next to them.
-        runtime.sessions.put(key, "rag_index", index, index.n_chunks * 384 * 4, f"RAG index of {doc.name}")
+    with _INDEX_LOCK:
+        index = runtime.sessions.get(key)
+        if index is None:
+            index = build_or_load_index(doc, cfg, runtime.settings.subdir("knowledge"))
+            # Vectors are 384 float32 per chunk; the text and docstore are small next to them.
+            runtime.sessions.put(key, "rag_index", index, index.n_chunks * 384 * 4, f"RAG index of {doc.name}")
     return index
 
 
@@ -133,7 +154,7 @@ def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
 
 def _metrics(event: GenerationEvent, prep_s: float, **extra) -> dict:
     t = event.timings
-    base = {"retrieval_ms": None, "ttft_s": round(prep_s + t.ttft_s, 4),
+    base = {"retrieval_ms": None, "queue_s": round(t.queue_s, 4), "ttft_s": round(prep_s + t.ttft_s, 4),
             "decode_tokens_per_s": round(t.decode_tokens_per_s, 2), "total_s": round(prep_s + t.total_s, 4),
             "context_tokens": t.context_tokens, "cache_mb": None, "new_tokens": t.new_tokens}
     return base | extra
@@ -164,12 +185,41 @@ def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: 
                        finish_reason=finish, chunks=chunks or [])
 
 
+CAG_ON_ENDPOINT = ("On an endpoint CAG is the server's own prefix caching: this ran as full context, and the "
+                   "server reuses the document's cached prefix from an earlier request, so compare this time to first "
+                   "token with the first full-context question's.")
+
+
+def _stream_endpoint(runtime: Runtime, doc: Document, question: str, method: str, cfg: CompareConfig, model_id: str,
+                     caller: str) -> Iterator[MethodUpdate]:
+    """One method against a remote endpoint: the same prompt text as locally, sent as chat messages.
+
+    cag runs as full (see CAG_ON_ENDPOINT); ft:<adapter> asks the server for the adapter's name as the
+    model (a LoRA loaded on vLLM with POST /v1/load_lora_adapter under that name).
+    """
+    yield MethodUpdate(method)
+    adapter = resolve_adapter(runtime.settings.data_dir, method[len(ADAPTER_PREFIX):])[0] \
+        if method.startswith(ADAPTER_PREFIX) else None
+    index = rag_index(runtime, doc, cfg.rag) if method == "rag" else None  # a one-off, as locally
+    start = time.perf_counter()
+    chunks, extra, knowledge = None, {}, doc.text if method in ("full", "cag") else None
+    if index is not None:
+        found = retrieve(index, question, cfg.rag.top_k)
+        chunks, extra["retrieval_ms"] = found.chunks, round(found.retrieval_ms, 2)
+        knowledge = "\n\n".join(c.text.strip() for c in chunks)
+    if method == "cag":
+        extra["note"] = CAG_ON_ENDPOINT
+    messages = [{**m, "content": m["content"].replace(_SLOT, question)} for m in _messages(knowledge)]
+    events = stream_model(runtime.settings, model_id, messages, cfg.generation, user=caller, adapter=adapter)
+    yield from _stream(method, events, time.perf_counter() - start, cfg, extra, chunks)
+
+
 def stream_method(runtime: Runtime, doc: Document, question: str, method: str, cfg: CompareConfig | None = None,
                   caller: str | None = None) -> Iterator[MethodUpdate]:
-    """Answer with one method, streaming; waits for (and holds) the GPU slot while it runs.
+    """Answer with one method, streaming: batched (base, rag, full) or alone on the model (cag, ft:).
 
-    The first update (empty text, no metrics) comes as soon as the slot is held, before any
-    prefill, so a UI can show that this method is now running; the last one has done=True.
+    The first update (empty text, no metrics) comes as soon as the method may run (past work queued
+    before it), before any prefill, so a UI can show that it is now running; the last one has done=True.
     """
     cfg = cfg or CompareConfig()
     question = question.strip()
@@ -177,45 +227,50 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
     settings = cfg.generation
     runtime.check_settings(settings)
     caller = caller or runtime.sessions.new_caller("compare")
-    adapter = None
-    with runtime.sessions.gpu_slot(caller):
-        yield MethodUpdate(method)
-        if method.startswith(ADAPTER_PREFIX):
-            adapter, path = resolve_adapter(runtime.settings.data_dir, method[len(ADAPTER_PREFIX):])
-            runtime.sessions.attach_adapter(spec, adapter, str(path))
-        with runtime.sessions.use(spec, adapter) as loaded:
-            tok = loaded.tokenizer
-            if method == "cag":
+    if is_endpoint(spec.model_id):  # a remote server (LAB_ENDPOINTS): no local model, no GPU slot
+        yield from _stream_endpoint(runtime, doc, question, method, cfg, spec.model_id, caller)
+        return
+    if method == "cag":  # the explicit cache is one DynamicCache extended and cropped in place: the model alone
+        with runtime.sessions.exclusive(spec, caller):
+            yield MethodUpdate(method)
+            with runtime.sessions.use(spec) as loaded:
                 kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag)
                 with runtime.sessions.pinned(kv.entry_key):
                     start = time.perf_counter()
-                    ids = suffix_ids(tok, question, doc.text)  # [1, S]: the prefix is in the cache
+                    ids = suffix_ids(loaded.tokenizer, question, doc.text)  # [1, S]: the prefix is in the cache
                     prep_s = time.perf_counter() - start
                     extra = {"cache_mb": round(kv.size_mb, 2), "kv_len": kv.kv_len,
                              "cache_build_s": round(kv.build_s, 3), "cache_reused": kv.reused}
                     yield from _stream(method, stream_answer(kv, loaded, ids, settings), prep_s, cfg, extra,
                                        final=lambda: {"crop_ms": round(kv.last_crop_ms, 4)})
-                return
-            # Building or loading the index is a one-off like the CAG prefill: not part of the question's time.
-            index = rag_index(runtime, doc, cfg.rag) if method == "rag" else None
-            start = time.perf_counter()
-            chunks, extra = None, {}
-            if index is not None:
-                found = retrieve(index, question, cfg.rag.top_k)
-                chunks = found.chunks
-                extra["retrieval_ms"] = round(found.retrieval_ms, 2)
-                knowledge = "\n\n".join(c.text.strip() for c in chunks)
-            else:  # full: the whole document, re-prefilled; base and ft: the question alone
-                knowledge = doc.text if method == "full" else None
-            parts = split_prompt(tok, question, knowledge)
-            if method == "full":  # the same refusal as CAG: the same prompt must fit
-                check_fits(parts.prefix_ids.shape[1], loaded.context_window, cfg.cag.reserve_tokens, spec.model_id)
-            ids = parts.ids  # [1, T]
-            if ids.shape[1] + settings.max_new_tokens > loaded.context_window:
-                raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
-                                 f"it exceeds the model's window of {loaded.context_window}.")
-            prep_s = time.perf_counter() - start
-            yield from _stream(method, stream_generate(loaded.model, tok, ids, settings), prep_s, cfg, extra, chunks)
+        return
+    adapter = None
+    if method.startswith(ADAPTER_PREFIX):  # an adapter request decodes alone; base, rag and full are batched
+        name, path = resolve_adapter(runtime.settings.data_dir, method[len(ADAPTER_PREFIX):])
+        adapter = (name, str(path))
+    with runtime.sessions.lend(spec, settings, caller, adapter) as (loaded, run):
+        yield MethodUpdate(method)
+        tok = loaded.tokenizer
+        # Building or loading the index is a one-off like the CAG prefill: not part of the question's time.
+        index = rag_index(runtime, doc, cfg.rag) if method == "rag" else None
+        start = time.perf_counter()
+        chunks, extra = None, {}
+        if index is not None:
+            found = retrieve(index, question, cfg.rag.top_k)
+            chunks = found.chunks
+            extra["retrieval_ms"] = round(found.retrieval_ms, 2)
+            knowledge = "\n\n".join(c.text.strip() for c in chunks)
+        else:  # full: the whole document, re-prefilled; base and ft: the question alone
+            knowledge = doc.text if method == "full" else None
+        parts = split_prompt(tok, question, knowledge)
+        if method == "full":  # the same refusal as CAG: the same prompt must fit
+            check_fits(parts.prefix_ids.shape[1], loaded.context_window, cfg.cag.reserve_tokens, spec.model_id)
+        ids = parts.ids  # [1, T]
+        if ids.shape[1] + settings.max_new_tokens > loaded.context_window:
+            raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
+                             f"it exceeds the model's window of {loaded.context_window}.")
+        prep_s = time.perf_counter() - start
+        yield from _stream(method, run(ids), prep_s, cfg, extra, chunks)
 
 
 def stream_compare(runtime: Runtime, doc: Document, question: str, methods: str | Sequence[str],

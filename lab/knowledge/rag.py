@@ -26,6 +26,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document
 
 with warnings.catch_warnings():
@@ -294,6 +295,7 @@ def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
             shutil.rmtree(broken, ignore_errors=True)
             started = time.perf_counter()
     _build(doc, cfg, embedder, path, key)
+    enforce_cap(root, keep=path)  # the least recently used caches go past LAB_KNOWLEDGE_CACHE_GB
     # Load what is on disk rather than keeping the in-memory store, so a fresh build and a reuse
     # behave identically (and a concurrent winner's index is the one used).
     store = _load(path, embedder)

@@ -25,7 +25,7 @@ from lab.training.data.builder import BuilderConfig
 
 COMMANDS = ["info", "prepare", "generate", "ask", "eval", "bench cag", "bench train", "bench serve", "train",
             "jobs submit", "jobs list", "jobs stop", "jobs kill", "jobs resume", "jobs show", "merge", "show-command",
-            "sweep", "explain", "dataset build"]
+            "sweep", "explain", "dataset build", "hash-password"]
 
 
 @dataclass

@@ -27,8 +27,10 @@ def test_empty_prompt_is_refused_then_engine_still_answers(tiny_engine):
 
 
 def test_absurd_max_new_tokens_is_refused(tiny_engine):
-    with pytest.raises(ValueError, match="limit"):
-        list(tiny_engine.generate("hi", GenerationSettings(max_new_tokens=10**7)))
+    with pytest.raises(ValueError, match="limit"):  # a valid setting above this lab's limit (2048)
+        list(tiny_engine.generate("hi", GenerationSettings(max_new_tokens=100_000)))
+    with pytest.raises(ValueError, match="max_new_tokens"):  # past any model's reach: refused by the settings
+        GenerationSettings(max_new_tokens=10**7)
     with pytest.raises(ValueError, match="window"):  # below the limit but past the tiny model's 256 positions
         list(tiny_engine.generate("the model", GenerationSettings(max_new_tokens=1000)))
 

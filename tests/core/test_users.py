@@ -42,6 +42,9 @@ def test_only_the_owner_may_change_a_job():
         check_job_owner(status, "alice", "stop")
     check_job_owner(status, "bob", "stop")
     check_job_owner({"id": "old"}, "local", "stop")  # jobs from before sign-in belong to the local user
+    check_job_owner(status, "carol", "kill", admins={"carol"})  # LAB_ADMINS manage everyone's jobs
+    with pytest.raises(PermissionError, match="belongs to bob"):
+        check_job_owner(status, "alice", "stop", admins={"carol"})
 
 
 def test_users_file_and_env_are_merged(tmp_path):
@@ -52,6 +55,8 @@ def test_users_file_and_env_are_merged(tmp_path):
     users.write_text("broken-line\n")
     with pytest.raises(ValueError, match="line 1"):
         load_users(LabSettings(data_dir=tmp_path, users_file=str(users)))
+    with pytest.raises(ValueError, match="'local' is reserved"):  # the name of the unconfined shell user
+        load_users(LabSettings(data_dir=tmp_path, auth="local:x"))
     assert user_of(None) == "local"
 
 

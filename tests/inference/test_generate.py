@@ -80,3 +80,26 @@ def test_passed_cache_is_extended_in_place(tiny):
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         GenerationSettings(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("temperature", float("nan")), ("temperature", float("inf")),
+                                          ("top_p", float("nan")), ("repetition_penalty", float("nan")),
+                                          ("repetition_penalty", float("inf")), ("max_new_tokens", 10**9)])
+def test_nan_inf_and_huge_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        GenerationSettings(**{field: value})
+
+
+def test_cli_refuses_temperature_nan(capsys):
+    from lab.cli import main
+    assert main(["generate", "--prompt", "hi", "--temperature", "nan"]) == 2
+    assert "temperature must be a finite number" in capsys.readouterr().err
+
+
+def test_an_overlong_model_id_gets_the_usual_message(tmp_path):
+    from lab.core.errors import ModelLoadError
+    from lab.inference.models import ModelSpec, resolve_model_path
+    for call in (lambda: ModelSpec("a" * 5000), lambda: resolve_model_path("a/" * 2500, tmp_path)):
+        with pytest.raises(ModelLoadError, match="neither an existing local folder nor a valid Hugging Face id"):
+            call()
+    assert ModelSpec("a" * 1024).key == "a" * 1024 + "|full"  # the limit itself is an ordinary id

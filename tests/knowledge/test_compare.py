@@ -157,3 +157,12 @@ def test_cli_ask_json(tiny_engine, doc, tmp_path, monkeypatch, capsys):
 def test_cli_ask_refuses_an_empty_question(capsys):
     assert main(["ask", "--question", " ", "--methods", "base"]) == 2
     assert "question is empty" in capsys.readouterr().err
+
+
+def test_a_huge_question_is_refused_before_tokenizing(tiny_engine, doc, monkeypatch):
+    # No model, so no tokenizer: the refusal must come before the session manager lends one.
+    monkeypatch.setattr(tiny_engine.sessions, "_loader", lambda spec: pytest.fail("loaded a model to tokenize"))
+    question = "why? " * 2_000_000  # 10 MB
+    with pytest.raises(ValueError, match="10,000,000 characters; the limit is 4,000"):
+        list(stream_compare(tiny_engine, doc, question, "base,rag,cag,full", CFG))
+    assert tiny_engine.stats()["entries"] == []

@@ -284,3 +284,44 @@ def test_sft_lora_on_embedded_model_lowers_the_loss(runner, tmp_path):
     assert len(losses) == 12
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.8 * first, losses
+
+
+def test_job_environment_carries_no_sign_in_secret(tmp_path, tiny_model_dir, qa_file, monkeypatch):
+    """The real Popen of the runner, with the launch command swapped for one that prints its environment."""
+    import sys
+
+    from lab.training.jobs import runner as runner_module
+    monkeypatch.setenv("LAB_AUTH", "alice:s3cret-pass")
+    monkeypatch.setenv("LAB_USERS_FILE", "/etc/lab-users.txt")
+    monkeypatch.setenv("MY_SERVICE_API_KEY", "sk-123")
+    monkeypatch.setenv("HF_TOKEN", "hf_kept")  # a Hub model id needs it in the job
+    monkeypatch.setattr(runner_module, "launch_argv", lambda cfg, path, resume=False: [
+        sys.executable, "-c", "import os; print('ENV', sorted(os.environ))"])
+    job_runner = JobRunner(tmp_path / "data")
+    job_id = job_runner.submit(config(tiny_model_dir, qa_file))
+    job_runner.wait(job_id, timeout_s=60, poll_s=0.1)  # it exits without a final state: failed
+    printed = next(line for line in job_runner.log(job_id, 50).splitlines() if line.startswith("ENV"))
+    assert "'LAB_DATA_DIR'" in printed and "'HF_TOKEN'" in printed
+    assert "LAB_AUTH" not in printed and "LAB_USERS_FILE" not in printed and "API_KEY" not in printed
+    assert "s3cret" not in (job_dir(tmp_path / "data", job_id) / "train.log").read_text()
+
+
+def test_a_new_runner_restores_the_reservations_of_running_jobs(tmp_path, tiny_model_dir, qa_file):
+    """After an app restart the budget counts jobs that kept running; their reservation goes when they end."""
+    from lab.training.jobs.runner import estimate_job_bytes
+    data_dir = tmp_path / "data"
+    cfg = config(tiny_model_dir, qa_file)
+    running = create_job(cfg, data_dir, foreground=True)  # its worker is this (alive) test process
+    dead = create_job(cfg, data_dir, foreground=True)
+    update_status(job_dir(data_dir, dead), worker_pid=2**22 + 7, worker_pid_started=1.0)  # no such process
+    create_job(cfg, data_dir)  # queued: nothing to restore
+    sessions = SessionManager(choose_device(has_cuda=False, has_flash_attn=False), 2**30, loader=None)
+    job_runner = JobRunner(data_dir, sessions=sessions, max_running=0)  # max_running=0: start nothing here
+    expected = estimate_job_bytes(cfg, data_dir)
+    assert expected > 0
+    assert [(e["kind"], e["label"]) for e in sessions.stats()["entries"]] == [
+        ("reservation", f"reservation for {running}")]
+    assert sessions.used_bytes == expected
+    update_status(job_dir(data_dir, running), state="completed")
+    job_runner.poll()
+    assert sessions.used_bytes == 0

@@ -111,3 +111,49 @@ def test_option_lists_match_transformers():
 
 def test_other_kinds_can_subclass():
     assert issubclass(CONFIG_KINDS["sft"], TrainConfig)
+
+
+@pytest.mark.parametrize("field_name, value", [
+    ("learning_rate", float("inf")), ("learning_rate", float("nan")), ("weight_decay", float("inf")),
+    ("max_grad_norm", float("nan")), ("num_train_epochs", float("inf")), ("lora_alpha", float("inf")),
+    ("lora_dropout", float("nan")), ("warmup_ratio", float("nan")), ("per_device_train_batch_size", float("inf")),
+    ("r", 1025), ("r", 1_000_000), ("per_device_train_batch_size", 4097), ("per_device_train_batch_size", 10**9),
+    ("gradient_accumulation_steps", 4097), ("max_length", 131_073),
+])
+def test_non_finite_and_out_of_bounds_values_name_the_field(field_name, value):
+    with pytest.raises(ValueError, match=rf"^{field_name}\b"):
+        sft(**{field_name: value})
+
+
+def test_the_ceilings_themselves_are_accepted():
+    cfg = sft(r=1024, per_device_train_batch_size=4096, gradient_accumulation_steps=4096, max_length=131_072)
+    assert (cfg.r, cfg.max_length) == (1024, 131_072)
+
+
+def test_nan_and_inf_inside_lists_and_mappings_name_where(tmp_path):
+    with pytest.raises(ValueError, match=r"datasets\[0\]\.weight must be a finite number"):
+        sft(datasets=[QA | {"weight": float("nan")}])
+    with pytest.raises(ValueError, match=r"lr_scheduler_kwargs\.min_lr must be a finite number"):
+        sft(lr_scheduler_kwargs={"min_lr": float("inf")})
+    path = tmp_path / "c.yaml"  # YAML spells them .inf and .nan
+    path.write_text("kind: sft\ndatasets: [{path: a.jsonl, format: qa, weight: .nan}]\nlearning_rate: .inf\n")
+    with pytest.raises(ValueError, match="finite"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("kind, field_name, value", [
+    ("grpo", "beta", float("inf")), ("grpo", "temperature", float("nan")), ("grpo", "reward_weights", [float("nan")]),
+    ("grpo", "max_completion_length", 10**9), ("ppo", "kl_coef", float("inf")), ("ppo", "vf_coef", float("nan")),
+    ("dpo", "beta", float("inf")), ("pretrain", "rope_theta", float("inf")), ("pretrain", "max_seq_len", 10**9),
+])
+def test_every_kind_refuses_non_finite_and_huge_values(kind, field_name, value):
+    formats = {"dpo": "preference", "pretrain": "text"}
+    data = {"kind": kind, "datasets": [{"path": "a.jsonl", "format": formats.get(kind, "qa")}], field_name: value}
+    from lab.training.configs import config_from_dict
+    with pytest.raises(ValueError, match=field_name):
+        config_from_dict(data)
+
+
+def test_an_overlong_model_id_is_refused_like_other_bad_ids():
+    with pytest.raises(ValueError, match="model_id"):
+        sft(model_id="a" * 5000)

@@ -2,7 +2,7 @@
 
     python -c "from lab.explain.sweeps import load_sweep_file; print([p.label for p in load_sweep_file('assets/sweeps/lora_rank.yaml').points()])"
 
-A sweep is a base job config (a preset YAML or the same mapping inline), `overrides` applied to
+A sweep is a base job config (a preset's name or a job mapping inline), `overrides` applied to
 every point, a `grid` of knob -> values, and `tie` rules that derive a knob from another
 (lora_alpha: "2*r" holds alpha/r at 2 while r moves). Every point's job config is validated when
 the SweepConfig is made, so a bad value is refused before any job starts. The decision rules
@@ -21,8 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lab.core.access import load_yaml_file
 from lab.explain import catalog
 from lab.core.settings import REPO_ROOT
 from lab.training.configs import CONFIG_KINDS, config_from_dict
@@ -69,7 +68,8 @@ SUGGESTED_GRIDS: dict[str, dict[str, Any]] = {
 """A first grid per sweepable catalog entry (the Explain tab's "sweep this" button), following each
 entry's how_to_tune."""
 
-DEFAULT_BASE = "assets/presets/sft_lora_qa.yaml"
+PRESETS_DIR = REPO_ROOT / "assets" / "presets"
+DEFAULT_BASE = "sft_lora_qa"
 QUICK_OVERRIDES = {"max_steps": 20, "eval_steps": 10, "save_steps": 20}
 """A suggested sweep runs the bundled QA preset for 20 steps per point instead of its 55."""
 
@@ -85,6 +85,18 @@ def _resolve(path: str | Path) -> Path:
     """A path as the lab's configs use them: absolute, or relative to the lab's folder (where assets/ is)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else REPO_ROOT / path
+
+
+def preset_names() -> list[str]:
+    """The shipped job presets a sweep's base may name (the stems of assets/presets/*.yaml)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def grid_size(grid: Any) -> int:
+    """How many points a grid makes (the product of its lists' lengths), counted without building any."""
+    if not isinstance(grid, dict):
+        return 0
+    return math.prod(len(values) if isinstance(values, list) else 1 for values in grid.values())
 
 
 def _fmt(value: Any) -> str:
@@ -144,8 +156,8 @@ class SweepConfig:
     """A short name for the sweep (letters, digits, '_' and '-', up to 32); the sweep id and its adapters'
     names start with it."""
     base: str | dict[str, Any]
-    """The job config every point starts from: a job YAML path (e.g. assets/presets/sft_lora_qa.yaml; relative
-    paths are relative to the lab's folder) or the same mapping inline."""
+    """The job config every point starts from: the name of a shipped preset (a file stem in assets/presets/, e.g.
+    sft_lora_qa) or a job config mapping inline. Never a path: a sweep cannot read a file you name."""
     grid: dict[str, list[Any]]
     """knob -> values to try, e.g. {r: [8, 16, 32]}. Several knobs give every combination (their product), so
     keep the grid small. The first knob is the one the decision rule is about."""
@@ -225,14 +237,13 @@ class SweepConfig:
     def _load_base(self) -> dict[str, Any]:
         if isinstance(self.base, dict):
             return copy.deepcopy(self.base)
-        if not isinstance(self.base, str) or not self.base.strip():
-            raise ValueError(f"base must be a job YAML path or a config mapping, got {self.base!r}")
-        path = _resolve(self.base)
-        if not path.is_file():
-            raise ValueError(f"base: config file {self.base!r} does not exist")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        presets = preset_names()
+        if not isinstance(self.base, str) or self.base not in presets:
+            raise ValueError(f"base must name a preset ({', '.join(presets)}) or be a job config mapping inline; "
+                             f"got {self.base!r:.80}")
+        data = load_yaml_file(PRESETS_DIR / f"{self.base}.yaml")
         if not isinstance(data, dict):
-            raise ValueError(f"base: {self.base} does not hold a mapping of field: value")
+            raise ValueError(f"base: preset {self.base} does not hold a mapping of field: value")
         return data
 
     @staticmethod
@@ -268,7 +279,7 @@ class SweepConfig:
 
     @property
     def base_config(self) -> dict[str, Any]:
-        """The base as a mapping (read from its file when base is a path), before overrides."""
+        """The base as a mapping (read from the preset when base names one), before overrides."""
         return copy.deepcopy(self._base)
 
     def points(self) -> list[SweepPoint]:
@@ -302,14 +313,7 @@ def sweep_from_dict(data: Any, source: str = "sweep") -> SweepConfig:
 
 def load_sweep_file(path: str | Path) -> SweepConfig:
     """A sweep YAML such as assets/sweeps/lora_rank.yaml."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"sweep file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
-    return sweep_from_dict(data, str(path))
+    return sweep_from_dict(load_yaml_file(path), str(path))
 
 
 def suggest_sweep(knob: str, base: str | dict[str, Any] = DEFAULT_BASE,

@@ -106,6 +106,11 @@ def _owner(folder: Path) -> str:
     return path.read_text().strip() if path.is_file() else LOCAL_USER
 
 
+def sweep_owner(sweep_id: str, data_dir: str | Path) -> str:
+    """The user who started the sweep; they (and admins) may act on it and its jobs."""
+    return _owner(_existing(data_dir, sweep_id))
+
+
 def start_sweep(sweep: SweepConfig, data_dir: str | Path, runner: JobRunner, owner: str = LOCAL_USER) -> str:
     """Write the sweep folder and queue every point as a job owned by `owner`; returns the sweep id without
     waiting.

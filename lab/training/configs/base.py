@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 import yaml
 from transformers.trainer_utils import SchedulerType
 
-from lab.core.checks import check, is_safe_name
+from lab.core.checks import MAX_MODEL_ID_CHARS, MAX_TOKENS, check, check_finite_fields, check_whole, is_safe_name
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
 
 ACCELERATE_CONFIG_DIR = REPO_ROOT / "assets" / "accelerate"
@@ -77,6 +78,12 @@ LORA_PRESETS: dict[str, list[str] | str] = {
 
 INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora", "orthogonal", "loftq")
 
+MAX_LORA_RANK = 1024
+"""LoRA r above this is no longer low-rank for any model the lab trains (the embedded model is 576 wide)."""
+MAX_BATCH = 4096
+"""Ceiling of per_device_train_batch_size and of gradient_accumulation_steps: far beyond what one device holds or
+what a useful step averages; a larger number is a typo that would only fail after the model has loaded."""
+
 
 @dataclass
 class DatasetSpec:
@@ -94,8 +101,8 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if not str(self.path).strip():
             raise ValueError("datasets[].path is empty; give a JSONL file")
-        if not isinstance(self.weight, (int, float)) or self.weight <= 0:
-            raise ValueError(f"datasets[].weight must be > 0, got {self.weight!r} for {self.path}")
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight <= 0:
+            raise ValueError(f"datasets[].weight must be a finite number > 0, got {self.weight!r} for {self.path}")
         if self.format not in DATASET_FORMATS:
             raise ValueError(f"datasets[].format must be one of {', '.join(DATASET_FORMATS)}; "
                              f"got {self.format!r} for {self.path}")
@@ -184,8 +191,13 @@ class TrainConfig:
     deepspeed_zero2, fsdp) that `accelerate launch` uses for several processes or GPUs."""
 
     def __post_init__(self) -> None:
+        # First, over every field of every kind (subclasses call this first): NaN and infinities never reach the
+        # range checks below, which `inf > 0` would pass and `nan` would slip through.
+        check_finite_fields(self)
         check(self.mode in ("full", "lora", "qlora"), "mode", "must be full, lora or qlora", self.mode)
         check(bool(self.model_id and str(self.model_id).strip()), "model_id", "must not be empty", self.model_id)
+        check(len(str(self.model_id)) <= MAX_MODEL_ID_CHARS, "model_id", "is neither an existing local folder nor a "
+              f"valid Hugging Face id (over {MAX_MODEL_ID_CHARS} characters)", f"{str(self.model_id)[:60]}...")
         self.datasets = [_dataset_spec(d, f"datasets[{i}]") for i, d in enumerate(self.datasets or [])]
         check(len(self.datasets) > 0, "datasets", "needs at least one JSONL file", self.datasets)
         if self.eval_dataset is not None:
@@ -200,11 +212,11 @@ class TrainConfig:
         check(isinstance(self.max_steps, int) and (self.max_steps == -1 or self.max_steps > 0), "max_steps",
                "must be a whole number > 0, or -1 to use num_train_epochs", self.max_steps)
         check(self.num_train_epochs > 0, "num_train_epochs", "must be > 0", self.num_train_epochs)
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
-                     "eval_steps", "save_steps", "save_total_limit"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
-                   "must be a whole number >= 1", value)
+        check_whole(self.per_device_train_batch_size, "per_device_train_batch_size", 1, MAX_BATCH)
+        check_whole(self.gradient_accumulation_steps, "gradient_accumulation_steps", 1, MAX_BATCH)
+        check_whole(self.max_length, "max_length", 1, MAX_TOKENS)
+        for name in ("logging_steps", "eval_steps", "save_steps", "save_total_limit"):
+            check_whole(getattr(self, name), name, 1)
         check(isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0, "learning_rate",
                "must be > 0", self.learning_rate)
         check(self.lr_scheduler_type in SCHEDULERS, "lr_scheduler_type", f"must be one of {', '.join(SCHEDULERS)}",
@@ -280,8 +292,7 @@ class AdapterConfig(TrainConfig):
         if self.lora_preset == "custom":
             check(bool(self.target_modules) and all(isinstance(m, str) and m for m in self.target_modules),
                    "target_modules", "needs module names when lora_preset is 'custom'", self.target_modules)
-        check(isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1, "r",
-               "(LoRA rank) must be a whole number >= 1", self.r)
+        check_whole(self.r, "r", 1, MAX_LORA_RANK)
         check(isinstance(self.lora_alpha, (int, float)) and self.lora_alpha > 0, "lora_alpha", "must be > 0",
                self.lora_alpha)
         check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)", self.lora_dropout)

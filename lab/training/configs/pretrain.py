@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.core.checks import check
+from lab.core.checks import MAX_TOKENS, check, check_whole
 from lab.core.settings import EMBEDDED_MODEL
 from lab.training.architecture import architecture_config
 from lab.training.configs.base import TrainConfig
@@ -89,8 +89,7 @@ class PretrainConfig(TrainConfig):
         architecture_config(self.d_model, self.n_layers, self.n_heads, self.n_kv_heads, self.d_ff,
                             self.tokenizer_vocab_size, self.tied_embeddings, self.activation, self.norm)
         check(self.rope_theta > 0, "rope_theta", "must be > 0", self.rope_theta)
-        check(isinstance(self.max_seq_len, int) and self.max_seq_len >= 8, "max_seq_len",
-               "must be a whole number >= 8", self.max_seq_len)
+        check_whole(self.max_seq_len, "max_seq_len", 8, MAX_TOKENS)
         check(self.max_length <= self.max_seq_len, "max_length",
                f"(the training block) must be <= max_seq_len ({self.max_seq_len})", self.max_length)
         check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)", self.dropout)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.core.checks import check
+from lab.core.checks import MAX_TOKENS, check, check_whole
 from lab.training.configs.base import CHAT_FORMATS, AdapterConfig
 from lab.training.data.rewards import REWARDS
 
@@ -41,8 +41,7 @@ class RewardConfig(AdapterConfig):
                "reward_model last) or none", self.reward_weights)
         check(isinstance(self.temperature, (int, float)) and self.temperature > 0, "temperature", "must be > 0",
                self.temperature)
-        check(isinstance(self.max_completion_length, int) and self.max_completion_length >= 1,
-               "max_completion_length", "must be a whole number >= 1", self.max_completion_length)
+        check_whole(self.max_completion_length, "max_completion_length", 1, MAX_TOKENS)
         check(not self.has_eval, "eval_dataset or eval_fraction",
                f"is not supported for {self.kind}: evaluation would sample answers too; watch the reward curve",
                self.eval_dataset or self.eval_fraction)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import fnmatch
+import logging
 import os
 import re
 import secrets
@@ -46,6 +48,12 @@ if TYPE_CHECKING:  # only an annotation: listing jobs need not load the inferenc
     from lab.inference.session import SessionManager
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+JOB_ENV_HIDDEN = ("LAB_AUTH", "LAB_USERS_FILE", "*PASSWORD*", "*PASSWD*", "*SECRET*", "*API_KEY*")
+"""Environment variables (fnmatch patterns) the web process never hands to a training job. A job runs a user's
+config, data and model code, so it must not learn the sign-in passwords (LAB_AUTH), where the password file is
+(LAB_USERS_FILE), or any other credential of the app (an endpoint's API key, a cloud secret). HF_TOKEN stays: a
+job whose model_id is a Hub id needs it to download the weights."""
 
 MEMORY_FACTORS = {"full": 4.0, "lora": 1.25, "qlora": 0.4}
 """Training memory as a multiple of the weights' size on disk: full = weights + gradients + two Adam moments;
@@ -250,6 +258,16 @@ def estimate_job_bytes(cfg: TrainConfig, data_dir: str | Path) -> int:
     return int(weights * MEMORY_FACTORS[cfg.mode])
 
 
+def job_env(data_dir: str | Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a job's process: the app's own, minus JOB_ENV_HIDDEN, plus what every job needs."""
+    inherited = {name: value for name, value in os.environ.items()
+                 if not any(fnmatch.fnmatchcase(name.upper(), pattern) for pattern in JOB_ENV_HIDDEN)}
+    # OMP_WAIT_POLICY: see lab/training/jobs/launch.py; a user's own setting wins.
+    return ({"OMP_WAIT_POLICY": "PASSIVE"} | inherited
+            | {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "LAB_DATA_DIR": str(data_dir)}
+            | (extra or {}))
+
+
 # ---- the runner -------------------------------------------------------------------------------
 class JobRunner:
     """Starts queued jobs as subprocesses, at most `max_running` at once (counted across processes).
@@ -269,6 +287,7 @@ class JobRunner:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self._restore_reservations()
 
     # -- the public calls the Train tab and the CLI make --
     def submit(self, cfg: TrainConfig, owner: str = "local") -> str:
@@ -318,6 +337,23 @@ class JobRunner:
         raise TimeoutError(f"job {job_id} still {status['state']} after {timeout_s:.0f} s")
 
     # -- the work --
+    def _restore_reservations(self) -> None:
+        """After a restart, set memory aside again for jobs whose process outlived the old app, so the budget
+        counts them; poll() gives it back when they end."""
+        if self.sessions is None:
+            return
+        for job in list_jobs(self.data_dir):  # a dead 'running' job turns failed here and reserves nothing
+            if job["state"] not in ACTIVE_STATES:
+                continue
+            folder = job_dir(self.data_dir, job["id"])
+            try:
+                self.sessions.reserve(job["id"], estimate_job_bytes(load_config(folder / CONFIG_FILE), self.data_dir))
+            except (ValueError, MemoryBudgetError) as exc:  # it runs anyway; say why the budget does not count it
+                logging.getLogger("lab.jobs").warning("job %s keeps running without a memory reservation: %s",
+                                                      job["id"], exc)
+                continue
+            self._reserved.add(job["id"])
+
     def poll(self) -> None:
         with self._lock:
             for job_id, proc in list(self._procs.items()):
@@ -330,6 +366,12 @@ class JobRunner:
             with open(jobs_root / ".runner.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 jobs = list_jobs(self.data_dir)
+                # Restored reservations belong to processes this runner did not start: free them when they end.
+                states = {j["id"]: j["state"] for j in jobs}
+                for job_id in self._reserved - set(self._procs):
+                    if states.get(job_id) not in ACTIVE_STATES:
+                        self.sessions.release(job_id)
+                        self._reserved.discard(job_id)
                 running = sum(j["state"] in ACTIVE_STATES for j in jobs)
                 queued = sorted((j for j in jobs if j["state"] == JobState.QUEUED), key=lambda j: j["queue_position"])
                 for job in queued:
@@ -356,10 +398,7 @@ class JobRunner:
                     update_status(folder, message=f"waiting for memory: {exc}")
                 return False
             self._reserved.add(job_id)
-        # OMP_WAIT_POLICY: see lab/training/jobs/launch.py; a user's own setting wins.
-        env = ({"OMP_WAIT_POLICY": "PASSIVE"} | os.environ
-               | {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "LAB_DATA_DIR": str(self.data_dir)}
-               | self.env)
+        env = job_env(self.data_dir, self.env)
         with open(folder / LOG_FILE, "ab") as log:
             log.write(f"\n=== {now_iso()} {shlex.join(argv)}\n".encode())
             log.flush()

@@ -1,0 +1,121 @@
+"""Which paths a user may name, and the limits every user works under: the rules the Engine applies.
+
+    python -c "from lab.core.access import allowed_roots; from lab.core.settings import LabSettings; \
+print(*allowed_roots(LabSettings(), 'alice'), sep='\\n')"
+
+A path in a job config, a sweep or a request is resolved as the job would open it (relative paths
+against the lab's folder, as DatasetSpec.resolved does, since jobs run there; `~` expanded; every
+symlink followed) and is allowed only inside the bundled assets/, the requester's own workspace
+<data>/users/<user>/, or the lab's own outputs (<data>/jobs, adapters, models, knowledge). Admins
+(LAB_ADMINS) manage everyone's jobs but read files under the same rule.
+
+Each limit is a setting (lab/core/settings.py) with an environment variable; a refusal names the
+limit and the variable that raises it. No message here ever quotes the content of a file: a YAML
+error says where in the file it is, never what the line holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from lab.core.settings import REPO_ROOT, LabSettings
+from lab.core.users import check_name
+
+ASSETS = REPO_ROOT / "assets"
+OUTPUT_DIRS = ("jobs", "adapters", "models", "knowledge")
+"""The lab's own outputs under the data directory, readable by every job (it is one shared box)."""
+
+
+class QuotaError(PermissionError):
+    """A request over one of the lab's limits; the message names the limit and its variable."""
+
+
+def resolve(path: str | Path) -> Path:
+    """The real path a job would open: `~` expanded, relative to the lab's folder, every symlink followed."""
+    path = Path(path).expanduser()
+    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
+
+
+def allowed_roots(settings: LabSettings, user: str) -> list[Path]:
+    """assets/, the user's own workspace and the lab's outputs, as real paths (nothing is created)."""
+    data = Path(settings.data_dir)
+    return [resolve(ASSETS), resolve(data / "users" / check_name(user, "User name")),
+            *(resolve(data / name) for name in OUTPUT_DIRS)]
+
+
+def allowed_path(settings: LabSettings, user: str, path: str | Path, what: str) -> Path:
+    """The real path of `path` when `user` may use it; PermissionError naming the path as typed and the roots."""
+    roots = allowed_roots(settings, user)
+    real = resolve(path)
+    if any(real == root or real.is_relative_to(root) for root in roots):
+        return real
+    raise PermissionError(f"{what} {str(path)!r} is outside the folders you may use: "
+                          f"{', '.join(str(root) for root in roots)} (the bundled assets, your own workspace and "
+                          "the lab's outputs). Upload the file to your workspace and name it there.")
+
+
+def is_admin(settings: LabSettings, user: str) -> bool:
+    return user in settings.admin_names()
+
+
+# ---- limits -----------------------------------------------------------------------------------------------------
+def _refuse(what: str, limit: Any, env: str, fix: str) -> QuotaError:
+    return QuotaError(f"{what} (the limit is {env}={limit:g}). {fix}, or ask whoever runs the lab to raise {env}.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.2f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
+
+
+def check_sweep_points(settings: LabSettings, points: int) -> None:
+    if points > settings.max_sweep_points:
+        raise _refuse(f"This sweep has {points} points; a sweep may have at most {settings.max_sweep_points}",
+                      settings.max_sweep_points, "LAB_MAX_SWEEP_POINTS", "Make the grid smaller")
+
+
+def check_queued_jobs(settings: LabSettings, user: str, jobs: Iterable[dict]) -> None:
+    """Refuse a new job or sweep while `user` already has max_queued_jobs queued or running."""
+    active = sum(j.get("owner") == user and j["state"] in ("queued", "running", "stopping") for j in jobs)
+    if active >= settings.max_queued_jobs:
+        raise _refuse(f"{user} already has {active} queued or running jobs, the most one user may have",
+                      settings.max_queued_jobs, "LAB_MAX_QUEUED_JOBS", "Wait for one to finish or stop one")
+
+
+def check_upload_size(settings: LabSettings, name: str, size: int) -> None:
+    if size > settings.max_upload_mb * 2**20:
+        raise _refuse(f"{name!r} is {_size(size)}; an upload may be at most {settings.max_upload_mb:g} MB",
+                      settings.max_upload_mb, "LAB_MAX_UPLOAD_MB", "Upload a smaller file")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under `folder` (symlinks are not followed or counted)."""
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) \
+        if folder.is_dir() else 0
+
+
+def check_workspace_quota(settings: LabSettings, user: str, adding: int = 0) -> None:
+    """Refuse when `user`'s workspace, plus `adding` bytes about to be written, is over workspace_quota_mb."""
+    used = folder_bytes(Path(settings.data_dir) / "users" / check_name(user, "User name"))
+    if used + adding > settings.workspace_quota_mb * 2**20:
+        raise _refuse(f"{user}'s workspace holds {_size(used)} and this adds {_size(adding)}, over the "
+                      f"{settings.workspace_quota_mb:g} MB each user may keep", settings.workspace_quota_mb,
+                      "LAB_WORKSPACE_QUOTA_MB", "Delete uploads or evaluations you no longer need")
+
+
+# ---- reading a user-named YAML file -----------------------------------------------------------------------------
+def load_yaml_file(path: str | Path) -> Any:
+    """yaml.safe_load of a file; an error names the file and the line and column, never the text there."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = (exc.problem_mark or exc.context_mark) if isinstance(exc, yaml.MarkedYAMLError) else None
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"{path.name} is not valid YAML{where}") from None
