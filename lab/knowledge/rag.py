@@ -268,6 +268,13 @@ def _build(doc: Document, cfg: RagConfig, embedder: MiniLMEmbeddings, path: Path
     return len(chunks)
 
 
+def _loaded(path: Path, embedder, key: str, cfg: RagConfig, started: float, reused: bool) -> RagIndex:
+    """The index as read back from `path`, with the time since `started` as its build (or load) time."""
+    store = _load(path, embedder)
+    return RagIndex(store=store, key=key, path=path, n_chunks=int(store.index.ntotal), reused=reused,
+                    build_s=time.perf_counter() - started, cfg=cfg)
+
+
 def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
     """Load the document's index from `root` if it was built before, otherwise build and save it."""
     embedder = get_embedder()
@@ -276,16 +283,7 @@ def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
     started = time.perf_counter()
     if path.is_dir():
         try:
-            store = _load(path, embedder)
-            return RagIndex(
-                store=store,
-                key=key,
-                path=path,
-                n_chunks=int(store.index.ntotal),
-                reused=True,
-                build_s=time.perf_counter() - started,
-                cfg=cfg,
-            )
+            return _loaded(path, embedder, key, cfg, started, reused=True)
         except Exception as err:  # noqa: BLE001 - any unreadable index is rebuilt, not fatal
             # Only complete folders are renamed into place, so this means outside damage (a
             # truncated copy, a manual edit); rebuilding is cheaper than asking the user.
@@ -298,16 +296,7 @@ def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
     enforce_cap(root, keep=path)  # the least recently used caches go past LAB_KNOWLEDGE_CACHE_GB
     # Load what is on disk rather than keeping the in-memory store, so a fresh build and a reuse
     # behave identically (and a concurrent winner's index is the one used).
-    store = _load(path, embedder)
-    return RagIndex(
-        store=store,
-        key=key,
-        path=path,
-        n_chunks=int(store.index.ntotal),
-        reused=False,
-        build_s=time.perf_counter() - started,
-        cfg=cfg,
-    )
+    return _loaded(path, embedder, key, cfg, started, reused=False)
 
 
 def retrieve(index: RagIndex, question: str, top_k: int | None = None) -> Retrieval:
