@@ -65,9 +65,16 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
     page.locator("#explain-sweep-start").click()
     page.wait_for_function("() => document.querySelector('#explain-sweep-table')?.innerText.includes('r=4')",
                            timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#explain-sweep-decision')?.innerText.includes('r=')"
-                           " && !document.querySelector('#explain-sweep-decision').innerText.includes('finished…')",
-                           timeout=300_000)
+    try:
+        page.wait_for_function("() => document.querySelector('#explain-sweep-decision')?.innerText.includes('r=')"
+                               " && !document.querySelector('#explain-sweep-decision').innerText.includes('finished…')",
+                               timeout=600_000)
+    except Exception as exc:  # say what the jobs were doing, so a failure on a loaded machine can be read
+        jobs = tiny_app.engine.list_jobs()
+        logs = "\n".join(f"--- {j['id']} {j['state']} {j.get('message')}\n{tiny_app.engine.job_log(j['id'], 15)}"
+                          for j in jobs)
+        raise AssertionError(f"sweep decision never shown: {page.locator('#explain-sweep-decision').inner_text()}\n"
+                             f"{page.locator('#explain-sweep-table').inner_text()}\n{logs}") from exc
     table = page.locator("#explain-sweep-table").inner_text()
     assert table.count("completed") == 2, table
     page.close()
