@@ -1,4 +1,4 @@
-"""The lab's command line: one parser, thin handlers over the Engine (lab/engine.py).
+"""The lab's command line: one parser, thin handlers over the Engine (lab/engine/).
 
     python -m lab --help                      # every command
     python -m lab ask --help                  # a command's flags, CompareConfig's generated from its docstrings

@@ -1,0 +1,61 @@
+"""The engine: the one facade the tabs, the CLI and the tests call.
+
+    python -m lab info
+
+An Engine is the process's Runtime (settings, device, session manager) plus every operation a
+user can ask for, one module per area: uploads, knowledge (documents, compare, evaluation),
+Arena, training (configs, jobs, adapters, datasets) and Explain (catalog, calculators, sweeps).
+Every decision about who may touch which file, job, model or quota is made in this package,
+once: a method that acts for a user takes that user's name. Pure functions are offered as they
+are (staticmethod); the packages under lab/ take a Runtime and never import this one, so there
+is no cycle.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lab.core.device import memory_info
+from lab.engine.arena import ArenaOps
+from lab.engine.explain import ExplainOps
+from lab.engine.knowledge import KnowledgeOps
+from lab.engine.training import config_paths
+from lab.inference.models import materialise_embedded
+from lab.knowledge import disk
+
+__all__ = ["Engine", "config_paths"]
+
+
+class Engine(KnowledgeOps, ArenaOps, ExplainOps):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        disk.set_cap(self.settings.data_dir / "knowledge", int(self.settings.knowledge_cache_gb * 2**30))
+
+    def info(self) -> dict:
+        """Everything the System tab and `python -m lab info` show."""
+        mem = memory_info(self.device.device)
+        info = {"python": platform.python_version(), "torch": torch.__version__,
+                "device": self.device.device, "dtype": str(self.device.dtype).removeprefix("torch."),
+                "attn_implementation": self.device.attn_implementation,
+                "gpu_name": torch.cuda.get_device_name(0) if self.device.device == "cuda" else None,
+                "memory_mb": {k: round(v / 2**20) for k, v in mem.items()},
+                "data_dir": str(self.settings.data_dir), "default_model": self.settings.model_id,
+                "load_in_4bit": self.settings.load_in_4bit, "sign_in": bool(self.settings.auth)}
+        return info | {"session": self.stats()}
+
+    def memory_info(self) -> dict[str, float]:
+        """Total and free bytes of the device models run on."""
+        return memory_info(self.device.device)
+
+    def prepare_embedded(self) -> Path:
+        """Convert the embedded model into <data>/models once, so later loads are fast (`python -m lab prepare`)."""
+        return materialise_embedded(self.settings.subdir("models"))
+
+    def close(self) -> None:
+        """Stop the job runner's polling thread if this engine started one; jobs it launched keep running."""
+        if self._jobs is not None:
+            self._jobs.close()
