@@ -1,0 +1,159 @@
+"""Battles tab: two anonymous contestants answer one prompt side by side; you vote, then see who they were;
+every vote feeds a shared leaderboard of Bradley–Terry ratings with confidence intervals.
+
+    python app.py   # then open the Battles tab
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from lab.core.spaces import gpu
+from lab.engine import Engine
+from lab.history.battles import BattleConfig
+from tabs.common import GPU, POLL, USER_ERRORS, user_error, with_queue_position
+
+BUNDLED = "bundled guide"
+"""The document choice that means the lab's own guide rather than one of the user's uploads."""
+VOTES = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both are bad"}
+LEADERBOARD_COLUMNS = ["rank", "contestant", "rating", "95% interval", "votes"]
+
+
+def leaderboard_frame(board) -> pd.DataFrame:
+    rows = [[rank, r.name, round(r.rating), f"{r.ci_low:.0f} – {r.ci_high:.0f}", r.votes]
+            for rank, r in enumerate(board.ratings, 1)]
+    return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+
+
+def leaderboard_notice(board) -> str:
+    shown = f"{board.total_votes} vote{'s' if board.total_votes != 1 else ''} from every user so far."
+    return f"{shown} ⚠️ {board.notice}" if board.notice else shown
+
+
+def reveal_markdown(reveal: dict) -> str:
+    lines = [f"**Model A** was **{html.escape(reveal['a'])}** · **Model B** was **{html.escape(reveal['b'])}** · "
+             f"your vote: {VOTES[reveal['winner']]}."]
+    for side in "ab":
+        if reveal.get(f"{side}_error"):
+            lines.append(f"Model {side.upper()} could not answer: {html.escape(reveal[f'{side}_error'])}")
+    return "\n\n".join(lines)
+
+
+def build(engine: Engine) -> None:
+    def user_state(request: gr.Request):
+        """What differs per user: their pool and their uploads (the page itself is built once for everyone)."""
+        user = engine.user_of(request.username)
+        try:
+            pool, uploads = engine.battle_pool(user), engine.uploads(user)
+        except USER_ERRORS:  # an unwritable data directory: the first battle says so
+            return gr.update(), gr.update()
+        return (gr.update(choices=engine.battle_choices(), value=pool),
+                gr.update(choices=[BUNDLED, *uploads]))
+
+    def board():
+        try:
+            fitted = engine.ratings()
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return leaderboard_frame(fitted), leaderboard_notice(fitted)
+
+    def start(pool: list[str], document: str, prompt: str, max_new, top_k, reserve, request: gr.Request):
+        """Draw two contestants and stream both answers; the vote buttons open when both are done."""
+        closed = [gr.update(interactive=False)] * len(VOTES)
+        try:
+            user = engine.user_of(request.username)
+            cfg = BattleConfig(max_new_tokens=int(max_new or 0), top_k=int(top_k or 0), reserve_tokens=int(reserve or 0))
+            number = engine.start_battle(user, pool or [], prompt, None if document in (None, "", BUNDLED) else document,
+                                         cfg)
+            texts = ["", ""]
+            yield number, *texts, "Both answers are streaming; who is who stays hidden until you vote.", *closed
+            caller = engine.sessions.new_caller("battle")
+            for kind, value in with_queue_position(engine, caller, engine.stream_battle(user, number, caller)):
+                if kind == "waiting":
+                    yield number, *texts, f"⏳ waiting for the GPU: position {value} in the queue", *closed
+                    continue
+                texts[value.side] = f"⚠️ {value.error}" if value.error else value.text
+                yield number, *texts, "Both answers are streaming…", *closed
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        opened = [gr.update(interactive=True)] * len(VOTES)
+        yield number, *texts, "Which answer is better? Vote to see who gave it.", *opened
+
+    def vote(winner: str, number: int | None, request: gr.Request):
+        if number is None:
+            raise gr.Error("Start a battle first: type a prompt and press Battle.")
+        try:
+            reveal = engine.vote(engine.user_of(request.username), number, winner)
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return (reveal_markdown(reveal), *[gr.update(interactive=False)] * len(VOTES), *board())
+
+    def voter(winner: str):
+        def cast(number: int | None, request: gr.Request):
+            return vote(winner, number, request)
+        return cast
+
+    def keep_pool(pool: list[str], team: bool, request: gr.Request):
+        try:
+            kept = engine.save_battle_pool(engine.user_of(request.username), pool or [], team=bool(team))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        gr.Info(f"Kept {'for the whole team' if team else 'as your pool'}: {', '.join(kept)}.")
+
+    with gr.Tab("Battles", id="battles") as tab:
+        gr.Markdown("Two contestants drawn at random from the pool answer the same prompt with the same settings "
+                    "(greedy decoding, the same max_new_tokens). You see only **Model A** and **Model B**; vote, and "
+                    "their names appear. Every vote, from every user, feeds the leaderboard below: Bradley–Terry "
+                    "ratings (Elo-like, 1000 on average) with 95% bootstrap intervals. rag, cag and full answer from "
+                    "the document you pick.")
+        choices = engine.battle_choices()
+        with gr.Row():
+            pool = gr.CheckboxGroup(choices, value=choices, label="Pool: who may be drawn", scale=3,
+                                    elem_id="battle-pool", info="models, adapters and endpoints as in the Arena; "
+                                                                "rag, cag and full on the document")
+            document = gr.Dropdown([BUNDLED], value=BUNDLED, label="Document (for rag, cag and full)", scale=1,
+                                   elem_id="battle-document")
+        with gr.Row():
+            team = gr.Checkbox(False, label="for the whole team (admins)", scale=1)
+            keep_btn = gr.Button("Keep this pool", scale=1)
+        with gr.Accordion("Settings (the same for both contestants)", open=False):
+            with gr.Row():
+                max_new = gr.Number(96, precision=0, label="max_new_tokens", elem_id="battle-max-new")
+                top_k = gr.Number(3, precision=0, label="RAG top-k", elem_id="battle-top-k")
+                reserve = gr.Number(256, precision=0, label="tokens kept for prompt and answer (cag, full)",
+                                    elem_id="battle-reserve")
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", placeholder="What does CAG store in the KV cache?", scale=4,
+                                elem_id="battle-prompt")
+            start_btn = gr.Button("Battle", variant="primary", scale=1, elem_id="battle-start")
+        status = gr.Markdown(elem_id="battle-status")
+        with gr.Row():
+            answer_a = gr.Textbox(label="Model A", lines=8, interactive=False, elem_id="battle-a")
+            answer_b = gr.Textbox(label="Model B", lines=8, interactive=False, elem_id="battle-b")
+        with gr.Row():
+            buttons = {key: gr.Button(f"{icon} {VOTES[key][0].upper()}{VOTES[key][1:]}", interactive=False,
+                                      elem_id=f"battle-vote-{key}")
+                       for key, icon in (("a", "👈"), ("b", "👉"), ("tie", "🤝"), ("both_bad", "👎"))}
+        reveal = gr.Markdown(elem_id="battle-reveal")
+        gr.Markdown("### Leaderboard")
+        notice = gr.Markdown(elem_id="battle-notice")
+        table = gr.Dataframe(pd.DataFrame(columns=LEADERBOARD_COLUMNS), interactive=False, label="Ratings, best first",
+                             elem_id="battle-leaderboard")
+        refresh_btn = gr.Button("Refresh the leaderboard", size="sm")
+
+        number = gr.State(None)
+        inputs = [pool, document, prompt, max_new, top_k, reserve]
+        start_btn.click(lambda: "", None, reveal, queue=False).then(
+            gpu(start), inputs, [number, answer_a, answer_b, status, *buttons.values()], api_name="battle", **GPU)
+        prompt.submit(lambda: "", None, reveal, queue=False).then(
+            gpu(start), inputs, [number, answer_a, answer_b, status, *buttons.values()], api_visibility="private",
+            **GPU)
+        for key, button in buttons.items():
+            button.click(voter(key), number, [reveal, *buttons.values(), table, notice], api_visibility="private",
+                         **POLL)
+        keep_btn.click(keep_pool, [pool, team], None, api_name="battle_pool", **POLL)
+        tab.select(user_state, None, [pool, document], **POLL).then(board, None, [table, notice], **POLL)
+        refresh_btn.click(board, None, [table, notice], api_name="battle_leaderboard", **POLL)
