@@ -13,6 +13,7 @@ name) raises ValueError or KeyError, which lab.cli.main prints as `error: ...` w
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from lab.cli.knowledge import progress
@@ -38,14 +39,22 @@ def print_table(rows: list[dict]) -> None:
 
 
 def _cmd_sweep(engine, args: argparse.Namespace) -> None:
-    if (args.sweep is None) == (args.resume is None):
-        raise ValueError("give one of: a sweep file (python -m lab sweep SWEEP.yaml) or --resume SWEEP_ID")
+    if sum(x is not None for x in (args.sweep, args.resume, args.suggest)) != 1:
+        raise ValueError("give one of: a sweep file (python -m lab sweep SWEEP.yaml), --suggest KNOB or --resume ID")
+    if args.plan or args.suggest:
+        sweep = engine.suggest_sweep(args.suggest) if args.suggest else engine.load_sweep_file(args.sweep)
+        if args.plan:  # the points and their controlled variables, nothing run
+            plan = engine.plan_sweep(sweep)
+            print(json.dumps(plan, indent=1) if args.json else "\n".join(
+                f"{p['point']}: max_steps {p['max_steps']}, examples {p['examples']:g}, tokens {p['tokens']}, "
+                f"lora_scale {p['lora_scale']}" for p in plan))
+            return
     if args.resume:
         for label, action in engine.resume_sweep(args.resume).items():
             print(f"{label}: {action}", file=sys.stderr)
         sweep_id = args.resume
     else:
-        sweep = engine.load_sweep_file(args.sweep)
+        sweep = engine.suggest_sweep(args.suggest) if args.suggest else engine.load_sweep_file(args.sweep)
         sweep_id = engine.start_sweep(sweep)
         progress(0, 1, f"sweep {sweep_id}: {len(sweep.points())} points queued")
     report = engine.finish_sweep(sweep_id, progress, args.timeout)
@@ -65,7 +74,7 @@ def _cmd_explain(engine, args: argparse.Namespace) -> None:
         for entry in engine.catalog_entries():
             print(f"{entry.group:14} {entry.name:32} {entry.title}")
     else:
-        print(engine.explain(args.name))
+        print(engine.explain(args.name, args.trainer))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -75,6 +84,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--resume", metavar="ID", default=None,
                        help="re-attach to an earlier sweep: keep finished points, rerun the rest")
     sweep.add_argument("--csv", metavar="OUT", default=None, help="also write the results table as CSV here")
+    sweep.add_argument("--suggest", metavar="KNOB", default=None, help="the Explain tab's suggested sweep for KNOB")
+    sweep.add_argument("--plan", action="store_true", help="print the planned points (overrides, max_steps, "
+                                                            "examples, tokens, lora_scale) and run nothing")
+    sweep.add_argument("--json", action="store_true", help="with --plan: as JSON")
     sweep.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to wait for the jobs at most")
     sweep.set_defaults(fn=_cmd_sweep)
 
@@ -84,4 +97,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                          help="a catalog name or alias, e.g. r, lora_alpha, learning_rate, scheduler.cosine "
                               "(none: list every entry)")
     explain.add_argument("--search", metavar="TEXT", default=None, help="list the entries whose text mentions TEXT")
+    explain.add_argument("--trainer", metavar="KIND", default=None,
+                         help="the trainer whose config field NAME is (sft, dpo, grpo, ppo, pretrain): 'beta' "
+                              "means different knobs in dpo and grpo")
     explain.set_defaults(fn=_cmd_explain)

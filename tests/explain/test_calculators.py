@@ -225,7 +225,8 @@ def test_architecture_params_names_the_bad_field(kwargs, field):
 ALL_LINEAR = list(LORA_MODULE_INPUTS)
 
 
-def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: bool, batch=4, seq=64):
+def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: bool, batch=4, seq=64,
+                  autocast: bool = False):
     model = build_tiny_llama(TINY_VOCAB).to(dtype).train()
     config = model.config
     n_params = model.num_parameters()
@@ -237,8 +238,13 @@ def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: boo
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     ids = torch.randint(0, TINY_VOCAB, (batch, seq), generator=torch.Generator().manual_seed(0))
 
+    def forward():
+        # As the Trainer runs a bf16 GPU job: the forward under autocast, backward and step outside it.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return model(input_ids=ids, labels=ids).loss
+
     def step():
-        model(input_ids=ids, labels=ids).loss.backward()
+        forward().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -253,7 +259,7 @@ def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: boo
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = forward()
     loss.backward()
     measured = {
         "weights": sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -276,18 +282,20 @@ def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: boo
     estimate = memory_estimate(
         n_params, n_trainable, {torch.float32: 32, torch.bfloat16: 16}[dtype], "adamw", batch, seq, config.hidden_size, config.num_hidden_layers, checkpointing,
         d_ff=config.intermediate_size, n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
-        vocab_size=TINY_VOCAB, lora_r=8, lora_modules=lora or "all")
+        vocab_size=TINY_VOCAB, lora_r=8, lora_modules=lora or "all", autocast=autocast)
     return measured, estimate
 
 
-@pytest.mark.parametrize("dtype,lora,checkpointing", [
-    (torch.float32, None, False), (torch.bfloat16, None, False), (torch.float32, None, True),
-    (torch.float32, ALL_LINEAR, False), (torch.float32, ["q_proj", "v_proj"], False),
-    (torch.bfloat16, ALL_LINEAR, False), (torch.float32, ["q_proj", "v_proj"], True),
-], ids=["full-fp32", "full-bf16", "full-fp32-ckpt", "lora-all-fp32", "lora-qv-fp32", "lora-all-bf16",
-        "lora-qv-fp32-ckpt"])
-def test_memory_estimate_matches_a_tiny_cpu_training_step(dtype, lora, checkpointing):
-    measured, est = _measure_step(dtype, lora, checkpointing)
+@pytest.mark.parametrize("dtype,lora,checkpointing,autocast", [
+    (torch.float32, None, False, False), (torch.bfloat16, None, False, False), (torch.float32, None, True, False),
+    (torch.float32, ALL_LINEAR, False, False), (torch.float32, ["q_proj", "v_proj"], False, False),
+    (torch.bfloat16, ALL_LINEAR, False, False), (torch.float32, ["q_proj", "v_proj"], True, False),
+    (torch.float32, None, False, True), (torch.float32, None, True, True), (torch.bfloat16, ALL_LINEAR, False, True),
+], ids=["full-fp32", "full-pure-bf16", "full-fp32-ckpt", "lora-all-fp32", "lora-qv-fp32", "lora-all-bf16",
+        "lora-qv-fp32-ckpt", "full-mixed", "full-mixed-ckpt", "lora-all-bf16-autocast"])
+def test_memory_estimate_matches_a_tiny_cpu_training_step(dtype, lora, checkpointing, autocast):
+    """full-mixed is how the lab fine-tunes every weight on a GPU: fp32 master weights, bf16 autocast."""
+    measured, est = _measure_step(dtype, lora, checkpointing, autocast=autocast)
     assert est.weights == measured["weights"]
     assert est.gradients == measured["gradients"]
     assert est.optimizer_state == pytest.approx(measured["optimizer_state"], rel=0.01)
@@ -321,6 +329,17 @@ def test_4bit_weight_bytes_match_bitsandbytes(tiny_model_dir, double_quant):
     est = memory_estimate(n_params, 1000, 4, "adamw", 1, 8, c.hidden_size, c.num_hidden_layers,
                           unquantized_params=n_params - linear, double_quant=double_quant)
     assert est.weights - 1000 * 4 == pytest.approx(measured, rel=0.01)
+
+
+def test_mixed_precision_full_fine_tuning_costs_16_bytes_per_parameter_before_activations():
+    """fp32 master weights under bf16 autocast (the lab's GPU recipe) against pure bf16 (a separate option)."""
+    kw = dict(batch=1, seq_len=8, hidden=2048, layers=16, vocab_size=32000)
+    n = 1_000_000_000
+    mixed = memory_estimate(n, n, 32, "adamw_torch", **kw, autocast=True)
+    pure = memory_estimate(n, n, 16, "adamw_torch", **kw)
+    assert (mixed.weights + mixed.gradients + mixed.optimizer_state) == 16 * n
+    assert (pure.weights + pure.gradients + pure.optimizer_state) == 8 * n
+    assert mixed.activations > memory_estimate(n, n, 32, "adamw_torch", **kw).activations / 2  # bf16 weight copies
 
 
 def test_memory_estimate_orders_and_names_bad_fields():

@@ -245,7 +245,7 @@ def test_decide_without_comparable_runs_or_eval_data():
     assert no_eval.metric == "train_loss" and no_eval.choice == "r=16" and "memorising" in no_eval.explanation
     with pytest.raises(ValueError, match="rule must be"):
         decide([row("r", 8, 1.0)], "best_guess")
-    assert set(RULES) == {"smallest_best", "largest_stable", "lowest_eval_loss"}
+    assert set(RULES) == {"smallest_best", "largest_stable", "smallest_stable", "lowest_eval_loss"}
 
 
 # ---- configs and bad input ----------------------------------------------------------------------------------

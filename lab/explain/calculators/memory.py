@@ -29,6 +29,12 @@ MEMORY_ASSUMPTIONS = (
     "trainable_params == n_params means full fine-tuning: gradients and optimizer state take the weights' "
     "dtype. Otherwise the trainable parameters are LoRA adapters on a frozen base, kept in fp32 as peft "
     "does, with their gradients and optimizer state in fp32 too.",
+    "Precision as the lab trains: full fine-tuning keeps fp32 master weights (bits=32) and on a GPU computes "
+    "under bf16 autocast (autocast=True): 4 bytes of weights + 4 of gradients + 8 of AdamW moments = 16 bytes "
+    "per parameter, plus the bf16 copies autocast makes of every matmul weight, which autograd keeps for "
+    "backward (2 bytes per linear parameter, lm_head included). bits=16 for full fine-tuning is pure bf16 "
+    "(2 + 2 + 4 bytes per parameter): a different recipe, shown as its own option. Adapter training on a GPU "
+    "runs a bf16 base under autocast too.",
     "Optimizer state per trainable weight: AdamW and Sophia 2 tensors, Lion, Muon and RMSprop 1, SGD 0, "
     "8-bit variants 1 byte per element, Adafactor a row and a column vector per matrix (counted as if "
     "every matrix were hidden x hidden). torch.optim keeps its state in the parameter's dtype.",
@@ -41,7 +47,8 @@ MEMORY_ASSUMPTIONS = (
     "The head keeps fp32 log-probabilities over the vocabulary; at the start of backward two more "
     "fp32 tensors of that size (their gradients) exist briefly: the 'transient' part. With gradient "
     "checkpointing each layer keeps only its input, and one layer is recomputed at a time during "
-    "backward; the transient part is the larger of that layer and the two gradients.",
+    "backward, after the head's backward has freed what the head kept; the transient part is the larger "
+    "of that layer (less the freed head) and the two gradients.",
     "Not counted: the CUDA context and kernels' workspace (a few hundred MB on a GPU), allocator "
     "fragmentation, dropout masks, data loader buffers. Measured against a tiny CPU run in "
     "tests/explain/test_calculators.py.",
@@ -80,10 +87,14 @@ def _adapted_modules(spec: str | list[str], gated_mlp: bool) -> list[str]:
     return list(targets)
 
 
-def _adapter_activation_bytes(targets: list[str], r: int, a: int, hidden: int, d_ff: int) -> int:
+def _adapter_activation_bytes(targets: list[str], r: int, a: int, hidden: int, d_ff: int,
+                              autocast: bool = False) -> int:
     """Per token and layer: what the adapters keep. In fp32 adapters reading the same tensor share it
-    (and o_proj's input is already kept by attention); in 16 bits each adapter makes its own fp32 copy."""
+    (and o_proj's input is already kept by attention); in 16 bits each adapter makes its own fp32 copy;
+    under autocast that copy goes back to bf16 for the matmul, and the bf16 one is what is kept."""
     width = {"attn_in": hidden, "attn_out": hidden, "mlp_in": hidden, "mlp_mid": d_ff}
+    if autocast:
+        return sum(2 * width[LORA_MODULE_INPUTS[t]] + 2 * r for t in targets)
     if a == 4:
         groups = {LORA_MODULE_INPUTS[t] for t in targets} - {"attn_out"}
         inputs = sum(4 * width[g] for g in groups)
@@ -97,12 +108,13 @@ def memory_estimate(n_params: int, trainable_params: int, bits: int, optimizer: 
                     n_heads: int | None = None, n_kv_heads: int | None = None, vocab_size: int = 32000,
                     unquantized_params: int = 0, attention: str = "sdpa", gated_mlp: bool = True,
                     double_quant: bool = True, lora_r: int = 16,
-                    lora_modules: str | list[str] = "all") -> MemoryEstimate:
+                    lora_modules: str | list[str] = "all", autocast: bool = False) -> MemoryEstimate:
     """Bytes of training memory on one device: weights, gradients, optimizer state, activations.
 
     Every formula and what it leaves out is in MEMORY_ASSUMPTIONS. Sizes not given default to:
     d_ff = 8/3 x hidden (gated) or 4 x hidden (plain), n_heads = hidden / 64, n_kv_heads = n_heads.
-    lora_r and lora_modules (a preset or Llama module names) only matter for adapter training.
+    lora_r and lora_modules (a preset or Llama module names) only matter for adapter training. autocast:
+    matmuls run in bf16 while the weights keep `bits` (how the lab trains on a GPU; see MEMORY_ASSUMPTIONS).
     """
     check(bits in (32, 16, 8, 4), "bits", "must be 32, 16, 8 or 4", bits)
     check(optimizer in OPTIMIZER_STATES, "optimizer", f"must be one of {', '.join(OPTIMIZER_STATES)}", optimizer)
@@ -127,12 +139,19 @@ def memory_estimate(n_params: int, trainable_params: int, bits: int, optimizer: 
         optimizer_state = trainable_params * states * (state_bytes or param_bytes)
 
     # Bytes kept per token. a = bytes per activation element in the compute dtype.
-    a = 4 if bits == 32 else 2
+    a = 2 if autocast or bits != 32 else 4
+    mixed = autocast and full and bits == 32  # fp32 weights and residual stream, bf16 matmuls
     if attention == "sdpa":
         attn = a * (2 * hidden + 2 * kv) + 4 * n_heads  # q [h], k and v [kv], output [h], log-sum-exp [heads]
     else:  # k and v repeated to every head [h each]; softmax in fp32, then cast for the matmul
         attn = a * 4 * hidden + (4 + (a if a != 4 else 0)) * n_heads * seq_len
-    if full:
+    if mixed:
+        # fp32 norm input, rsqrt and normed output; every linear then keeps its own bf16 cast of its input
+        # (q, k, v, gate, up; o_proj's input is already the bf16 attention output).
+        norm = 8 * hidden + 4
+        casts = (3 + (2 if gated_mlp else 1)) * 2 * hidden
+        per_layer = 2 * norm + attn + 2 * (4 if gated_mlp else 2) * d_ff + casts
+    elif full:
         norm = 4 * hidden + 4 + 2 * a * hidden  # fp32 input, fp32 rsqrt, normed and scaled outputs
         mlp = a * (4 if gated_mlp else 2) * d_ff  # gate and up outputs, activation, their product
         per_layer = 2 * norm + attn + mlp
@@ -140,18 +159,43 @@ def memory_estimate(n_params: int, trainable_params: int, bits: int, optimizer: 
         norm = 4 * hidden + 4  # frozen scale: the normed output is not kept
         mlp = a * (3 if gated_mlp else 1) * d_ff  # frozen down projection keeps no input
         targets = _adapted_modules(lora_modules, gated_mlp)
-        per_layer = 2 * norm + attn + mlp + _adapter_activation_bytes(targets, lora_r, a, hidden, d_ff)
+        per_layer = 2 * norm + attn + mlp + _adapter_activation_bytes(targets, lora_r, a, hidden, d_ff, autocast)
     head = norm + 4 * vocab_size + 16  # final norm, fp32 log-probabilities, input ids and labels
+    head += 2 * hidden if mixed else 0  # lm_head's bf16 cast of its input
     gradients_of_logits = 8 * vocab_size
     tokens = batch * seq_len
+    # Under autocast with fp32 weights, each matmul weight's bf16 copy is kept for backward (per layer, and
+    # lm_head's); with gradient checkpointing only the layer being recomputed holds its copies.
+    layer_linear = hidden * (2 * hidden + 2 * kv) + (3 if gated_mlp else 2) * hidden * d_ff
+    copies = {"layer": 2 * layer_linear, "head": 2 * vocab_size * hidden} if mixed else {"layer": 0, "head": 0}
+    if autocast and not full:  # the fp32 adapters' bf16 copies, spread over the layers
+        copies["layer"] = 2 * trainable_params // layers
     if grad_checkpointing:
-        parts = {"layers": layers * a * hidden * tokens, "head": head * tokens,
-                 "transient": max(gradients_of_logits, per_layer) * tokens}
+        residual = 4 if mixed else a
+        kept_by_head = head * tokens + copies["head"]
+        # A layer is recomputed only after the head's backward has freed what the head kept.
+        recomputed = per_layer * tokens + copies["layer"] - kept_by_head
+        parts = {"layers": layers * residual * hidden * tokens, "head": kept_by_head,
+                 "transient": max(gradients_of_logits * tokens, recomputed)}
     else:
-        parts = {"layers": layers * per_layer * tokens, "head": head * tokens,
+        parts = {"layers": layers * (per_layer * tokens + copies["layer"]), "head": head * tokens + copies["head"],
                  "transient": gradients_of_logits * tokens}
     values = [round(v) for v in (weights, gradients, optimizer_state, sum(parts.values()))]
     return MemoryEstimate(*values, total=sum(values), activation_parts=parts)
+
+
+def unquantized_params(config) -> int:
+    """Parameters a 4- or 8-bit load leaves in 16 bits: everything but the weight matrices of the linear
+    layers inside the blocks (embeddings, lm_head, norms, biases), counted on a meta-device copy of the
+    model, the modules bitsandbytes replaces being exactly those nn.Linear layers minus the output head."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    head = model.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    return model.num_parameters() - linear
 
 
 @dataclass(frozen=True)

@@ -27,21 +27,31 @@ from lab.core.settings import REPO_ROOT
 from lab.training.configs import CONFIG_KINDS, config_from_dict
 from lab.training.configs.base import TrainConfig
 
+SPIKE = 1.25
+"""A run spiked when its training loss rose above SPIKE x its first logged value (rule smallest_stable)."""
+
 RULES: dict[str, str] = {
     "smallest_best": "Keep the smallest value that reaches the best validation metric. A run reaches it when "
                      "it is within the tolerance of the best run; a larger value that is only as good costs "
-                     "parameters, memory and time for nothing. (The guide's rule for LoRA rank.)",
-    "largest_stable": "Keep the largest value that trains without diverging and has the lowest eval loss. A run "
-                      "diverges when its training loss becomes NaN or infinite or ends above where it started; "
-                      "among the stable runs within the tolerance of the lowest eval loss, the largest value "
-                      "wins, because it learns the most per step. (The guide's rule for learning rate.)",
+                     "parameters, memory and time for nothing. (The rank guide's rule: pick the smallest rank "
+                     "that wins on validation.)",
+    "largest_stable": "Keep the best stable run. A run diverges when its training loss becomes NaN or infinite or "
+                      "ends above where it started; among the stable runs within the tolerance of the best "
+                      "metric, the largest value wins. That tie-break is the lab's own choice (no guide prescribes "
+                      "it): within noise, the larger rate has learned as much in fewer effective steps.",
+    "smallest_stable": "Keep the smallest value whose run is stable, as the knob's entry advises (warmup: the "
+                       "smallest that gives a smooth start; accumulation: the smallest that gives a stable "
+                       "curve). A run is unstable when its training loss becomes NaN or infinite, ends above "
+                       "where it started, or spikes more than "
+                       f"{SPIKE - 1:.0%} above its first value.",
     "lowest_eval_loss": "Keep the run with the best validation metric; runs within the tolerance of it are "
                         "named as ties, since a difference that small is noise on a short run.",
 }
 """Decision rules by name, each in words the UI shows beside the table."""
 
-RULE_FOR_KNOB = {"r": "smallest_best", "gradient_accumulation_steps": "smallest_best",
-                 "learning_rate": "largest_stable"}
+RULE_FOR_KNOB = {"r": "smallest_best", "gradient_accumulation_steps": "smallest_stable",
+                 "learning_rate": "largest_stable", "warmup_ratio": "smallest_stable",
+                 "warmup_steps": "smallest_stable"}
 """What decision 'auto' applies to the sweep's first grid knob; any other knob gets lowest_eval_loss."""
 
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -58,15 +68,26 @@ SUGGESTED_GRIDS: dict[str, dict[str, Any]] = {
     "lora_dropout": {"grid": {"lora_dropout": [0.0, 0.05, 0.1]}},
     "learning_rate": {"grid": {"learning_rate": [1e-4, 2e-4, 4e-4, 8e-4]}},
     "lr_scheduler_type": {"grid": {"lr_scheduler_type": ["linear", "cosine", "constant_with_warmup"]}},
-    "packing": {"grid": {"packing": [False, True]}},
-    "gradient_accumulation_steps": {"grid": {"gradient_accumulation_steps": [1, 2, 4]}},
+    # A packed step holds several examples: every point gets the same examples (so the same tokens).
+    "packing": {"grid": {"packing": [False, True]}, "budget": "examples"},
+    # A step of accumulation 4 holds 4x the examples of accumulation 1: equal examples, not equal steps.
+    "gradient_accumulation_steps": {"grid": {"gradient_accumulation_steps": [1, 2, 4]}, "budget": "examples",
+                                    "overrides": {"max_steps": 40}},
     "weight_decay": {"grid": {"weight_decay": [0.0, 0.01, 0.1]}},
+    # Refused on a model without biases (lab.explain.sweeps.plan.check_effective): the points would be identical.
     "bias": {"grid": {"bias": ["none", "lora_only", "all"]}},
-    "use_rslora": {"grid": {"use_rslora": [False, True]}},
+    # At matched gain, as the entry advises; the no-op check then refuses it, because peft multiplies the adapter
+    # by that one number, so both points are the same computation (the refusal says so).
+    "use_rslora": {"grid": {"use_rslora": [False, True]}, "tie": {"lora_alpha": "gain 2"}},
     "warmup_ratio": {"grid": {"warmup_ratio": [0.0, 0.05, 0.1]}, "overrides": {"warmup_steps": 0}},
 }
-"""A first grid per sweepable catalog entry (the Explain tab's "sweep this" button), following each
-entry's how_to_tune."""
+"""A first grid per sweepable catalog entry (the Explain tab's "sweep this" button), derived from each
+entry's how_to_tune, with its controlled variables: `budget` (equal examples where a point's step holds a
+different amount of data), ties (alpha moving with r, or matched gain), and the rule of RULE_FOR_KNOB."""
+BUDGETS = {"steps": "every point runs the same max_steps",
+           "examples": "every point trains on the same number of examples (so the same tokens): max_steps is "
+                       "scaled by the examples one step holds, and each point is evaluated and saved once, at its "
+                       "end, after the same data"}
 
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
 DEFAULT_BASE = "sft_lora_qa"
@@ -75,8 +96,10 @@ QUICK_OVERRIDES = {"max_steps": 20, "eval_steps": 10, "save_steps": 20}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
-_TIE = re.compile(rf"^\s*(?:(?P<factor>{_NUMBER})\s*\*\s*)?(?P<knob>[A-Za-z_][A-Za-z0-9_]*)\s*$"  # 2*r, r
-                  rf"|^\s*(?P<literal>{_NUMBER})\s*$")  # 16
+_TIE = re.compile(rf"^\s*(?:(?P<factor>{_NUMBER})\s*\*\s*)?(?P<root>sqrt\(\s*)?(?P<knob>[A-Za-z_][A-Za-z0-9_]*)"
+                  rf"(?(root)\s*\))\s*$"  # 2*r, r, 2*sqrt(r)
+                  rf"|^\s*(?P<literal>{_NUMBER})\s*$"  # 16
+                  rf"|^\s*gain\s+(?P<gain>{_NUMBER})\s*$")  # gain 2: lora_alpha for peft's scale 2
 _NOT_SWEPT = {"kind": "it picks the trainer; sweep one kind at a time",
               "output_name": "the sweep names each point's adapter itself"}
 
@@ -113,29 +136,44 @@ def _finite(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Tie:
-    """A knob derived at each point: factor x the value of `knob`, or a constant when knob is None."""
+    """A knob derived at each point: factor x the value of `knob` (or of its square root), a constant when knob
+    is None, or with `gain` the lora_alpha that gives peft's scale `factor` (factor x r, or factor x sqrt(r)
+    with use_rslora): the matched gain the rsLoRA entry advises comparing at."""
     factor: int | float
     knob: str | None
+    root: bool = False
+    gain: bool = False
 
     @classmethod
     def parse(cls, target: str, expr: Any) -> "Tie":
-        """'2*r', '0.5 * r', 'r' or a number. Anything else is refused; nothing is ever evaluated."""
+        """'2*r', '0.5 * r', 'r', '2*sqrt(r)', 'gain 2' (lora_alpha only) or a number. Anything else is refused;
+        nothing is ever evaluated."""
         if _is_number(expr):
             return cls(expr, None)
         match = _TIE.match(expr) if isinstance(expr, str) else None
         if match is None:
-            raise ValueError(f"tie.{target}: {expr!r} is not '<number>*<knob>' (e.g. '2*r'), '<knob>' or a number")
-        text = match["factor"] or match["literal"] or "1"
+            raise ValueError(f"tie.{target}: {expr!r} is not '<number>*<knob>' (e.g. '2*r'), '<number>*sqrt(<knob>)',"
+                             f" 'gain <number>', '<knob>' or a number")
+        if match["gain"] is not None and target != "lora_alpha":
+            raise ValueError(f"tie.{target}: 'gain' sets lora_alpha from r and use_rslora; tie lora_alpha with it")
+        text = match["factor"] or match["literal"] or match["gain"] or "1"
         factor = int(text) if text.isdigit() else float(text)
-        return cls(factor, match["knob"])
+        if match["gain"] is not None:
+            return cls(factor, None, gain=True)
+        return cls(factor, match["knob"], root=bool(match["root"]))
 
     def value(self, point: dict[str, Any]) -> int | float:
+        if self.gain:
+            r = point.get("r")
+            if not _is_number(r):
+                raise ValueError(f"tie 'gain' needs a number in r, got {r!r}")
+            return self.factor * (math.sqrt(r) if point.get("use_rslora") else r)
         if self.knob is None:
             return self.factor
         source = point.get(self.knob)
         if not _is_number(source):
             raise ValueError(f"tie needs a number in {self.knob}, got {source!r}")
-        return self.factor * source
+        return self.factor * (math.sqrt(source) if self.root else source)
 
 
 @dataclass(frozen=True)
@@ -180,6 +218,14 @@ class SweepConfig:
     its token F1 becomes the qa_f1 column (needs a runtime: run_sweep(..., runtime=...) or evaluate_sweep)."""
     eval_qa_limit: int = 20
     """Questions of eval_qa asked per adapter (the first N)."""
+    budget: str = "steps"
+    """What every point gets the same of: 'steps' (the base's max_steps) or 'examples' (max_steps scaled so each
+    point trains on as many examples as the base with its overrides; with packing, a packed row counts as
+    examples_per_packed_row examples). Use 'examples' when the knob changes how much data one step holds
+    (batch size, accumulation, packing), or the point that sees more data wins for that reason alone."""
+    examples_per_packed_row: float | None = None
+    """How many examples one packed row holds on this data (TRL's best-fit decreasing packing at max_length),
+    measured by lab.explain.sweeps.plan.measure_packing; needed by budget 'examples' when a point packs."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -224,7 +270,13 @@ class SweepConfig:
             raise ValueError("metric qa_f1 needs eval_qa, a held-out QA file to ask each adapter")
         if isinstance(self.eval_qa_limit, bool) or not isinstance(self.eval_qa_limit, int) or self.eval_qa_limit < 1:
             raise ValueError(f"eval_qa_limit must be a whole number >= 1, got {self.eval_qa_limit!r}")
-        if self.rule in ("smallest_best", "largest_stable") and not all(map(_is_number, self.grid[self.knob])):
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.examples_per_packed_row is not None and not (_finite(self.examples_per_packed_row)
+                                                             and self.examples_per_packed_row >= 1):
+            raise ValueError(f"examples_per_packed_row must be a number >= 1, got {self.examples_per_packed_row!r}")
+        self._examples = self._budget_examples() if self.budget == "examples" else None
+        if self.rule in ("smallest_best", "largest_stable", "smallest_stable") and not all(map(_is_number, self.grid[self.knob])):
             raise ValueError(f"decision {self.rule} orders the values of {self.knob}, so they must be numbers; "
                              f"got {self.grid[self.knob]!r}")
         # The base, then every value alone (so an error names the one knob and value at fault), then every point.
@@ -232,7 +284,26 @@ class SweepConfig:
         for knob, values in self.grid.items():
             for value in values:
                 self._build({knob: value}, f"grid value {knob}={value!r}")
-        self.points()
+        _refuse_identical(self.points())
+
+    def _step_examples(self, data: dict[str, Any]) -> float:
+        """Examples one optimizer step trains on (per process) with these settings."""
+        merged = self._defaults | data
+        per_row = 1.0
+        if merged.get("packing"):
+            if self.examples_per_packed_row is None:
+                raise ValueError("budget 'examples' with packing needs examples_per_packed_row (measured on the "
+                                 "data by lab.explain.sweeps.plan.measure_packing; suggest_sweep fills it in)")
+            per_row = self.examples_per_packed_row
+        return merged["per_device_train_batch_size"] * merged["gradient_accumulation_steps"] * per_row
+
+    def _budget_examples(self) -> float:
+        data = self._base | self.overrides
+        steps = (self._defaults | data)["max_steps"]
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError("budget 'examples' needs max_steps in the base or the overrides (the budget is max_steps"
+                             " x the examples one step of the base holds)")
+        return steps * self._step_examples(data)
 
     def _load_base(self) -> dict[str, Any]:
         if isinstance(self.base, dict):
@@ -264,7 +335,17 @@ class SweepConfig:
         data = self._base | copy.deepcopy(self.overrides) | copy.deepcopy(values)
         try:
             tied = {target: tie.value(self._defaults | data) for target, tie in self._ties.items()}
-            return values | tied, config_from_dict(data | tied, "sweep")
+            cadence: dict[str, Any] = {}
+            if self._examples is not None:
+                # Equal examples: this point's steps, and one evaluation and save at its end, after the same data.
+                steps = max(1, round(self._examples / self._step_examples(data | tied)))
+                tied["max_steps"] = steps
+                cadence = {"eval_steps": steps, "save_steps": steps}
+                warmup = (self._defaults | data)["warmup_steps"]
+                if warmup:  # a step count covers a different amount of data at each point: keep the share
+                    base_steps = (self._defaults | self._base | self.overrides)["max_steps"]
+                    cadence["warmup_steps"] = max(1, round(warmup * steps / base_steps))
+            return values | tied, config_from_dict(data | tied | cadence, "sweep")
         except ValueError as exc:
             raise ValueError(f"{what} makes the job config invalid: {str(exc).removeprefix('sweep: ')}") from None
 
@@ -293,6 +374,46 @@ class SweepConfig:
         return points
 
 
+def effective_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """What a job computes with, for telling points apart: its config, except that lora_alpha and use_rslora
+    become the one number peft multiplies the adapter by (alpha/r or alpha/sqrt(r)), warmup becomes steps, and
+    names that do not change training (output_name) are left out."""
+    data = asdict(cfg)
+    data.pop("output_name", None)
+    if "use_rslora" in data:
+        alpha, rs = data.pop("lora_alpha"), data.pop("use_rslora")
+        if getattr(cfg, "uses_lora", False):
+            data["lora_scale"] = round(alpha / (math.sqrt(cfg.r) if rs else cfg.r), 9)
+    ratio = data.pop("warmup_ratio")
+    if ratio and cfg.max_steps > 0:  # transformers: ceil(total x share) for a share below 1
+        data["warmup_steps"] = math.ceil(cfg.max_steps * ratio)
+    elif ratio:
+        data["warmup_share"] = ratio
+    return data
+
+
+def _refuse_identical(points: list[SweepPoint]) -> None:
+    """A grid whose points compute the same thing would crown a winner among identical runs: refuse it."""
+    seen: dict[str, SweepPoint] = {}
+    for point in points:
+        settings = effective_settings(point.config)
+        key = repr(sorted(settings.items()))
+        if key in seen:
+            first = seen[key]
+            a, b = asdict(first.config), asdict(point.config)
+            differ = sorted(k for k in a if a[k] != b[k] and k != "output_name")
+            why = []
+            if {"lora_alpha", "use_rslora"} & set(differ) and "lora_scale" in settings:
+                why.append(f"lora_alpha and use_rslora only set the one number peft multiplies the adapter by "
+                           f"(alpha/r, or alpha/sqrt(r) with rsLoRA), and both points give {settings['lora_scale']:g}")
+            if {"warmup_ratio", "warmup_steps"} & set(differ):
+                why.append(f"both warmups come to {settings.get('warmup_steps')} steps")
+            raise ValueError(f"points {first.label!r} and {point.label!r} train the same model: they differ only in "
+                             f"{', '.join(differ)}, and {'; '.join(why) or 'that changes nothing the job computes'}. "
+                             "Comparing them would only measure noise, so this sweep is refused.")
+        seen[key] = point
+
+
 def sweep_to_dict(sweep: SweepConfig) -> dict[str, Any]:
     """The sweep as saved in sweep.yaml: the base inlined, so a later change to the preset cannot change it."""
     return asdict(sweep) | {"base": sweep.base_config}
@@ -317,11 +438,15 @@ def load_sweep_file(path: str | Path) -> SweepConfig:
 
 
 def suggest_sweep(knob: str, base: str | dict[str, Any] = DEFAULT_BASE,
-                  overrides: dict[str, Any] | None = None) -> SweepConfig:
-    """A ready first sweep over a catalog knob (SUGGESTED_GRIDS) on `base`, shortened by QUICK_OVERRIDES."""
+                  overrides: dict[str, Any] | None = None, examples_per_packed_row: float | None = None
+                  ) -> SweepConfig:
+    """A ready first sweep over a catalog knob (SUGGESTED_GRIDS) on `base`, shortened by QUICK_OVERRIDES. A grid
+    with packing and budget 'examples' needs examples_per_packed_row (lab.explain.sweeps.plan.suggest measures
+    it on the data). A grid whose points would be identical raises ValueError saying why."""
     if knob not in SUGGESTED_GRIDS:
         raise KeyError(f"no suggested sweep for {knob!r}; sweepable: {', '.join(SUGGESTED_GRIDS)}")
     spec = SUGGESTED_GRIDS[knob]
     return SweepConfig(name=knob.replace(".", "_")[:32], base=base, grid=copy.deepcopy(spec["grid"]),
                        tie=dict(spec.get("tie", {})),
-                       overrides=QUICK_OVERRIDES | spec.get("overrides", {}) | (overrides or {}))
+                       overrides=QUICK_OVERRIDES | spec.get("overrides", {}) | (overrides or {}),
+                       budget=spec.get("budget", "steps"), examples_per_packed_row=examples_per_packed_row)

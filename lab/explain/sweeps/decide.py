@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.explain.sweeps.config import METRICS, RULE_FOR_KNOB, RULES, _finite, _fmt
+from lab.explain.sweeps.config import METRICS, RULE_FOR_KNOB, RULES, SPIKE, _finite, _fmt
 
 
 @dataclass(frozen=True)
@@ -59,17 +59,34 @@ def decide(rows: list[dict[str, Any]], rule: str = "auto", knob: str | None = No
         notes.append(f"No {words} recorded for: {'; '.join(skipped)}.")
     if metric == "train_loss":
         notes.append("No held-out data, so the final train loss stands in; it also rewards memorising.")
-    if rule == "largest_stable":
+    if rule in ("largest_stable", "smallest_stable"):
         diverged = [r["point"] for r in done if r.get("diverged")]
         done = [r for r in done if not r.get("diverged")]
         if diverged:
             notes.append(f"Diverged (loss NaN/infinite or ending above its start): {'; '.join(diverged)}.")
+    if rule == "smallest_stable":
+        spiked = [r["point"] for r in done if r.get("spiked")]
+        done = [r for r in done if not r.get("spiked")]
+        if spiked:
+            notes.append(f"Unstable start (training loss rose over {SPIKE - 1:.0%} above its first value): "
+                         f"{'; '.join(spiked)}.")
     if not done:
         return Decision(None, " ".join([intro, *notes, f"No finished run has a {words} to compare yet."]), rule, metric)
     best = max(done, key=lambda r: r[column]) if higher else min(done, key=lambda r: r[column])
     bound = best[column] - tolerance * abs(best[column]) if higher else best[column] + tolerance * abs(best[column])
     near = [r for r in done if (r[column] >= bound if higher else r[column] <= bound)]
     listed = ", ".join(f"{r['point']} ({r[column]:.4g})" for r in near)
+    if rule == "smallest_stable":
+        def key(r: dict[str, Any]) -> tuple:
+            return (r["values"][knob], -r[column] if higher else r[column])
+        chosen = min(done, key=key)
+        stable = ", ".join(f"{r['point']} ({r[column]:.4g})" for r in sorted(done, key=key))
+        why = (f"Stable runs, with their {words}: {stable}. The smallest {knob} among them is "
+               f"{_fmt(chosen['values'][knob])}, so choose {chosen['point']}.")
+        if abs(chosen[column] - best[column]) > tolerance * abs(best[column]):
+            why += (f" {best['point']} reached a better {words} ({best[column]:.4g}), beyond the {pct} tolerance; "
+                    "the rule asks only for a stable run, so weigh that difference yourself.")
+        return Decision(chosen["point"], " ".join([intro, why, *notes]), rule, metric, dict(chosen["values"]))
     if rule == "lowest_eval_loss":
         chosen = best
         why = (f"Best {words}: {best[column]:.4g} ({best['point']}), so choose it." if len(near) == 1 else

@@ -25,14 +25,15 @@ from typing import Any, Callable
 import yaml
 
 from lab.core.users import LOCAL_USER
-from lab.explain.sweeps.config import SweepConfig, SweepPoint, _finite, _resolve, sweep_from_dict, sweep_to_dict
+from lab.explain.sweeps.config import (SPIKE, SweepConfig, SweepPoint, _finite, _resolve, sweep_from_dict,
+                                       sweep_to_dict)
 from lab.explain.sweeps.decide import Decision, decide
 from lab.training.jobs.runner import FINAL_STATES, JobRunner, job_dir, job_status, list_jobs
 from lab.training.jobs.files import STATUS_FILE, read_metrics
 
 RESULT_FIELDS = ("point", "state", "job_id", "step", "max_steps", "final_train_loss", "best_eval_loss",
                  "final_eval_loss", "qa_f1", "qa_exact_match", "tokens_per_s", "peak_memory_mb", "trainable_params",
-                 "diverged", "message")
+                 "diverged", "spiked", "message")
 """Columns of a result row after the point's knob columns (CSV order)."""
 
 _SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -199,6 +200,9 @@ def _row(record: dict[str, Any], status: dict[str, Any], metrics: list[dict[str,
     # Diverged: a loss that is no longer a number, or training that ended worse than it began.
     diverged = (any(not _finite(v) for v in losses + evals)
                 or (len(losses) >= 2 and losses[-1] > losses[0])) if losses else None
+    # Spiked: an unstable start the loss recovered from (what warmup exists to prevent).
+    finite = [v for v in losses if _finite(v)]
+    spiked = (len(finite) >= 2 and max(finite) > SPIKE * finite[0]) if losses else None
     return {"point": record["label"], **record["values"], "values": record["values"], "index": record["index"],
             "state": status.get("state", "not submitted"), "job_id": record["job_id"],
             "step": status.get("step"), "max_steps": status.get("max_steps"),
@@ -208,7 +212,7 @@ def _row(record: dict[str, Any], status: dict[str, Any], metrics: list[dict[str,
             "qa_f1": qa.get("qa_f1"), "qa_exact_match": qa.get("qa_exact_match"),
             "tokens_per_s": round(sum(speeds) / len(speeds), 1) if speeds else status.get("tokens_per_s"),
             "peak_memory_mb": status.get("peak_memory_mb"), "trainable_params": status.get("trainable_params"),
-            "diverged": diverged, "message": status.get("message", ""),
+            "diverged": diverged, "spiked": spiked, "message": status.get("message", ""),
             "adapter_dir": status.get("adapter_dir"), "model_id": status.get("model_id"),
             "load_in_4bit": status.get("load_in_4bit")}
 
