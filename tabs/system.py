@@ -10,7 +10,7 @@ import gradio as gr
 from lab.engine import Engine
 from lab.core.spaces import gpu
 from lab.inference.generate import GenerationSettings
-from tabs.common import GPU, POLL, USER_ERRORS, user_error, with_queue_position
+from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 TABLE_HEADERS = ["name", "kind", "MB", "idle s", "in use"]
 
@@ -49,6 +49,11 @@ def held_rows(engine: Engine) -> list[list]:
              "yes" if e["pinned"] else ""] for e in engine.stats()["entries"]]
 
 
+def entry_choices(engine: Engine) -> list[tuple[str, str]]:
+    """(what the table calls it, the key unload takes) for each loaded entry: people read the first."""
+    return [(f"{e['label']} ({e['kind']})", e["key"]) for e in engine.stats()["entries"]]
+
+
 def timings_markdown(t) -> str:
     return (f"**{t.new_tokens}** new tokens · time to first token **{t.ttft_s:.3f} s** · "
             f"decode **{t.decode_tokens_per_s:.1f} tok/s** · total **{t.total_s:.2f} s** · "
@@ -57,32 +62,42 @@ def timings_markdown(t) -> str:
 
 def build(engine: Engine) -> None:
     def refresh():
-        keys = [e["key"] for e in engine.stats()["entries"]]
-        return device_markdown(engine), held_rows(engine), gr.update(choices=keys, value=keys[0] if keys else None)
+        choices = entry_choices(engine)
+        return (device_markdown(engine), held_rows(engine),
+                gr.update(choices=choices, value=choices[0][1] if choices else None))
 
-    def load(model_id: str, four_bit: bool):
+    def load(model_id: str, four_bit: bool, request: gr.Request):
         try:
-            loaded = engine.load(model_id, four_bit)
+            loaded = engine.load(model_id, four_bit, user=engine.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         status = (f"Loaded `{loaded.spec.model_id}` ({loaded.nbytes / 2**20:,.0f} MB, "
                   f"window {loaded.context_window:,} tokens) in {loaded.load_s:.1f} s.")
         return status, *refresh()
 
-    def unload(key: str | None):
+    def unload(key: str | None, request: gr.Request):
         if not key:
             raise gr.Error("Nothing selected to unload.")
-        status = f"Unloaded `{key}`." if engine.unload(key) else f"`{key}` was not loaded."
-        return status, *refresh()
+        try:  # the engine decides: admins only with sign-in on, and never what a request is using
+            unloaded = engine.unload(key, engine.user_of(request.username))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return (f"Unloaded `{key}`." if unloaded else f"`{key}` was not loaded."), *refresh()
 
-    def playground(prompt: str, max_new_tokens: float, temperature: float, model_id: str):
+    def unload_allowed(request: gr.Request):
+        """On page load: the Unload button is disabled, with the reason beside it, for whoever may not unload."""
+        refusal = engine.unload_refusal(engine.user_of(request.username))
+        return gr.update(interactive=refusal is None), (f"🔒 {refusal}" if refusal else "")
+
+    def playground(prompt: str, max_new_tokens: float, temperature: float, model_id: str, request: gr.Request):
         try:
             settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
             caller = engine.sessions.new_caller("playground")
-            stream = engine.generate(prompt, settings, model_id=model_id or None, caller=caller)
+            stream = engine.generate(prompt, settings, model_id=model_id or None, caller=caller,
+                                     user=engine.user_of(request.username))
             for kind, event in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
-                    yield "", f"⏳ waiting for the GPU: position {event} in the queue"
+                    yield "", waiting_note(engine, event)
                 else:
                     yield event.text, timings_markdown(event.timings) + ("" if event.done else " · streaming…")
         except USER_ERRORS as exc:
@@ -102,7 +117,10 @@ def build(engine: Engine) -> None:
             load_btn = gr.Button("Load", variant="primary", scale=1)
         with gr.Row():
             unload_key = gr.Dropdown(choices=[], label="Loaded entry", allow_custom_value=True, scale=3)
-            unload_btn = gr.Button("Unload", scale=1)
+            # Disabled until the page knows who is asking (sign-in on); then enabled for whoever may unload.
+            unload_btn = gr.Button("Unload", scale=1, elem_id="system-unload",
+                                   interactive=not engine.settings.sign_in_on())
+        unload_note = gr.Markdown(elem_id="system-unload-note")
         status = gr.Markdown(elem_id="system-status")
 
         gr.Markdown("### Playground\nOne prompt, streamed with its timings. Requests on a model share its batching "
@@ -120,6 +138,7 @@ def build(engine: Engine) -> None:
         outputs = [device_md, table, unload_key]
         load_btn.click(load, [model_id, four_bit], [status, *outputs], api_name="load_model", **GPU)
         unload_btn.click(unload, [unload_key], [status, *outputs], api_name="unload_model", **POLL)
+        gr.on(None, unload_allowed, None, [unload_btn, unload_note], api_visibility="private", **POLL)
         run_btn.click(gpu(playground), [prompt, max_new, temperature, model_id], [answer, timings],
                       api_name="playground", **GPU).then(refresh, None, outputs, **POLL)
         prompt.submit(gpu(playground), [prompt, max_new, temperature, model_id], [answer, timings],
@@ -131,5 +150,5 @@ def build(engine: Engine) -> None:
         gr.api(system_stats, api_name="system_stats", concurrency_limit=None)
         # Choices only (no value) so a selection the user is making survives the refresh.
         gr.Timer(3).tick(lambda: (device_markdown(engine), held_rows(engine),
-                                  gr.update(choices=[e["key"] for e in engine.stats()["entries"]])),
+                                  gr.update(choices=entry_choices(engine))),
                          None, outputs, **POLL)

@@ -3,7 +3,8 @@
     python -m lab train assets/presets/sft_lora_qa.yaml        # foreground, same code as a job
     python -m lab jobs submit assets/presets/sft_lora_qa.yaml --wait
     python -m lab jobs list
-    python -m lab jobs stop|kill|resume|show JOB_ID
+    python -m lab jobs stop|kill|resume|delete|show JOB_ID
+    python -m lab jobs plan --inventory inventory.yaml --json CONFIG.yaml...   # placement only, runs nothing
     python -m lab merge --adapter data/adapters/<name> --out data/models/<name>-merged
     python -m lab show-command assets/presets/sft_lora_qa.yaml
 
@@ -52,6 +53,18 @@ def _cmd_list(engine, args: argparse.Namespace) -> None:
               f"{str(job.get('message', '')).splitlines()[0][:80] if job.get('message') else ''}")
 
 
+def _cmd_plan(engine, args: argparse.Namespace) -> None:
+    plan = engine.plan_jobs(args.configs, args.inventory)
+    if args.json:
+        print(json.dumps(plan, indent=1))
+        return
+    for row in plan["placements"]:
+        where = ",".join(row["devices"]) or "-"
+        wave = "never" if row["wave"] is None else f"wave {row['wave']}"
+        size = "?" if row["estimate_gb"] is None else f"{row['estimate_gb']} GB"
+        print(f"{wave:<8} {where:<24} {size:>10}  {row['config']}  {row['reason']}")
+
+
 def _cmd_show(engine, args: argparse.Namespace) -> None:
     _print_status(engine.job_status(args.job_id))
     print("\n" + engine.job_log(args.job_id, args.lines))
@@ -70,6 +83,10 @@ def _cmd_resume(engine, args: argparse.Namespace) -> None:
     _print_status(engine.wait_job(args.job_id, args.timeout) if args.wait else status)
 
 
+def _cmd_delete(engine, args: argparse.Namespace) -> None:
+    _print_status(engine.control_job("delete", args.job_id))
+
+
 def _cmd_merge(engine, args: argparse.Namespace) -> None:
     print(f"merged model written to {engine.export_merged(args.adapter, args.out, base_model_id=args.base)}")
 
@@ -84,7 +101,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue a job folder's config from its last checkpoint")
     train.set_defaults(fn=_cmd_train)
 
-    jobs = subparsers.add_parser("jobs", help="background training jobs: submit, list, stop, kill, resume, show")
+    jobs = subparsers.add_parser("jobs", help="background training jobs: submit, list, stop, kill, resume, delete, "
+                                               "show")
     verbs = jobs.add_subparsers(dest="jobs_command", required=True)
     submit = verbs.add_parser("submit", help="queue a config as a background job (starts now if none runs)")
     submit.add_argument("config")
@@ -94,9 +112,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     listing = verbs.add_parser("list", help="every job with its state, rebuilt from the data directory")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(fn=_cmd_list)
+    planning = verbs.add_parser("plan", help="where and in which wave configs would run (wave 0 = now); runs nothing")
+    planning.add_argument("configs", nargs="+", metavar="CONFIG", help="job configs, queued in this order")
+    planning.add_argument("--inventory", default=None, help="a YAML file `devices: [{name: cuda:0, memory_gb: 80}, "
+                          "...]` to plan on (default: this machine's devices, as if no job ran)")
+    planning.add_argument("--json", action="store_true")
+    planning.set_defaults(fn=_cmd_plan)
     for name, fn, text in (("stop", _cmd_stop, "graceful stop: save a checkpoint after this step, then exit"),
                            ("kill", _cmd_kill, "end the job's processes now (SIGTERM, then SIGKILL)"),
                            ("resume", _cmd_resume, "queue a stopped or failed job to continue from its checkpoint"),
+                           ("delete", _cmd_delete, "remove a finished job's folder (its registered adapter stays)"),
                            ("show", _cmd_show, "a job's status and the tail of its log")):
         verb = verbs.add_parser(name, help=text)
         verb.add_argument("job_id")

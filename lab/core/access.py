@@ -6,8 +6,11 @@ print(*allowed_roots(LabSettings(), 'alice'), sep='\\n')"
 A path in a job config, a sweep or a request is resolved as the job would open it (relative paths
 against the lab's folder, as DatasetSpec.resolved does, since jobs run there; `~` expanded; every
 symlink followed) and is allowed only inside the bundled assets/, the requester's own workspace
-<data>/users/<user>/, or the lab's own outputs (<data>/jobs, adapters, models, knowledge). Admins
-(LAB_ADMINS) manage everyone's jobs but read files under the same rule.
+<data>/users/<user>/, or the lab's own outputs (<data>/jobs, adapters, models). The knowledge caches
+(<data>/knowledge) are not among them: a RAG index or a CAG cache holds the text of whoever's
+document it was built from. A model id a signed-in user types is checked the same way when it
+names a folder (`allowed_model`). Admins (LAB_ADMINS) manage everyone's jobs but read files under
+the same rule.
 
 Each limit is a setting (lab/core/settings.py) with an environment variable; a refusal names the
 limit and the variable that raises it. No message here ever quotes the content of a file: a YAML
@@ -16,27 +19,33 @@ error says where in the file it is, never what the line holds.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from lab.core.settings import REPO_ROOT, LabSettings
-from lab.core.users import check_name
+from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT, LabSettings
+from lab.core.users import LOCAL_USER, check_name
 
 ASSETS = REPO_ROOT / "assets"
-OUTPUT_DIRS = ("jobs", "adapters", "models", "knowledge")
-"""The lab's own outputs under the data directory, readable by every job (it is one shared box)."""
+OUTPUT_DIRS = ("jobs", "adapters", "models")
+"""The lab's own outputs under the data directory, readable by every job (it is one shared box). Not `knowledge`:
+its caches hold the text of other users' documents."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+"""owner/name (or a bare name): what the Hub accepts as a repository id."""
 
 
 class QuotaError(PermissionError):
     """A request over one of the lab's limits; the message names the limit and its variable."""
 
 
-def resolve(path: str | Path) -> Path:
-    """The real path a job would open: `~` expanded, relative to the lab's folder, every symlink followed."""
+def resolve(path: str | Path, base: Path = REPO_ROOT) -> Path:
+    """The real path a job would open: `~` expanded, relative to `base` (the lab's folder, where jobs run), every
+    symlink followed."""
     path = Path(path).expanduser()
-    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
+    return (path if path.is_absolute() else base / path).resolve()
 
 
 def allowed_roots(settings: LabSettings, user: str) -> list[Path]:
@@ -46,10 +55,11 @@ def allowed_roots(settings: LabSettings, user: str) -> list[Path]:
             *(resolve(data / name) for name in OUTPUT_DIRS)]
 
 
-def allowed_path(settings: LabSettings, user: str, path: str | Path, what: str) -> Path:
-    """The real path of `path` when `user` may use it; PermissionError naming the path as typed and the roots."""
+def allowed_path(settings: LabSettings, user: str, path: str | Path, what: str, base: Path = REPO_ROOT) -> Path:
+    """The real path of `path` (relative ones against `base`) when `user` may use it; PermissionError naming the
+    path as typed and the roots."""
     roots = allowed_roots(settings, user)
-    real = resolve(path)
+    real = resolve(path, base)
     if any(real == root or real.is_relative_to(root) for root in roots):
         return real
     raise PermissionError(f"{what} {str(path)!r} is outside the folders you may use: "
@@ -57,8 +67,39 @@ def allowed_path(settings: LabSettings, user: str, path: str | Path, what: str) 
                           "the lab's outputs). Upload the file to your workspace and name it there.")
 
 
+def allowed_model(settings: LabSettings, user: str, model_id: str, what: str = "Model") -> None:
+    """Refuse (PermissionError naming the id and the roots) a model or adapter id that names a folder `user` may not
+    read. Always allowed: the lab's default model (LAB_MODEL, chosen by whoever runs the lab), 'embedded' and a Hub
+    id that is no local folder. The web process opens a typed folder relative to its working directory, so a
+    relative id is checked from there. The local user is the machine's own and is not confined."""
+    model_id = model_id.strip()
+    if user == LOCAL_USER or model_id in (EMBEDDED_MODEL, settings.model_id.strip()):
+        return
+    local = Path(model_id).expanduser()
+    if _HUB_ID.match(model_id) and not model_id.startswith(".") and not local.exists():
+        return  # a Hub id: the loader fetches it (or says the Hub cannot be reached); no file here is named
+    allowed_path(settings, user, model_id, what, base=Path.cwd())
+
+
+def allowed_adapter(settings: LabSettings, user: str, ref: str, what: str = "Adapter") -> None:
+    """Refuse an adapter given as a folder path (`ft:/path`, 'model + adapter /path') that `user` may not read.
+    A plain name is looked up under <data>/adapters, the lab's own output, and needs no check."""
+    ref = ref.strip()
+    if user != LOCAL_USER and ("/" in ref or ref.startswith(("~", "."))):
+        allowed_path(settings, user, ref, what, base=Path.cwd())
+
+
 def is_admin(settings: LabSettings, user: str) -> bool:
     return user in settings.admin_names()
+
+
+def unload_refusal(settings: LabSettings, user: str) -> str | None:
+    """Why `user` may not unload what the session manager holds, or None when they may. With sign-in on, models,
+    caches and reservations serve everyone, so only admins may drop them; without it the one local user may."""
+    if settings.sign_in_on() and not is_admin(settings, user):
+        return ("Only admins (LAB_ADMINS) can unload while sign-in is on: what is loaded serves every signed-in user "
+                "and is evicted by itself when memory is needed.")
+    return None
 
 
 # ---- limits -----------------------------------------------------------------------------------------------------

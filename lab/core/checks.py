@@ -25,6 +25,18 @@ MAX_MODEL_ID_CHARS = 1024
 """The longest model id or model folder path accepted (Hub ids are under 100 characters): longer ones are refused
 with the usual bad-id message instead of the operating system's 'File name too long'."""
 
+MAX_QUESTION_CHARS = 4_000
+"""The longest question or prompt a person types (Compare, each evaluation question, the Arena), in characters.
+Checked before any model loads: a 10 MB question would otherwise be tokenized (tens of seconds) only to be refused
+for the context window. Knowledge belongs in the document, not the question."""
+
+
+def check_question_length(text: str, what: str = "The question") -> None:
+    """Refuse text over MAX_QUESTION_CHARS with a message saying how long it is and what the limit is."""
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ValueError(f"{what} has {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}. Ask something "
+                         "shorter: the knowledge belongs in the document, not the question.")
+
 
 def check(condition: bool, name: str, message: str, value: Any) -> None:
     """Raise `ValueError("<name> <message>, got <value>")` unless `condition` holds."""

@@ -9,6 +9,7 @@ configured without code changes; the UI can still change the model per request.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,9 +44,21 @@ def _env_float(name: str, default: float | None) -> float | None:
 
 def _env_int(name: str, default: int) -> int:
     value = _env_float(name, default)
-    if value != int(value):
+    # NaN and infinities have no whole value (int() would raise its own, nameless error).
+    if not math.isfinite(value) or value != int(value):
         raise ValueError(f"{name}={value!r} is not a whole number; unset it or give a value like 8")
     return int(value)
+
+
+def _check_positive(value: Any, where: str, whole: bool = False) -> None:
+    """A finite number > 0 (a whole one >= 1 when `whole`). NaN fails every comparison silently and inf passes
+    `> 0`, so both are refused here by name rather than slipping through to a budget or a quota."""
+    if whole:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not ok:
+            raise ValueError(f"{where} must be a whole number >= 1, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{where} must be a finite number > 0, got {value!r}")
 
 
 ENDPOINT_KINDS = ("openai", "vllm")
@@ -169,6 +182,10 @@ class LabSettings:
     """Queued and running jobs one user may have; a new job or sweep is refused at this many (env
     LAB_MAX_QUEUED_JOBS)."""
 
+    cpu_job_slots: int = field(default_factory=lambda: _env_int("LAB_CPU_JOB_SLOTS", 1))
+    """Training jobs that run at once on a machine without a GPU (env LAB_CPU_JOB_SLOTS). They share the cores and
+    the RAM, so more slots finish a queue sooner only while the cores are not all busy. GPUs: one job per GPU."""
+
     max_upload_mb: float = field(default_factory=lambda: _env_float("LAB_MAX_UPLOAD_MB", 20.0))
     """Largest file one upload may be, in MB (env LAB_MAX_UPLOAD_MB; also Gradio's max_file_size)."""
 
@@ -189,19 +206,20 @@ class LabSettings:
         self.data_dir = Path(self.data_dir)
         if not self.model_id.strip():
             raise ValueError("model_id (LAB_MODEL) is empty; use 'embedded', a local folder or a Hub id")
-        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
-            raise ValueError(f"memory_budget_gb (LAB_MEMORY_BUDGET_GB) must be > 0, got {self.memory_budget_gb}")
-        if self.max_concurrent < 1:
-            raise ValueError(f"max_concurrent (LAB_MAX_CONCURRENT) must be >= 1, got {self.max_concurrent}")
-        if self.max_new_tokens_limit < 1:
-            raise ValueError("max_new_tokens_limit must be >= 1")
-        for name, env in (("max_sweep_points", "LAB_MAX_SWEEP_POINTS"), ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"),
-                          ("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
+        if self.memory_budget_gb is not None:
+            _check_positive(self.memory_budget_gb, "memory_budget_gb (LAB_MEMORY_BUDGET_GB)")
+        _check_positive(self.max_new_tokens_limit, "max_new_tokens_limit", whole=True)
+        for name, env in (("max_concurrent", "LAB_MAX_CONCURRENT"), ("max_sweep_points", "LAB_MAX_SWEEP_POINTS"),
+                          ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"), ("cpu_job_slots", "LAB_CPU_JOB_SLOTS")):
+            _check_positive(getattr(self, name), f"{name} ({env})", whole=True)
+        for name, env in (("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
                           ("knowledge_cache_gb", "LAB_KNOWLEDGE_CACHE_GB")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                raise ValueError(f"{name} ({env}) must be a number > 0, got {value!r}")
+            _check_positive(getattr(self, name), f"{name} ({env})")
         self.endpoints = parse_endpoints(self.endpoints)
+
+    def sign_in_on(self) -> bool:
+        """Whether the web app asks people to sign in (LAB_AUTH or LAB_USERS_FILE is set)."""
+        return bool(self.auth.strip() or self.users_file.strip())
 
     def admin_names(self) -> frozenset[str]:
         """The users named in `admins` (LAB_ADMINS)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Collection
 
@@ -93,16 +94,24 @@ def uploads_dir(settings: LabSettings, user: str) -> Path:
 def save_upload(settings: LabSettings, user: str, source: str | Path, name: str | None = None) -> Path:
     """Copy an uploaded file into the user's workspace under a checked name (0600); returns its new path."""
     target = uploads_dir(settings, user) / check_name(name or Path(source).name, "File name")
-    # Opened 0600 from the start, so the copy is never readable by others, even for a moment.
-    with open(source, "rb") as src, os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                                              "wb") as dst:
-        shutil.copyfileobj(src, dst)
+    # Written beside the target and renamed over it only when complete: a copy that fails halfway (a full disk)
+    # leaves an earlier file of the same name whole. Opened 0600 from the start, never readable by others.
+    partial = target.with_name(f".{target.name}.part-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(source, "rb") as src, os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                                                  "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return private_file(target)
 
 
 def list_uploads(settings: LabSettings, user: str) -> list[str]:
     folder = workspace(settings, user) / "uploads"
-    return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    # Hidden names are uploads still being written (see save_upload); a checked name never starts with '.'.
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
 
 
 def upload_path(settings: LabSettings, user: str, name: str) -> Path:

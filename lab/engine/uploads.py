@@ -1,13 +1,17 @@
-"""The Engine's operations on users and their uploads: who is signed in, what each may read and keep."""
+"""The Engine's operations on users and their uploads: who is signed in, what each may read and keep, which model
+folders each may name, and who may unload what the session manager holds."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from lab.core import access
-from lab.core.users import check_name, list_uploads, load_users, private_file, save_upload, upload_path, \
-    uploads_dir, user_of
+from lab.core.users import LOCAL_USER, check_name, list_uploads, load_users, private_file, save_upload, \
+    upload_path, uploads_dir, user_of
+from lab.inference.endpoints import is_endpoint
+from lab.inference.generate import GenerationEvent, GenerationSettings
+from lab.inference.models import LoadedModel
 from lab.inference.runtime import Runtime
 from lab.knowledge.documents import Document, load_document
 
@@ -49,3 +53,40 @@ class UploadOps(Runtime):
     def open_upload(self, user: str, name: str) -> Document:
         """One of `user`'s uploads; nobody else's can be named."""
         return load_document(upload_path(self.settings, user, name))
+
+    # ---- models a user names, and what the session manager holds -------------------------------------------------
+    def check_model_access(self, model_id: str | None, user: str, adapter: str | None = None) -> None:
+        """Refuse (PermissionError naming the id and the allowed roots) a model or adapter folder `user` may not
+        read. A signed-in user may name the default model, 'embedded', a Hub id, an endpoint (LAB_ENDPOINTS), an
+        adapter by name, and folders inside assets/, their own workspace and the lab's outputs."""
+        if user == LOCAL_USER or not model_id or is_endpoint(model_id):
+            return  # an endpoint's adapter is a LoRA name served there, not a folder here
+        access.allowed_model(self.settings, user, model_id)
+        if adapter:
+            access.allowed_adapter(self.settings, user, adapter)
+
+    def load(self, model_id: str | None = None, load_in_4bit: bool | None = None,
+             user: str = LOCAL_USER) -> LoadedModel:
+        """Load a model into the shared session manager (once), after checking `user` may name it."""
+        self.check_model_access(model_id, user)
+        return super().load(model_id, load_in_4bit)
+
+    def generate(self, prompt: str, settings: GenerationSettings | None = None, model_id: str | None = None,
+                 system: str | None = None, caller: str | None = None,
+                 user: str = LOCAL_USER) -> Iterator[GenerationEvent]:
+        """Stream an answer (Runtime.generate) after checking, at once, that `user` may name the model."""
+        self.check_model_access(model_id, user)
+        return super().generate(prompt, settings, model_id, system, caller)
+
+    def unload_refusal(self, user: str) -> str | None:
+        """Why `user` may not unload entries (the System tab shows it beside a disabled button), or None."""
+        return access.unload_refusal(self.settings, user)
+
+    def unload(self, key: str, user: str = LOCAL_USER) -> bool:
+        """Drop a model, adapter, KV cache or reservation from the session manager; True if it was held. With
+        sign-in on only admins (LAB_ADMINS) may (PermissionError); nobody may drop what a request or a running job
+        is using (ValueError naming the entry and why)."""
+        refusal = self.unload_refusal(user)
+        if refusal:
+            raise PermissionError(refusal)
+        return self.sessions.unload(key)

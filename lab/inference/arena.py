@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Generator, Iterator, Sequence, TypeVar
 
 from lab.inference.adapters import available_adapters, resolve_adapter
+from lab.core.checks import check_question_length
 from lab.core.errors import USER_ERRORS, user_message
 from lab.inference.endpoints import is_endpoint, stream_model
 from lab.inference.runtime import Runtime
@@ -65,8 +66,10 @@ class ColumnReply:
 
 
 def check_columns(columns: Sequence[ArenaColumn], prompt: str) -> None:
+    """Everything that can be refused before any model loads or any prompt is tokenized."""
     if not prompt or not prompt.strip():
         raise ValueError("The prompt is empty; type something to send to every column.")
+    check_question_length(prompt, "The prompt")
     if not 1 <= len(columns) <= MAX_COLUMNS:
         raise ValueError(f"The Arena takes 1 to {MAX_COLUMNS} columns, got {len(columns)}.")
     for column in columns:

@@ -5,7 +5,9 @@
 It loads each model once (keyed by id and quantization), keeps LoRA adapters on their shared
 base, counts the bytes of everything it holds (models, KV caches, batching engines, training
 reservations) against a budget, and evicts the least recently used unpinned entry when room is
-needed.
+needed. Nothing a request is using right now can be evicted or unloaded: a request pins what it
+uses (the model, its engine, an adapter, a KV cache), and a training job's reservation stays pinned
+until the job ends.
 
 Generation goes two ways (`lend` picks):
 - batched: each loaded model has one continuous-batching engine (lab.inference.batching), started
@@ -182,12 +184,46 @@ class SessionManager:
         with self._lock:
             self._entries[key].nbytes = nbytes
 
+    def unload(self, key: str) -> bool:
+        """Remove an entry on request (the System tab, `Engine.unload`); True if something was removed.
+
+        Refused with a ValueError naming the entry while it, or anything that belongs to it, is in use: dropping a
+        model that a request still holds would make the next request load a second copy while the budget counts
+        one. (`remove` is the bookkeeping underneath, for eviction and for owners releasing what they hold.)"""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return False
+            busy = [e for e in (entry, *self._descendants(key)) if e.pins]
+            if busy:
+                what = busy[0]
+                why = ("it is held for a training job while the job runs and is released when the job ends"
+                       if what.kind == "reservation" else "a request is being answered with it")
+                whose = "" if what is entry else f": {what.label}, which belongs to it, is in use"
+                raise ValueError(f"{entry.label} is in use right now{whose} ({why}). It cannot be unloaded until "
+                                 "that ends; idle entries are evicted by themselves when memory is needed.")
+            return self.remove(key)
+
+    def _descendants(self, key: str) -> list[Entry]:
+        children = [e for e in self._entries.values() if e.parent == key]
+        return [*children, *(d for c in children for d in self._descendants(c.key))]
+
     def reserve(self, name: str, nbytes: int) -> None:
-        """Set memory aside for a training job before it starts (evicting idle models)."""
-        self.put(f"reservation:{name}", "reservation", None, nbytes, f"reservation for {name}")
+        """Set memory aside for a training job before it starts (evicting idle models). It stays pinned, so
+        nothing evicts or unloads it, until `release` when the job ends."""
+        with self._lock:
+            self.put(f"reservation:{name}", "reservation", None, nbytes, f"reservation for {name}").pins = 1
 
     def release(self, name: str) -> None:
         self.remove(f"reservation:{name}")
+
+    def idle_entries(self) -> list[tuple[str, str, int]]:
+        """(key, label, bytes) of every entry eviction may drop now: nothing pins it or anything of its own. The job
+        runner's arbiter (lab/training/jobs/arbiter.py) removes them before a job starts on this device; a later
+        request loads what it needs again."""
+        with self._lock:
+            return [(e.key, e.label, e.nbytes) for e in self._entries.values()
+                    if e.pins == 0 and not self._has_pinned_child(e.key)]
 
     @contextmanager
     def pinned(self, key: str) -> Iterator[None]:
@@ -255,12 +291,14 @@ class SessionManager:
                 raise KeyError(f"adapter '{adapter}' is not loaded on {spec.model_id}; "
                                f"loaded: {', '.join(self.adapters(spec)) or 'none'}")
             model = loaded.model
-            model.set_adapter(adapter)
-            model.base_model.enable_adapter_layers()
-            try:
-                yield loaded
-            finally:
-                model.base_model.disable_adapter_layers()
+            # The adapter is pinned too: unloading it mid-answer would delete the weights being decoded with.
+            with self.pinned(f"{spec.key}#adapter:{adapter}"):
+                model.set_adapter(adapter)
+                model.base_model.enable_adapter_layers()
+                try:
+                    yield loaded
+                finally:
+                    model.base_model.disable_adapter_layers()
 
     # ---- batched and exclusive generation -----------------------------------------------------
     def _engine(self, spec: ModelSpec) -> BatchEngine:
@@ -344,8 +382,10 @@ class SessionManager:
                 yield loaded, lambda ids: stream_generate(loaded.model, loaded.tokenizer, ids, settings, queue_s=waited)
 
     # ---- queue and stats ----------------------------------------------------------------
-    def new_caller(self, prefix: str = "caller") -> str:
-        return f"{prefix}-{next(self._callers)}"
+    def new_caller(self, prefix: str = "caller", user: str | None = None) -> str:
+        """A fresh id for one group of requests (a Compare question, an Arena round); with `user`, it begins with
+        '<user>:' so a remote server's prefix cache can be keyed per user (endpoints.cache_salt)."""
+        return f"{user + ':' if user else ''}{prefix}-{next(self._callers)}"
 
     def gpu_slot(self, caller: str):
         """The exclusive slot without pausing any engine: only for work that runs its own forward passes on an

@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lab.core.checks import check_question_length
+from lab.core.settings import BUNDLED_DOC, REPO_ROOT
 from lab.knowledge.compare import CompareConfig, MethodUpdate, check_request, stream_compare
 from lab.knowledge.documents import Document
 from lab.inference.runtime import Runtime
@@ -27,8 +29,18 @@ from lab.knowledge.metrics import score_answers, score_one
 
 SCORES = ("exact_match", "f1", "rouge_l", "bleu")
 ROW_FIELDS = ("index", "method", "question", "reference", "answer", "raw", "error", *SCORES,
-              "latency_s", "ttft_s", "retrieval_ms", "context_tokens", "new_tokens", "cache_mb")
+              "latency_s", "ttft_s", "retrieval_ms", "context_tokens", "new_tokens", "cache_mb", "citation")
 """Columns of a result row, in CSV order."""
+
+_KNOWLEDGE = REPO_ROOT / "assets" / "knowledge"
+EVAL_SETS = {
+    "dev": (BUNDLED_DOC, _KNOWLEDGE / "qa_dev.jsonl"),
+    "test": (BUNDLED_DOC, _KNOWLEDGE / "qa_test.jsonl"),
+    "heldout": (_KNOWLEDGE / "kestrelford_transit_handbook.md", _KNOWLEDGE / "kestrelford_transit_qa.jsonl"),
+}
+"""Named (document, QA file) pairs. dev: lines of qa.jsonl whose 1-based number is not a multiple of 3, the
+only questions prompts and answer reading may be tuned on (few-shot examples come from here too); test:
+every third line, reported only; heldout: a second document of another kind, never tuned on."""
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, message), called before the first answer and after each one."""
@@ -88,7 +100,8 @@ def _row(index: int, item: QAItem, update: MethodUpdate, latency_s: float) -> di
             "answer": update.answer, "raw": update.text, "error": update.error, **scores,
             "latency_s": round(latency_s, 4) if update.error is None else None, "ttft_s": m.get("ttft_s"),
             "retrieval_ms": m.get("retrieval_ms"), "context_tokens": m.get("context_tokens"),
-            "new_tokens": m.get("new_tokens"), "cache_mb": m.get("cache_mb")}
+            "new_tokens": m.get("new_tokens"), "cache_mb": m.get("cache_mb"),
+            "citation": update.citation.heading if update.citation else None}
 
 
 def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
@@ -121,6 +134,10 @@ def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: 
     """
     if not items:
         raise ValueError("The QA set is empty; give at least one question.")
+    # Every question is checked before the first is answered: a long one late in the set would otherwise be
+    # found only after minutes of answering, or be tokenized first.
+    for item in items:
+        check_question_length(item.question, f"The question on line {item.line}")
     names = check_request(runtime, items[0].question, methods)
     cfg = cfg or CompareConfig()
     caller = runtime.sessions.new_caller("eval")

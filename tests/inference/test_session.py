@@ -149,3 +149,46 @@ def test_queue_reports_positions_in_arrival_order(tmp_path):
     for t in [holder, *waiters]:
         t.join(5)
     assert sm.queue.position("third") is None
+
+
+def test_unload_refuses_what_a_request_is_using_and_keeps_one_copy(tiny_model_dir, tmp_path):
+    from support import build_tiny_llama, build_tiny_tokenizer
+    peft_model = get_peft_model(build_tiny_llama(len(build_tiny_tokenizer())),
+                                LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    sm = manager(2**30, tmp_path)
+    spec = ModelSpec(str(tiny_model_dir))
+    sm.attach_adapter(spec, "one", str(tmp_path / "adapter"))
+    sm.put("cache:doc", "kv_cache", object(), 1000, "CAG cache of doc.md", parent=spec.key)
+    held = sm.used_bytes
+    with sm.use(spec) as loaded:  # a request on the base model
+        with pytest.raises(ValueError, match=f"{spec.model_id}.*in use"):
+            sm.unload(spec.key)
+        assert sm.used_bytes == held and sm.model(spec) is loaded
+    with sm.use(spec, adapter="one"):  # a request through the adapter
+        with pytest.raises(ValueError, match="adapter one.*in use"):
+            sm.unload(f"{spec.key}#adapter:one")
+    with sm.pinned("cache:doc"):  # a CAG answer reading the cache; the model it belongs to is busy too
+        with pytest.raises(ValueError, match="CAG cache of doc.md.*in use"):
+            sm.unload("cache:doc")
+        with pytest.raises(ValueError, match="CAG cache of doc.md"):
+            sm.unload(spec.key)
+    sm.reserve("job-1", 5000)  # held for a running job until the runner releases it
+    with pytest.raises(ValueError, match="job-1.*in use"):
+        sm.unload("reservation:job-1")
+    assert sm.used_bytes == held + 5000 and sm.load_counts == {spec.key: 1}
+    # Idle entries unload; a reservation goes only when its job ends.
+    assert sm.unload("cache:doc") and sm.unload(f"{spec.key}#adapter:one") and sm.unload(spec.key)
+    assert sm.unload("nothing-here") is False
+    sm.release("job-1")
+    assert sm.used_bytes == 0
+
+
+def test_a_running_jobs_reservation_is_never_evicted(tiny_model_dir, tmp_path):
+    spec = ModelSpec(str(tiny_model_dir))
+    size = model_bytes(tiny_model_dir, tmp_path)
+    sm = manager(size + size // 2, tmp_path)
+    sm.reserve("job-1", size)
+    with pytest.raises(MemoryBudgetError, match="in use"):
+        sm.model(spec)  # only the job's reservation could make room, and it is not idle
+    assert [(e["kind"], e["pinned"]) for e in sm.stats()["entries"]] == [("reservation", True)]
