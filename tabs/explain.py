@@ -9,7 +9,9 @@ creates its own components and wires its own handlers, so panels can be read and
 
 from __future__ import annotations
 
+import functools
 import tempfile
+import textwrap
 from pathlib import Path
 
 import gradio as gr
@@ -25,6 +27,7 @@ LORA_PRESETS = ["minimal", "attention_only", "ffn_only", "all"]
 
 def _guard(fn):
     """Turn bad calculator input into a readable message in the UI."""
+    @functools.wraps(fn)  # gradio reads fn's parameters through the wrapper, so a gr.Request one is filled in
     def wrapped(*args):
         try:
             return fn(*args)
@@ -50,22 +53,32 @@ def _sweepable(engine: Engine, name: str | None) -> bool:
 def _suggested_yaml(engine: Engine, name: str | None) -> str:
     if not _sweepable(engine, name):
         return ""
-    return yaml.safe_dump(engine.sweep_to_dict(engine.suggest_sweep(name)), sort_keys=False)
+    try:
+        sweep = engine.suggest_sweep(name)
+    except ValueError as exc:  # a grid whose points would be identical jobs: say why instead of offering it
+        return "# No sweep suggested for this knob here:\n" + "".join(f"# {line}\n" for line in textwrap.wrap(str(exc)))
+    plan = engine.plan_sweep(sweep)
+    lines = [f"# {p['point']}: {p['max_steps']} steps, {p['examples']:g} examples"
+             + (f", {p['tokens']:,} tokens" if p["tokens"] is not None else "")
+             + (f", LoRA scale {p['lora_scale']:g}" if p["lora_scale"] is not None else "") for p in plan]
+    return "# Planned points:\n" + "\n".join(lines) + "\n" + yaml.safe_dump(engine.sweep_to_dict(sweep), sort_keys=False)
 
 
 def _sweep_ids(engine: Engine) -> list[str]:
     return [s["id"] for s in engine.list_sweeps()]
 
 
-def _wire_panel(engine: Engine, key: str, tab: gr.Tab, pick: gr.Dropdown, fn, inputs: list, outputs: list) -> None:
+def _wire_panel(engine: Engine, key: str, tab: gr.Tab, pick: gr.Dropdown, fn, inputs: list, outputs: list,
+                with_request: bool = False) -> None:
     """Recompute a panel's numbers when one of its inputs changes; and when the tab opens or an entry is
-    picked, if the entry shown uses this panel (the other panels are left untouched)."""
+    picked, if the entry shown uses this panel (the other panels are left untouched). `with_request`: fn takes
+    the gr.Request after its inputs (panels that read a model the user names check who is asking)."""
     for component in inputs:
         component.change(fn, inputs, outputs, api_name=False, concurrency_limit=None)
 
-    def when_shown(name: str | None, *args):
+    def when_shown(request: gr.Request, name: str | None, *args):
         if _live(engine, name) == key:
-            return fn(*args)
+            return fn(*args, request) if with_request else fn(*args)
         return gr.skip() if len(outputs) == 1 else tuple(gr.skip() for _ in outputs)
 
     gr.on([tab.select, pick.change], when_shown, [pick, *inputs], outputs, api_name=False, concurrency_limit=None)
@@ -162,8 +175,8 @@ def _scale_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
 
 def _trainable_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
-    def trainable_params(model_id, r, preset):
-        t = engine.trainable_params(model_id, int(r), preset)
+    def trainable_params(model_id, r, preset, request: gr.Request):
+        t = engine.trainable_params(model_id, int(r), preset, user=engine.user_of(request.username))
         return (f"**{t.trainable:,}** trainable of {t.total:,} parameters (**{100 * t.share:.3f}%**), "
                 f"{t.adapted_layers} adapted layers: {', '.join(t.target_modules)} — counted by peft on "
                 f"`{model_id}`.")
@@ -174,15 +187,18 @@ def _trainable_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group
             r = gr.Number(16, precision=0, label="r")
             preset = gr.Dropdown(LORA_PRESETS, value="attention_only", label="target modules preset")
         out = gr.Markdown(elem_id="explain-trainable-out")
-    _wire_panel(engine, "trainable_params", tab, pick, trainable_params, [model_id, r, preset], [out])
+    _wire_panel(engine, "trainable_params", tab, pick, trainable_params, [model_id, r, preset], [out],
+                with_request=True)
     return panel
 
 
 def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
-    def memory_estimate(model_id, mode, bits, optimizer, batch, seq_len, ckpt, r, preset):
+    def memory_estimate(model_id, mode, bits, optimizer, batch, seq_len, ckpt, r, preset, autocast,
+                        request: gr.Request):
         est, free, v = engine.training_memory(model_id, mode, int(bits), optimizer, int(batch), int(seq_len),
-                                              bool(ckpt), int(r), preset)
+                                              bool(ckpt), int(r), preset, bool(autocast),
+                                              user=engine.user_of(request.username))
         frame = pd.DataFrame({"part": ["weights", "gradients", "optimizer", "activations"],
                               "GiB": [x / 2**30 for x in (est.weights, est.gradients, est.optimizer_state,
                                                           est.activations)]})
@@ -195,7 +211,8 @@ def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
         with gr.Row():
             model_id = gr.Textbox(engine.settings.model_id, label="Model id")
             mode = gr.Radio(["full", "lora"], value="lora", label="training")
-            bits = gr.Radio([32, 16, 8, 4], value=16, label="weight bits")
+            bits = gr.Radio([32, 16, 8, 4], value=16, label="weight bits (full: 32 = fp32 master weights, "
+                                                            "16 = pure bf16)")
             optimizer = gr.Dropdown(list(engine.OPTIMIZER_STATES), value="adamw_torch", label="optim")
         with gr.Row():
             batch = gr.Number(4, precision=0, label="batch")
@@ -203,10 +220,12 @@ def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
             ckpt = gr.Checkbox(False, label="gradient checkpointing")
             r = gr.Number(16, precision=0, label="LoRA r")
             preset = gr.Dropdown(LORA_PRESETS, value="all", label="LoRA preset")
+            autocast = gr.Checkbox(True, label="bf16 autocast (how the lab trains on a GPU)")
         plot = gr.BarPlot(x="part", y="GiB", height=220, label="Training memory")
         out = gr.Markdown(elem_id="explain-memory-out")
     _wire_panel(engine, "memory_estimate", tab, pick, memory_estimate,
-                [model_id, mode, bits, optimizer, batch, seq_len, ckpt, r, preset], [plot, out])
+                [model_id, mode, bits, optimizer, batch, seq_len, ckpt, r, preset, autocast], [plot, out],
+                with_request=True)
     return panel
 
 
@@ -251,7 +270,7 @@ def _show_entry(engine: Engine, pick: gr.Dropdown, text: gr.Markdown, panels: di
 
 def _sweep_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Accordion:
     """Edit a suggested grid for the picked knob, start it as jobs owned by the user, watch the table fill."""
-    with gr.Accordion("Sweep this knob: run a small grid and let the guide's rule decide", open=False,
+    with gr.Accordion("Sweep this knob: run a small grid and let the knob's rule decide", open=False,
                       visible=_sweepable(engine, pick.value), elem_id="explain-sweep") as box:
         editor = gr.Code(_suggested_yaml(engine, pick.value), language="yaml", lines=12,
                          label="Sweep (grid, tied knobs, base job config, overrides; edit freely)")
@@ -309,10 +328,10 @@ def _sweep_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Accordion
 
 
 def _explain_api(engine: Engine) -> None:
-    def explain_entry(name: str) -> str:
-        """The catalog entry for a knob, as Markdown (what `python -m lab explain NAME` prints)."""
+    def explain_entry(name: str, trainer: str = "") -> str:
+        """The catalog entry for a knob, as Markdown (what `python -m lab explain NAME [--trainer KIND]` prints)."""
         try:
-            return engine.explain(name)
+            return engine.explain(name, trainer or None)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.cli import bench, dataset, knowledge, models, sweep, train, users
+from lab.cli import bench, dataset, history, knowledge, models, screenshots, sweep, train, users
 from lab.core.errors import USER_ERRORS, user_message
 from lab.engine import Engine
 
-COMMAND_MODULES = (models, knowledge, bench, train, sweep, dataset, users)
+COMMAND_MODULES = (models, knowledge, bench, train, sweep, dataset, users, screenshots, history)
 """In the order `python -m lab --help` lists their commands."""
 
 

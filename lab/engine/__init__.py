@@ -22,6 +22,7 @@ import torch
 from lab.core.device import memory_info
 from lab.engine.arena import ArenaOps
 from lab.engine.explain import ExplainOps
+from lab.engine.history import HistoryOps
 from lab.engine.knowledge import KnowledgeOps
 from lab.engine.training import config_paths
 from lab.inference.models import materialise_embedded
@@ -30,7 +31,7 @@ from lab.knowledge import disk
 __all__ = ["Engine", "config_paths"]
 
 
-class Engine(KnowledgeOps, ArenaOps, ExplainOps):
+class Engine(HistoryOps, KnowledgeOps, ArenaOps, ExplainOps):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         disk.set_cap(self.settings.data_dir / "knowledge", int(self.settings.knowledge_cache_gb * 2**30))
@@ -46,6 +47,17 @@ class Engine(KnowledgeOps, ArenaOps, ExplainOps):
                 "data_dir": str(self.settings.data_dir), "default_model": self.settings.model_id,
                 "load_in_4bit": self.settings.load_in_4bit, "sign_in": bool(self.settings.auth)}
         return info | {"session": self.stats()}
+
+    def new_caller(self, kind: str, user: str | None = None) -> str:
+        """An id for one group of requests (a Compare question, an Arena round, a Playground answer) by `user`:
+        its place in the queue is readable with queue_position, and a remote vLLM server keys its prefix cache
+        by the user in it (each user's questions share a cached document, nobody else's)."""
+        return self.sessions.new_caller(kind, user)
+
+    def queue_position(self, caller: str) -> int | None:
+        """1-based place of `caller` in the queue for exclusive model work; 0 while it holds the model; None when
+        it is not waiting (batched requests never wait there)."""
+        return self.sessions.queue.position(caller)
 
     def memory_info(self) -> dict[str, float]:
         """Total and free bytes of the device models run on."""

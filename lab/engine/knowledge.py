@@ -7,9 +7,10 @@ from typing import Iterator, Sequence
 
 from lab.core import access
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
-from lab.core.users import check_name, workspace_dir
+from lab.core.users import LOCAL_USER, check_name, workspace_dir
 from lab.engine.training import Progress, TrainingOps
-from lab.knowledge import compare, evaluation
+from lab.inference import adapters
+from lab.knowledge import breakeven, compare, evaluation
 from lab.knowledge.compare import CompareConfig, MethodUpdate
 from lab.knowledge.documents import Document, load_document
 
@@ -30,16 +31,32 @@ class KnowledgeOps(TrainingOps):
         """What Compare can run now: the plain methods and one `ft:<name>` per trained adapter."""
         return [*compare.METHODS, *(f"{compare.ADAPTER_PREFIX}{name}" for name in self.adapter_names())]
 
+    def compare_method_labels(self) -> list[tuple[str, str]]:
+        """compare_methods as (what the list shows, the method): an adapter's says what it is (adapter_summary)."""
+        summaries = {f"{compare.ADAPTER_PREFIX}{a.name}": self.adapter_summary(a) for a in self.list_adapters()}
+        return [(f"{m} — {summaries[m]}" if m in summaries else m, m) for m in self.compare_methods()]
+
     def stream_compare(self, doc: Document, question: str, methods: str | Sequence[str], cfg: CompareConfig | None = None,
-                caller: str | None = None) -> Iterator[MethodUpdate]:
+                caller: str | None = None, user: str = LOCAL_USER) -> Iterator[MethodUpdate]:
         """Stream every method's answer to one question about `doc`, with its costs."""
+        self._check_compare_access(methods, cfg, user)
         return compare.stream_compare(self, doc, question, methods, cfg, caller=caller)
+
+    def _check_compare_access(self, methods: str | Sequence[str], cfg: CompareConfig | None, user: str) -> None:
+        """Refuse, before anything runs, a model folder (cfg.model_id) or `ft:` adapter folder `user` may not read."""
+        if user == LOCAL_USER:
+            return
+        self.check_model_access(cfg.model_id if cfg else None, user)
+        for name in compare.parse_methods(methods):
+            if name.startswith(compare.ADAPTER_PREFIX):
+                access.allowed_adapter(self.settings, user, name[len(compare.ADAPTER_PREFIX):])
 
     load_qa = staticmethod(evaluation.load_qa)
 
     def evaluate(self, doc: Document, items: Sequence[evaluation.QAItem], methods: str | Sequence[str],
-                 cfg: CompareConfig | None = None, progress: Progress | None = None) -> dict:
+                 cfg: CompareConfig | None = None, progress: Progress | None = None, user: str = LOCAL_USER) -> dict:
         """Score a QA set through several methods (exact match, F1, ROUGE-L, BLEU, latency)."""
+        self._check_compare_access(methods, cfg, user)
         return evaluation.evaluate(self, doc, items, methods, cfg, progress)
 
     def export_evaluation(self, result: dict, user: str, name: str) -> tuple[Path, Path]:
@@ -52,6 +69,24 @@ class KnowledgeOps(TrainingOps):
         self._keep_within_quota(user, written)
         return written
 
+    def evaluations(self, user: str) -> list[Path]:
+        """The evaluation exports (JSON and CSV) kept in `user`'s workspace, newest first."""
+        folder = workspace_dir(self.settings, user, "evaluations")
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".csv")]
+        return sorted(files, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+
     # Anywhere the caller chooses (the command line's --out and --csv); a tab uses export_evaluation.
     write_evaluation_json = staticmethod(evaluation.write_json)
     write_evaluation_csv = staticmethod(evaluation.write_csv)
+
+    def break_even(self, metrics: dict[str, dict]) -> list[breakeven.BreakEven]:
+        """After how many questions CAG's cache build and each adapter's training have paid for themselves against
+        full context, from one question's card metrics (method -> metrics). An adapter's one-off cost is the time
+        its job trained (started to finished); adapters without a finished job are left out."""
+        training_s = {}
+        for method in metrics:
+            if method.startswith(compare.ADAPTER_PREFIX):
+                seconds = adapters.training_seconds(self.settings.data_dir, method[len(compare.ADAPTER_PREFIX):])
+                if seconds is not None:
+                    training_s[method] = seconds
+        return breakeven.break_even_lines(metrics, training_s)

@@ -23,6 +23,8 @@ from lab.training.configs.base import TrainConfig, field_docs
 from lab.training.configs.pretrain import SCRATCH, TRAIN_TOKENIZER, PretrainConfig
 from lab.training.configs.reward import RewardConfig
 from lab.training.data import builder
+from lab.training.jobs import inventory as job_inventory
+from lab.training.jobs import placement as job_placement
 from lab.training.jobs import runner as job_runner
 
 Progress = Callable[[int, int, str], None]
@@ -83,7 +85,9 @@ class TrainingOps(UploadOps):
         """The process's training job runner, started on first use (it polls job folders on disk)."""
         with self._jobs_lock:
             if self._jobs is None:
-                self._jobs = job_runner.JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions)
+                self._jobs = job_runner.JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions,
+                                                  cpu_slots=self.settings.cpu_job_slots,
+                                                  priority=self.settings.admin_names())
                 self._jobs.start_background()
             return self._jobs
 
@@ -127,6 +131,15 @@ class TrainingOps(UploadOps):
     def list_jobs(self) -> list[dict]:
         return self.jobs.list()
 
+    def plan_jobs(self, configs: Sequence[str | Path], inventory: str | Path | None = None) -> dict:
+        """Where and in which wave each config would run (wave 0 = starts now), queued in that order, without
+        running anything: on a declared inventory (YAML `devices: [{name: cuda:0, memory_gb: 80}, ...]`), or on
+        this machine's devices as if no job ran. {"placements": [{config, devices, wave, estimate_gb, ...}]}."""
+        devices = (job_inventory.load_inventory(inventory) if inventory is not None
+                   else job_inventory.machine_devices(self.settings.cpu_job_slots))
+        cfgs = [(str(path), self.load_config(path)) for path in configs]
+        return {"placements": job_placement.plan_configs(cfgs, devices, self.settings.data_dir)}
+
     def job_status(self, job_id: str) -> dict:
         return self.jobs.status(job_id)
 
@@ -152,6 +165,25 @@ class TrainingOps(UploadOps):
     def list_adapters(self) -> list[adapters.Adapter]:
         """Every trained adapter, newest first."""
         return adapters.list_adapters(self.settings.data_dir)
+
+    def adapter_summary(self, adapter: adapters.Adapter) -> str:
+        """One line on what an adapter is: how it was trained, on which base, how far and to what loss, e.g.
+        'sft lora on embedded · 55 steps · loss 0.33 · eval loss 0.41'. The numbers come from its job while the
+        job's folder is kept; a hand-copied adapter says only what its files record."""
+        parts = [" ".join(p for p in (adapter.kind, adapter.mode) if p) or "adapter"]
+        parts[0] += f" on {Path(adapter.base_model_id).name or adapter.base_model_id}" if adapter.base_model_id else ""
+        try:
+            status = self.jobs.status(adapter.job_id) if adapter.job_id else None
+            metrics = self.jobs.metrics(adapter.job_id) if status else []
+        except (OSError, ValueError):  # the job was deleted: the adapter outlives it
+            status, metrics = None, []
+        if status:
+            parts.append(f"{status.get('step') or 0} steps")
+        for key, label in (("loss", "loss"), ("eval_loss", "eval loss")):
+            last = next((m[key] for m in reversed(metrics) if m.get(key) is not None), None)
+            if last is not None:
+                parts.append(f"{label} {last:.3g}")
+        return " · ".join(parts)
 
     def adapter_names(self) -> list[str]:
         return adapters.available_adapters(self.settings.data_dir)

@@ -24,8 +24,8 @@ from lab.knowledge.compare import CompareConfig
 from lab.training.data.builder import BuilderConfig
 
 COMMANDS = ["info", "prepare", "generate", "ask", "eval", "bench cag", "bench train", "bench serve", "train",
-            "jobs submit", "jobs list", "jobs stop", "jobs kill", "jobs resume", "jobs show", "merge", "show-command",
-            "sweep", "explain", "dataset build", "hash-password"]
+            "jobs submit", "jobs list", "jobs stop", "jobs kill", "jobs resume", "jobs delete", "jobs show", "merge",
+            "show-command", "sweep", "explain", "dataset build", "hash-password", "screenshots"]
 
 
 @dataclass
