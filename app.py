@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from typing import Callable
 
 import gradio as gr
+from gradio import networking
 from starlette.middleware import Middleware
 
 from lab.core.errors import USER_ERRORS
 from lab.core.signin import SignIn, SignInMiddleware
 from lab.engine import Engine
-from tabs import arena, compare, explain, system, train
+from tabs import arena, battles, compare, explain, history, system, train
 
 INTRO = ("# LLM Lab\nGive a language model knowledge and behaviour — retrieval, cache-augmented generation, "
          "full context, fine-tuning — and measure what each costs.")
@@ -28,8 +31,10 @@ def build_app(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="LLM Lab", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
-            compare.build(engine)
+            compare.build(engine, demo)
             arena.build(engine)
+            battles.build(engine)
+            history.build(engine)
             train.build(engine)
             explain.build(engine)
             system.build(engine)
@@ -46,6 +51,24 @@ def sign_in_options(engine: Engine) -> dict:
             "app_kwargs": {"middleware": [Middleware(SignInMiddleware)]}}
 
 
+def patient_url_ok(check: Callable[[str], bool], patience_s: float = 60.0) -> Callable[[str], bool]:
+    """`check` (gradio's url_ok), asked again until it succeeds or `patience_s` has passed.
+
+    Before serving, gradio asks the new server for its page and refuses to start ("When localhost is not
+    accessible, a shareable link must be created") when the first attempt takes over 3 s. On a shared box whose
+    CPUs are busy with training jobs, or with the model loading beside the server, that first page can take
+    longer: the server is fine, only slow to answer once."""
+    def ok(url: str) -> bool:
+        deadline = time.monotonic() + patience_s
+        while not check(url):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return True
+    ok.patient = True  # type: ignore[attr-defined]
+    return ok
+
+
 def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
     """Start serving with the lab's settings (sign-in, queue) applied."""
     # The job runner starts with the app: queued jobs start without anyone opening the job list, and the memory
@@ -55,6 +78,8 @@ def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
         engine.jobs
     except USER_ERRORS as exc:
         logging.getLogger("lab").warning("job runner not started: %s", exc)
+    if not getattr(networking.url_ok, "patient", False):
+        networking.url_ok = patient_url_ok(networking.url_ok)
     return demo.queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

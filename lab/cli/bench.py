@@ -14,6 +14,7 @@ import argparse
 import json
 
 from lab.bench.cag import bench_cag
+from lab.bench.served_cag import bench_served_cag
 from lab.bench.serve import ServeBenchConfig, bench_serve
 from lab.bench.train import bench_train
 from lab.cli.flags import add_flags
@@ -30,6 +31,10 @@ def _cmd_cag(engine, args: argparse.Namespace) -> None:
     doc = engine.load_document(args.doc)
     questions = [item.question for item in engine.load_qa(args.qa)]
     result = bench_cag(engine, doc, questions[:args.questions], questions, cfg, new_tokens=args.new_tokens)
+    if args.concurrent:
+        if len(questions) < args.concurrent:
+            raise ValueError(f"--concurrent {args.concurrent} needs that many questions; {args.qa} has {len(questions)}.")
+        result |= bench_served_cag(engine, doc, questions[:args.concurrent], cfg, new_tokens=args.new_tokens)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -55,6 +60,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                                               "(default: %(default)s)")
     cag.add_argument("--new-tokens", type=int, default=16, help="greedy tokens compared per question "
                                                                 "(default: %(default)s)")
+    cag.add_argument("--concurrent", type=int, default=8, help="then ask this many questions at once: explicit "
+                     "CAG (turns on one cache) vs served CAG (batching engine, prefix sharing) vs full context "
+                     "without sharing; 0 skips it")
     cag.add_argument("--json", action="store_true", help="print one JSON object")
     add_compare_flags(cag)
     cag.set_defaults(fn=_cmd_cag)

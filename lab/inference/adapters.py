@@ -92,6 +92,22 @@ def resolve_adapter(data_dir: str | Path, ref: str) -> tuple[str, Path]:
     raise ValueError(f"Unknown adapter '{ref}': no LoRA adapter has been trained yet. {TRAIN_HINT}")
 
 
+def training_seconds(data_dir: str | Path, ref: str) -> float | None:
+    """Seconds the job that trained adapter `ref` ran (its status.json's started to finished), or None when the
+    adapter names no job, the job folder is gone, or it did not finish. Read from the file, not through the
+    training package: the session side of the lab never imports the trainers."""
+    try:
+        _, folder = resolve_adapter(data_dir, ref)
+        job_id = Adapter.from_folder(folder).job_id
+        status = json.loads((Path(data_dir) / "jobs" / job_id / "status.json").read_text()) if job_id else {}
+        started, finished = status.get("started"), status.get("finished")
+        if not (started and finished):
+            return None
+        return max(0.0, (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds())
+    except (ValueError, OSError):
+        return None
+
+
 def register_adapter(output_dir: Path, name: str, base_model_id: str, job_id: str, data_dir: Path,
                      extra: dict[str, Any] | None = None) -> Path:
     """Copy a finished LoRA adapter to <data>/adapters/<name>/ with adapter_meta.json; returns that folder.

@@ -84,6 +84,9 @@ class EngineConfig:
     max_batch_tokens: int = 512
     """Tokens one forward pass may hold; a longer prompt is prefilled over several steps, so a long
     document does not stall everyone else's decoding for its whole prefill."""
+    prefix_sharing: bool = True
+    """Let requests whose prompts begin with the same complete cache blocks share them (served CAG). Off only
+    to measure what sharing saves (`bench cag --concurrent`)."""
 
     @classmethod
     def for_model(cls, loaded: LoadedModel, max_concurrent: int, budget_bytes: int) -> EngineConfig:
@@ -153,7 +156,7 @@ class _Lane:
                                       pad_token_id=e.tokenizer.pad_token_id, **sampling)
         cb = ContinuousBatchingConfig(page_size=cfg.page_size, num_blocks=cfg.cache_tokens // cfg.page_size,
                                       max_batch_tokens=cfg.max_batch_tokens, max_requests_per_batch=cfg.max_requests,
-                                      allow_block_sharing=True, per_request_processors=self.sample,
+                                      allow_block_sharing=cfg.prefix_sharing, per_request_processors=self.sample,
                                       auto_switch_to_flash=False)
         self.manager = e.model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
         self.manager.warmup()  # creates the cache and buffers here; captures CUDA graphs where the library uses them

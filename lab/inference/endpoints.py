@@ -104,13 +104,15 @@ def resolve(settings: LabSettings, model_id: str) -> Endpoint:
                         f"{', '.join(e.model_id for e in known)}. Pick one of them or add '{name}' to the file.")
 
 
-def cache_salt(user: str) -> str:
+def cache_salt(caller: str) -> str:
     """vLLM's prefix-cache key for one requester: requests with different salts never reuse each other's cached
     prefixes, so nobody can time another user's prompts. A hash, so the server never sees the name.
 
-    The lab's callers pass their caller id (one Compare question, evaluation run, Arena round or Playground
-    answer): never shared between users, shared inside one group of requests."""
-    return hashlib.sha256(f"llm-lab:{user}".encode()).hexdigest()[:32]
+    `caller` is the caller id of a group of requests (session manager's new_caller): when it names its user
+    ('alice:compare-7') the salt is the user's, so all of alice's questions on a document share its cached
+    prefix (a second question is as fast as CAG) and never bob's; an id without a user keeps its group alone."""
+    user, named, _ = caller.partition(":")
+    return hashlib.sha256(f"llm-lab:{user if named else caller}".encode()).hexdigest()[:32]
 
 
 def request_body(endpoint: Endpoint, messages: list[dict], settings: GenerationSettings, user: str | None = None,

@@ -67,3 +67,13 @@ def test_sign_in_is_required_when_configured(tiny_model_dir, tmp_path):
         assert "new tokens" in timings
     finally:
         demo.close()
+
+
+def test_a_slow_first_page_does_not_stop_the_app_starting():
+    """Gradio's own check gives up on the first 3-second timeout; the lab asks again until its patience ends."""
+    import app
+    answers = iter([False, False, True])
+    assert app.patient_url_ok(lambda url: next(answers), patience_s=30)("http://127.0.0.1:1/")
+    calls = []
+    never = app.patient_url_ok(lambda url: calls.append(url) or False, patience_s=0.6)
+    assert never("http://127.0.0.1:1/") is False and len(calls) >= 2

@@ -40,7 +40,7 @@ def test_two_signed_in_users_keep_separate_arena_histories(browser, tiny_auth_ap
     for page in (alice, bob):
         page.get_by_role("tab", name="Arena").click()
         page.get_by_label("Chat mode (keep each column's history)").check()
-    # Both send at the same time; the GPU queue serialises the model work underneath.
+    # Both send at the same time; their columns share the model's batching engine underneath.
     # Playwright's sync pages belong to this thread, so the two sends are interleaved here:
     alice.locator("#arena-prompt textarea").fill("alice asks about the river")
     bob.locator("#arena-prompt textarea").fill("bob asks about the city")

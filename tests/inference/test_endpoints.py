@@ -256,3 +256,16 @@ def test_errors_name_the_endpoint_and_the_app_keeps_serving(remote, server, tmp_
     # The same process still answers through the working endpoint.
     final = list(remote.generate("hi", GenerationSettings(max_new_tokens=4), model_id="endpoint:local"))[-1]
     assert final.done and final.text
+
+
+def test_cache_salt_is_per_user_across_request_groups():
+    """Two Compare questions of one user share the server's cached document prefix; another user's never do."""
+    from lab.core.device import choose_device
+    from lab.inference.session import SessionManager
+    sessions = SessionManager(choose_device(has_cuda=False, has_flash_attn=False), 2**20, loader=None)
+    alice_1, alice_2 = sessions.new_caller("compare", "alice"), sessions.new_caller("arena", "alice")
+    bob = sessions.new_caller("compare", "bob")
+    assert alice_1 != alice_2
+    assert cache_salt(alice_1) == cache_salt(alice_2) != cache_salt(bob)
+    # A caller id without a user keeps its own group apart from everyone's.
+    assert cache_salt(sessions.new_caller("compare")) != cache_salt(sessions.new_caller("compare"))

@@ -23,6 +23,8 @@ LOG_FILE = "train.log"
 STOP_FILE = "STOP"
 CHECKPOINTS_DIR = "checkpoints"
 OUTPUT_DIR = "output"
+EFFECTIVE_ARGS_FILE = "effective_args.json"
+"""Every resolved trainer argument (library defaults filled in), the model's dtype and attention: what really ran."""
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 """The folder name transformers' Trainer (and the PPO loop) gives a checkpoint: checkpoint-<global step>."""

@@ -8,6 +8,7 @@ callback that writes metrics and progress is lab/training/jobs/callback.py.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from lab.core.device import DeviceChoice
 from lab.inference.models import resolve_model_path
 from lab.training.configs.base import TrainConfig
 from lab.training.jobs.callback import JobCallback
-from lab.training.jobs.files import CHECKPOINTS_DIR, OUTPUT_DIR
+from lab.training.jobs.files import CHECKPOINTS_DIR, EFFECTIVE_ARGS_FILE, OUTPUT_DIR, is_main_process
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -117,12 +118,26 @@ def optimizer_override(cfg: TrainConfig) -> tuple[type[torch.optim.Optimizer], d
     return None
 
 
+def effective_arguments(trainer) -> dict[str, Any]:
+    """What a trainer will really run with: every field of its arguments after the library filled in its defaults
+    (TRL's SFTConfig, for one, turns bf16 on unless told otherwise), plus the model's dtype and attention kernel.
+    Written to each job's effective_args.json; `bench train` compares two runs' copies."""
+    model = trainer.model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    args = json.loads(json.dumps(trainer.args.to_dict(), default=str))  # enums and paths as text
+    return {"args": args, "model_dtype": str(base.dtype).removeprefix("torch."),
+            "attn_implementation": base.config._attn_implementation, "model_class": type(base).__name__,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
 # ---- outputs ----------------------------------------------------------------------------------
 def train_and_save(trainer, job_dir: Path, callback: JobCallback) -> Path | None:
     """Run a Trainer (resuming if asked) and save to the job's output folder; None when stopped.
 
     save_model writes the adapter alone for LoRA/QLoRA and the whole model (with the tokenizer
     passed as processing_class) otherwise."""
+    if is_main_process():
+        (Path(job_dir) / EFFECTIVE_ARGS_FILE).write_text(json.dumps(effective_arguments(trainer), indent=1))
     trainer.train(resume_from_checkpoint=callback.resume_from)
     if callback.stopped:
         return None
