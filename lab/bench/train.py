@@ -98,9 +98,11 @@ def plain_trl(config_path: str, out_path: str) -> None:
                 rows.append({"num_tokens": logs["num_tokens"], "time": time.time()})
 
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(output_dir=out, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        args = SFTConfig(output_dir=out, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+                         per_device_train_batch_size=cfg.per_device_train_batch_size,
                          gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                          learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
+                         lr_scheduler_kwargs=cfg.lr_scheduler_kwargs,
                          warmup_steps=cfg.warmup_ratio or cfg.warmup_steps, optim=cfg.optim,
                          weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                          max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=cfg.completion_only_loss,
