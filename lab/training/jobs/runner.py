@@ -1,4 +1,4 @@
-"""Training jobs as folders on disk, run one at a time as `accelerate launch` subprocesses.
+"""Training jobs as folders on disk, run as `accelerate launch` subprocesses, as many at once as the devices take.
 
     python -m lab jobs list
     python -m lab show-command assets/presets/sft_lora_qa.yaml
@@ -6,7 +6,9 @@
 Everything about a job lives in `<data>/jobs/<id>/` (config.yaml, status.json, metrics.jsonl,
 train.log, checkpoints/, output/), so the job list, the queue and every state are rebuilt from
 disk by whoever asks: the app after a restart, a second browser tab, the CLI. The runner adds
-only what a file cannot hold (its Popen handles and memory reservations).
+only what a file cannot hold (its Popen handles and memory reservations). Where and when a queued job
+starts is decided in lab/training/jobs/placement.py (a fair queue across owners, devices by memory) over
+the devices of lab/training/jobs/inventory.py; the runner pins each job to its devices.
 
 States (JobState in lab/training/jobs/status.py): queued -> running -> completed | failed | stopped,
 with stopping between running and stopped while the trainer saves a checkpoint. A job whose status
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +40,15 @@ import psutil
 import torch
 
 from lab.core.errors import MemoryBudgetError
-from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
+from lab.core.settings import REPO_ROOT
 from lab.training.configs.base import TrainConfig, save_config
 from lab.training.configs import load_config
 from lab.training.jobs.files import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
                                      read_metrics)
+from lab.training.jobs.arbiter import make_room, reclaimable, takes_budget
+from lab.training.jobs.inventory import (Device, machine_devices, pinned_argv, running_holdings, visible_devices,
+                                         with_holdings)
+from lab.training.jobs.placement import JobRequest, PlacementConfig, estimate_job_bytes, fair_order, job_size, plan
 from lab.training.jobs.status import ACTIVE_STATES, FINAL_STATES, JobState, JobStatus, read_status, update_status
 
 if TYPE_CHECKING:  # only an annotation: listing jobs need not load the inference stack
@@ -54,11 +61,6 @@ JOB_ENV_HIDDEN = ("LAB_AUTH", "LAB_USERS_FILE", "*PASSWORD*", "*PASSWD*", "*SECR
 config, data and model code, so it must not learn the sign-in passwords (LAB_AUTH), where the password file is
 (LAB_USERS_FILE), or any other credential of the app (an endpoint's API key, a cloud secret). HF_TOKEN stays: a
 job whose model_id is a Hub id needs it to download the weights."""
-
-MEMORY_FACTORS = {"full": 4.0, "lora": 1.25, "qlora": 0.4}
-"""Training memory as a multiple of the weights' size on disk: full = weights + gradients + two Adam moments;
-LoRA = frozen weights + small adapters and activations; QLoRA = the same on 4-bit weights (about 1/4 of fp16)."""
-
 
 # ---- folders and files ------------------------------------------------------------------------
 def job_dir(data_dir: str | Path, job_id: str) -> Path:
@@ -166,15 +168,20 @@ def job_dict(status: JobStatus, folder: Path) -> dict[str, Any]:
     return dataclasses.asdict(status) | {"id": folder.name, "dir": str(folder)}
 
 
-def list_jobs(data_dir: str | Path) -> list[dict[str, Any]]:
+def list_jobs(data_dir: str | Path, priority: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Every job, oldest first (ids start with their creation time), rebuilt from disk; queued jobs carry
-    their queue_position (1 = next to start)."""
+    their queue_position in the fair queue (1 = offered devices first; placement.fair_order, with the owners
+    in `priority` first)."""
     jobs_root = Path(data_dir) / "jobs"
     jobs = [job_dict(refresh_status(f), f)
             for f in sorted(jobs_root.iterdir()) if (f / STATUS_FILE).exists()] if jobs_root.is_dir() else []
-    queued = sorted((j for j in jobs if j["state"] == JobState.QUEUED), key=lambda j: j["queued_at"] or 0)
-    for position, job in enumerate(queued, start=1):
-        job["queue_position"] = position
+    running = Counter(j["owner"] or "local" for j in jobs if j["state"] in ACTIVE_STATES)
+    queued = [JobRequest(j["id"], j["owner"] or "local", j["queued_at"] or 0.0)
+              for j in jobs if j["state"] == JobState.QUEUED]
+    positions = {job.id: n for n, job in enumerate(fair_order(queued, running, PlacementConfig(priority)), start=1)}
+    for job in jobs:
+        if job["id"] in positions:
+            job["queue_position"] = positions[job["id"]]
     return jobs
 
 
@@ -248,16 +255,7 @@ def resume_job(data_dir: str | Path, job_id: str) -> dict[str, Any]:
                                   else "queued to restart (no checkpoint was saved)"), folder)
 
 
-# ---- memory -----------------------------------------------------------------------------------
-def estimate_job_bytes(cfg: TrainConfig, data_dir: str | Path) -> int:
-    """Rough training memory from the size of the weights on disk (0 when the model is not local yet)."""
-    from lab.inference.models import EMBEDDED_DIRNAME
-    folder = (Path(data_dir) / "models" / EMBEDDED_DIRNAME if cfg.model_id == EMBEDDED_MODEL
-              else Path(cfg.model_id).expanduser())
-    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
-    return int(weights * MEMORY_FACTORS[cfg.mode])
-
-
+# ---- the environment --------------------------------------------------------------------------
 def job_env(data_dir: str | Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a job's process: the app's own, minus JOB_ENV_HIDDEN, plus what every job needs."""
     inherited = {name: value for name, value in os.environ.items()
@@ -270,18 +268,27 @@ def job_env(data_dir: str | Path, extra: dict[str, str] | None = None) -> dict[s
 
 # ---- the runner -------------------------------------------------------------------------------
 class JobRunner:
-    """Starts queued jobs as subprocesses, at most `max_running` at once (counted across processes).
+    """Starts queued jobs as subprocesses wherever they fit, several at once (lab/training/jobs/placement.py).
 
-    One per process. `poll()` does all the work (reap finished children, fail dead jobs, start the
-    next queued ones); `start_background()` calls it every few seconds from a daemon thread.
+    One per process. `poll()` does all the work (reap finished children, fail dead jobs, place the queue,
+    start the jobs that fit now and write every other queued job's place and reason into its message);
+    `start_background()` calls it every few seconds from a daemon thread.
     """
 
-    def __init__(self, data_dir: str | Path, sessions: SessionManager | None = None, max_running: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: str | Path, sessions: SessionManager | None = None, max_running: int | None = None,
+                 env: dict[str, str] | None = None, cpu_slots: int = 1, priority: frozenset[str] = frozenset(),
+                 devices: list[Device] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.sessions = sessions
         self.max_running = max_running
+        """At most this many jobs run at once (counted across processes); None: as many as the devices take."""
         self.env = env or {}
+        self.cpu_slots = cpu_slots
+        """CPU job slots (LAB_CPU_JOB_SLOTS) on a machine without a GPU."""
+        self.placement = PlacementConfig(priority_owners=frozenset(priority))
+        self.declared = devices
+        """A declared inventory to place jobs on instead of this machine's devices (tests, simulations)."""
+        self._sizes: dict[str, tuple[int, int | None]] = {}
         self._procs: dict[str, subprocess.Popen] = {}
         self._reserved: set[str] = set()
         self._lock = threading.RLock()
@@ -298,7 +305,16 @@ class JobRunner:
 
     def list(self) -> list[dict[str, Any]]:
         self.poll()
-        return list_jobs(self.data_dir)
+        return list_jobs(self.data_dir, self.placement.priority_owners)
+
+    def devices(self, jobs: list[dict[str, Any]] | None = None) -> list[Device]:
+        """The devices jobs may use, with what running jobs hold and, on the GPU this process serves models from,
+        the inference entries the arbiter could unload (counted as free: a job starting there has them unloaded)."""
+        jobs = list_jobs(self.data_dir) if jobs is None else jobs
+        devices = self.declared if self.declared is not None else machine_devices(self.cpu_slots)
+        gpu = any(d.is_gpu for d in devices)
+        held = running_holdings(jobs, devices, lambda job: (self._size(job, gpu) or (1, None))[1] or 0)
+        return with_holdings(devices, held, reclaimable(self.sessions))
 
     def status(self, job_id: str) -> dict[str, Any]:
         self.poll()
@@ -343,7 +359,7 @@ class JobRunner:
         if self.sessions is None:
             return
         for job in list_jobs(self.data_dir):  # a dead 'running' job turns failed here and reserves nothing
-            if job["state"] not in ACTIVE_STATES:
+            if job["state"] not in ACTIVE_STATES or not takes_budget(self.sessions, job["devices"] or []):
                 continue
             folder = job_dir(self.data_dir, job["id"])
             try:
@@ -372,22 +388,55 @@ class JobRunner:
                     if states.get(job_id) not in ACTIVE_STATES:
                         self.sessions.release(job_id)
                         self._reserved.discard(job_id)
-                running = sum(j["state"] in ACTIVE_STATES for j in jobs)
-                queued = sorted((j for j in jobs if j["state"] == JobState.QUEUED), key=lambda j: j["queue_position"])
-                for job in queued:
-                    if running >= self.max_running:
-                        break
-                    running += self._start(job["id"], resume=job["resume"])
+                self._schedule(jobs)
 
-    def _start(self, job_id: str, resume: bool) -> bool:
+    def _schedule(self, jobs: list[dict[str, Any]]) -> None:
+        """Place the queue; start the jobs of wave 0, tell every other queued job its place and what it waits for."""
+        devices = self.devices(jobs)
+        gpu = any(d.is_gpu for d in devices)
+        queued = [JobRequest(j["id"], j["owner"] or "local", j["queued_at"] or 0.0, *size)
+                  for j in jobs if j["state"] == JobState.QUEUED and (size := self._size(j, gpu)) is not None]
+        active = [j for j in jobs if j["state"] in ACTIVE_STATES]
+        room = None if self.max_running is None else self.max_running - len(active)
+        by_id = {j["id"]: j for j in jobs}
+        for place in plan(queued, devices, self.placement, Counter(j["owner"] or "local" for j in active)):
+            job, folder = by_id[place.job], job_dir(self.data_dir, place.job)
+            if place.wave is None:
+                update_status(folder, state=JobState.FAILED, finished=now_iso(), message=f"cannot start: {place.reason}")
+            elif place.wave == 0 and (room is None or room > 0):
+                started = self._start(place.job, job["resume"], list(place.devices))
+                room = None if room is None else room - started
+            else:
+                why = place.reason or f"waiting: at most {self.max_running} jobs run at once here"
+                if job["message"] != (message := f"#{place.position} in queue: {why}"):  # write only a change
+                    update_status(folder, message=message)
+
+    def _size(self, job: dict[str, Any], gpu: bool) -> tuple[int, int | None] | None:
+        """(devices, bytes per device) the job asks for (placement.job_size), read from its config once the estimate
+        is known; None, and a queued job failed with the reason, when its config cannot be read."""
+        if job["id"] in self._sizes:
+            return self._sizes[job["id"]]
+        try:
+            cfg = load_config(Path(job["dir"]) / CONFIG_FILE)
+            size = job_size(cfg, estimate_job_bytes(cfg, self.data_dir), gpu)
+        except ValueError as exc:
+            if job["state"] == JobState.QUEUED:
+                update_status(Path(job["dir"]), state=JobState.FAILED, finished=now_iso(), message=str(exc))
+            return None
+        if size[1] is not None:  # an unknown estimate may become known once the model is downloaded
+            self._sizes[job["id"]] = size
+        return size
+
+    def _start(self, job_id: str, resume: bool, devices: list[str]) -> bool:
         folder = job_dir(self.data_dir, job_id)
         try:
             cfg = load_config(folder / CONFIG_FILE)
-            argv = launch_argv(cfg, folder / CONFIG_FILE, resume)
+            argv = pinned_argv(launch_argv(cfg, folder / CONFIG_FILE, resume), devices, self.cpu_slots)
         except ValueError as exc:
             update_status(folder, state=JobState.FAILED, finished=now_iso(), message=str(exc))
             return False
-        if self.sessions is not None:
+        made_room = make_room(self.sessions, devices)
+        if takes_budget(self.sessions, devices):
             nbytes = estimate_job_bytes(cfg, self.data_dir)
             try:
                 self.sessions.reserve(job_id, nbytes)
@@ -398,7 +447,8 @@ class JobRunner:
                     update_status(folder, message=f"waiting for memory: {exc}")
                 return False
             self._reserved.add(job_id)
-        env = job_env(self.data_dir, self.env)
+        pin = {"CUDA_VISIBLE_DEVICES": visible_devices(devices)} if devices and devices[0].startswith("cuda:") else {}
+        env = job_env(self.data_dir, self.env | pin)
         with open(folder / LOG_FILE, "ab") as log:
             log.write(f"\n=== {now_iso()} {shlex.join(argv)}\n".encode())
             log.flush()
@@ -407,8 +457,8 @@ class JobRunner:
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         self._procs[job_id] = proc
         update_status(folder, state=JobState.RUNNING, pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
-                      worker_pid=None, worker_pid_started=None, started=now_iso(), finished=None,
-                      message="starting: loading model and data")
+                      worker_pid=None, worker_pid_started=None, started=now_iso(), finished=None, devices=devices,
+                      message=f"starting on {', '.join(devices)}: loading model and data{made_room}")
         return True
 
     def _finished(self, job_id: str, returncode: int) -> None:

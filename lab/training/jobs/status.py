@@ -92,6 +92,9 @@ class JobStatus:
     """When it reached a final state (ISO 8601, UTC); cleared when it is queued again."""
     returncode: int | None = None
     """The launcher's exit code, set when the runner reaps it (negative: killed by that signal)."""
+    devices: list[str] | None = None
+    """What the runner placed it on ('cuda:0', 'cuda:3' or a CPU job slot 'cpu:1'); None for a job it did not
+    start (a foreground `python -m lab train`). Other runners read it to know which devices are taken."""
 
     # ---- progress (JobCallback) ----
     step: int = 0

@@ -1,0 +1,61 @@
+"""The arbiter between serving and training: a job starting on the GPU the app serves models from gets it cleared.
+
+    python -m lab jobs list      # a job's message says what was unloaded for it
+
+The session manager (lab/inference/session.py) holds models, batching engines and KV caches on one device, the
+current CUDA device (cuda:0 as the app runs) or the CPU. Memory it has freed stays in this process's CUDA cache,
+out of reach of a job's separate process, so before the job runner starts a job on that GPU it unloads every
+inference entry nothing uses right now and empties the cache; a later request loads what it needs again. Entries
+in use (pinned) stay, and their bytes stay counted against the job (lab/training/jobs/inventory.py).
+On CPU slots nothing is unloaded: a job's RAM is set aside in the session manager's budget instead, which evicts
+idle entries by itself when the reservation needs room.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # only an annotation: placing jobs need not load the inference stack
+    from lab.inference.session import SessionManager
+
+
+def serving_gpu(sessions: SessionManager | None) -> str | None:
+    """The GPU the session manager loads onto ('cuda' is the current device, which the app leaves at cuda:0), or
+    None when it serves from the CPU or there is none."""
+    return "cuda:0" if sessions is not None and sessions.device.device == "cuda" else None
+
+
+def takes_budget(sessions: SessionManager | None, devices: list[str]) -> bool:
+    """Whether a job on `devices` takes memory from the session manager's budget: on CPU slots (RAM is shared) and
+    on the GPU it serves from; other GPUs are not in its budget."""
+    gpu = bool(devices) and devices[0].startswith("cuda:")
+    return sessions is not None and (not gpu or serving_gpu(sessions) in devices)
+
+
+def reclaimable(sessions: SessionManager | None) -> dict[str, tuple[list[str], int]]:
+    """device -> (labels, bytes) of the idle inference entries `make_room` would unload there, for
+    inventory.with_holdings (which counts those bytes as free)."""
+    gpu = serving_gpu(sessions)
+    if gpu is None:
+        return {}
+    idle = sessions.idle_entries()
+    return {gpu: ([label for _, label, _ in idle], sum(nbytes for *_, nbytes in idle))}
+
+
+def make_room(sessions: SessionManager | None, devices: list[str]) -> str:
+    """Unload the idle inference entries on the serving GPU if the job is placed there; returns what went, as a
+    clause for the job's message ('' when nothing did)."""
+    gpu = serving_gpu(sessions)
+    if gpu is None or gpu not in devices:
+        return ""
+    idle = sessions.idle_entries()
+    for key, _, _ in idle:
+        sessions.remove(key)  # a parent's removal takes its children along; removing them again does nothing
+    if idle and torch.cuda.is_available():
+        gc.collect()  # the freed tensors go back to the CUDA cache first, then the cache goes back to the device
+        torch.cuda.empty_cache()
+    labels = ", ".join(label for _, label, _ in idle)
+    return f"; unloaded idle {labels} from {gpu} for it (loaded again on the next request)" if idle else ""
