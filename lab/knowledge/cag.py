@@ -35,7 +35,7 @@ from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document
 from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
 from lab.inference.models import LoadedModel, ModelSpec
-from lab.knowledge.prompt import PROMPT_VERSION, split_prompt
+from lab.knowledge.prompt import PROMPT_VERSION, Shots, split_prompt
 from lab.inference.session import SessionManager
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,12 @@ class CagCache:
         return self.nbytes / 2**20
 
 
-def cache_key(doc: Document, spec: ModelSpec, dtype: torch.dtype, chat_template: str | None) -> str:
-    """Short hash of everything that changes the cached tensors."""
+def cache_key(doc: Document, spec: ModelSpec, dtype: torch.dtype, chat_template: str | None, shots: Shots = ()) -> str:
+    """Short hash of everything that changes the cached tensors (the few-shot turns are part of the prefix)."""
     settings = {"format": CACHE_FORMAT, "doc_sha256": doc.sha256, "model": spec.key, "dtype": str(dtype),
                 "prompt_version": PROMPT_VERSION,
-                "chat_template": hashlib.sha256((chat_template or "").encode()).hexdigest()}
+                "chat_template": hashlib.sha256((chat_template or "").encode()).hexdigest(),
+                "shots": [list(pair) for pair in shots]}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -170,9 +171,10 @@ def load_cache(path: Path, model: PreTrainedModel) -> tuple[DynamicCache, torch.
 
 
 def get_cag(sessions: SessionManager, spec: ModelSpec, loaded: LoadedModel, doc: Document, root: Path,
-            cfg: CagConfig | None = None) -> CagCache:
+            cfg: CagConfig | None = None, shots: Shots = ()) -> CagCache:
     """The document's CAG cache for this model: held in memory, else loaded from disk, else prefilled.
 
+    `shots` are few-shot turns prefilled after the document (lab.knowledge.prompt.demonstrations).
     Call it with the model in use (inside `sessions.use(spec)` and the GPU slot): it runs the model.
     """
     cfg = cfg or CagConfig()
@@ -180,12 +182,12 @@ def get_cag(sessions: SessionManager, spec: ModelSpec, loaded: LoadedModel, doc:
     # The cache holds activations in the compute dtype (for a 4-bit model too: its weights are
     # de-quantized to it per matmul), and spec.key already tells 4-bit from full weights.
     dtype = model.dtype
-    key = cache_key(doc, spec, dtype, tokenizer.chat_template)
+    key = cache_key(doc, spec, dtype, tokenizer.chat_template, shots)
     entry_key = f"{spec.key}#cag:{key}"
     held = sessions.get(entry_key)
     if held is not None:
         return held
-    prefix_ids = split_prompt(tokenizer, "?", doc.text).prefix_ids  # [1, K]; the question is not part of it
+    prefix_ids = split_prompt(tokenizer, "?", doc.text, shots).prefix_ids  # [1, K]; the question is not part of it
     check_fits(prefix_ids.shape[1], loaded.context_window, cfg.reserve_tokens, spec.model_id)
     path = Path(root) / doc.sha256[:16] / "cag" / key
     start = time.perf_counter()
@@ -202,7 +204,7 @@ def get_cag(sessions: SessionManager, spec: ModelSpec, loaded: LoadedModel, doc:
         cache = prefill(model, prefix_ids)
         meta = {"format": CACHE_FORMAT, "key": key, "document": doc.name, "doc_sha256": doc.sha256,
                 "model": spec.model_id, "model_key": spec.key, "dtype": str(dtype), "prompt_version": PROMPT_VERSION,
-                "kv_len": prefix_ids.shape[1], "n_layers": len(cache.layers),
+                "kv_len": prefix_ids.shape[1], "shots": len(shots), "n_layers": len(cache.layers),
                 "prefill_s": round(time.perf_counter() - start, 3), "transformers": transformers.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         save_cache(cache, prefix_ids, path, meta)

@@ -28,12 +28,13 @@ from typing import Callable, Iterator, Sequence
 from lab.inference.adapters import resolve_adapter
 from lab.knowledge.cag import CagConfig, check_fits, get_cag, stream_answer
 from lab.knowledge.documents import Document, load_document
+from lab.core import checks
 from lab.core.errors import USER_ERRORS
 from lab.inference.runtime import Runtime
 from lab.inference.generate import GenerationEvent, GenerationSettings
 from lab.inference.endpoints import is_endpoint, stream_model
-from lab.knowledge.prompt import _SLOT, _messages, read_answer, split_prompt, suffix_ids
-from lab.knowledge.rag import RagConfig, RagIndex, RetrievedChunk, build_or_load_index, retrieve
+from lab.knowledge.prompt import _SLOT, _messages, demonstrations, read_answer, split_prompt, suffix_ids
+from lab.knowledge.rag import RagConfig, RagIndex, RetrievedChunk, build_or_load_index, cite, knowledge_text, retrieve
 from lab.core.settings import BUNDLED_DOC
 
 METHODS = ("base", "rag", "cag", "full")
@@ -57,10 +58,19 @@ class CompareConfig:
     """Model to ask ('embedded', a local folder or a Hub id); None = the lab's default (LAB_MODEL)."""
     load_in_4bit: bool | None = None
     """Load the model as 4-bit NF4; None = the lab's default (LAB_LOAD_IN_4BIT)."""
+    few_shot: int = 0
+    """Question -> short answer examples (from the bundled dev set) shown before every method's question, 0-8.
+    They teach the answer format; CAG prefills them once with the document, full context pays for them on
+    every question, RAG and base on every question too."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
+        demonstrations(self.few_shot)  # validates the count
+
+    @property
+    def shots(self) -> tuple[tuple[str, str], ...]:
+        return demonstrations(self.few_shot)
 
     @property
     def generation(self) -> GenerationSettings:
@@ -91,6 +101,11 @@ class MethodUpdate:
     """'answer' (stopped after the short answer), 'eos' or 'length' on the last update."""
     chunks: list[RetrievedChunk] = field(default_factory=list)
     """RAG only: the retrieved chunks with their cosine scores, best first."""
+    citation: RetrievedChunk | None = None
+    """On the last update of rag, cag and full: the passage of the document that supports the answer, its
+    heading path telling the user where to check it. RAG: the retrieved chunk holding most of the answer's
+    words (the top one when none does); CAG and full: the chunk the embedder finds closest to question +
+    answer, None when there is no answer or the model is an endpoint. Always None for base and ft:."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,19 +128,12 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-MAX_QUESTION_CHARS = 4_000
-"""The longest Compare question, in characters. Checked before any model loads: a 10 MB question would otherwise
-be tokenized (tens of seconds) only to be refused for the context window. Knowledge goes in the document."""
-
-
 def check_request(runtime: Runtime, question: str, methods: str | Sequence[str]) -> list[str]:
     """Everything that can be refused before any model runs: empty or overlong question, unknown method or
     adapter."""
     if not question or not question.strip():
         raise ValueError("The question is empty; type a question first.")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(f"The question has {len(question):,} characters; the limit is {MAX_QUESTION_CHARS:,}. "
-                         "Ask a shorter question: the knowledge belongs in the document, not the question.")
+    checks.check_question_length(question)
     names = parse_methods(methods)
     for name in names:
         if name.startswith(ADAPTER_PREFIX):
@@ -140,7 +148,7 @@ build its index twice at once."""
 
 def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
     """The document's FAISS index, held by the session manager after the first load."""
-    key = f"rag:{doc.sha256[:16]}:{cfg.chunk_size}:{cfg.chunk_overlap}:{cfg.separators!r}"
+    key = f"rag:{doc.sha256[:16]}:{cfg.chunking}:{cfg.chunk_size}:{cfg.chunk_overlap}:{cfg.separators!r}"
     with _INDEX_LOCK:
         index = runtime.sessions.get(key)
         if index is None:
@@ -162,10 +170,12 @@ def _metrics(event: GenerationEvent, prep_s: float, **extra) -> dict:
 
 def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: CompareConfig,
             extra: dict, chunks: list[RetrievedChunk] | None = None,
-            final: Callable[[], dict] | None = None) -> Iterator[MethodUpdate]:
+            final: Callable[[], dict] | None = None,
+            passage: Callable[[str], RetrievedChunk | None] | None = None) -> Iterator[MethodUpdate]:
     """Turn generation events into updates; stop once the short answer is complete.
 
-    `final` adds metrics known only after the stream is closed (CAG's crop time).
+    `final` adds metrics known only after the stream is closed (CAG's crop time). The citation is the
+    retrieved chunk holding the answer (RAG) or `passage(answer)` (CAG and full context).
     """
     last, finish = None, None
     with closing(events):  # closing a CAG stream crops its cache back
@@ -181,8 +191,20 @@ def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: 
             yield MethodUpdate(method, event.text, answer, _metrics(event, prep_s, **extra), chunks=chunks or [])
     assert last is not None
     extra = extra | (final() if final else {})
-    yield MethodUpdate(method, last.text, read_answer(last.text)[0], _metrics(last, prep_s, **extra), done=True,
-                       finish_reason=finish, chunks=chunks or [])
+    answer = read_answer(last.text)[0]
+    yield MethodUpdate(method, last.text, answer, _metrics(last, prep_s, **extra), done=True,
+                       finish_reason=finish, chunks=chunks or [],
+                       citation=passage(answer) if passage else cite(answer, chunks or []))
+
+
+def _passage(runtime: Runtime, doc: Document, cfg: CompareConfig, question: str) -> Callable[[str], RetrievedChunk | None]:
+    """For CAG and full context, which read the whole document: the chunk the embedder finds closest to the
+    question and its answer. It runs after the answer, so it adds nothing to the answer's time."""
+    def find(answer: str) -> RetrievedChunk | None:
+        if not answer:
+            return None
+        return retrieve(rag_index(runtime, doc, cfg.rag), f"{question}\n{answer}", top_k=1).chunks[0]
+    return find
 
 
 CAG_ON_ENDPOINT = ("On an endpoint CAG is the server's own prefix caching: this ran as full context, and the "
@@ -206,10 +228,10 @@ def _stream_endpoint(runtime: Runtime, doc: Document, question: str, method: str
     if index is not None:
         found = retrieve(index, question, cfg.rag.top_k)
         chunks, extra["retrieval_ms"] = found.chunks, round(found.retrieval_ms, 2)
-        knowledge = "\n\n".join(c.text.strip() for c in chunks)
+        knowledge = knowledge_text(chunks)
     if method == "cag":
         extra["note"] = CAG_ON_ENDPOINT
-    messages = [{**m, "content": m["content"].replace(_SLOT, question)} for m in _messages(knowledge)]
+    messages = [{**m, "content": m["content"].replace(_SLOT, question)} for m in _messages(knowledge, cfg.shots)]
     events = stream_model(runtime.settings, model_id, messages, cfg.generation, user=caller, adapter=adapter)
     yield from _stream(method, events, time.perf_counter() - start, cfg, extra, chunks)
 
@@ -234,15 +256,17 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
         with runtime.sessions.exclusive(spec, caller):
             yield MethodUpdate(method)
             with runtime.sessions.use(spec) as loaded:
-                kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag)
+                kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag,
+                             cfg.shots)
                 with runtime.sessions.pinned(kv.entry_key):
                     start = time.perf_counter()
-                    ids = suffix_ids(loaded.tokenizer, question, doc.text)  # [1, S]: the prefix is in the cache
+                    ids = suffix_ids(loaded.tokenizer, question, doc.text, cfg.shots)  # [1, S]: the prefix is cached
                     prep_s = time.perf_counter() - start
                     extra = {"cache_mb": round(kv.size_mb, 2), "kv_len": kv.kv_len,
                              "cache_build_s": round(kv.build_s, 3), "cache_reused": kv.reused}
                     yield from _stream(method, stream_answer(kv, loaded, ids, settings), prep_s, cfg, extra,
-                                       final=lambda: {"crop_ms": round(kv.last_crop_ms, 4)})
+                                       final=lambda: {"crop_ms": round(kv.last_crop_ms, 4)},
+                                       passage=_passage(runtime, doc, cfg, question))
         return
     adapter = None
     if method.startswith(ADAPTER_PREFIX):  # an adapter request decodes alone; base, rag and full are batched
@@ -259,10 +283,10 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
             found = retrieve(index, question, cfg.rag.top_k)
             chunks = found.chunks
             extra["retrieval_ms"] = round(found.retrieval_ms, 2)
-            knowledge = "\n\n".join(c.text.strip() for c in chunks)
+            knowledge = knowledge_text(chunks)
         else:  # full: the whole document, re-prefilled; base and ft: the question alone
             knowledge = doc.text if method == "full" else None
-        parts = split_prompt(tok, question, knowledge)
+        parts = split_prompt(tok, question, knowledge, cfg.shots)
         if method == "full":  # the same refusal as CAG: the same prompt must fit
             check_fits(parts.prefix_ids.shape[1], loaded.context_window, cfg.cag.reserve_tokens, spec.model_id)
         ids = parts.ids  # [1, T]
@@ -270,7 +294,8 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
             raise ValueError(f"The prompt has {ids.shape[1]} tokens; with max_new_tokens={settings.max_new_tokens} "
                              f"it exceeds the model's window of {loaded.context_window}.")
         prep_s = time.perf_counter() - start
-        yield from _stream(method, run(ids), prep_s, cfg, extra, chunks)
+        passage = _passage(runtime, doc, cfg, question) if method == "full" else None
+        yield from _stream(method, run(ids), prep_s, cfg, extra, chunks, passage=passage)
 
 
 def stream_compare(runtime: Runtime, doc: Document, question: str, methods: str | Sequence[str],

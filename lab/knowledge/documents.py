@@ -3,13 +3,16 @@
     .venv/bin/python -m lab ask --doc path/to/notes.pdf --question "What does it conclude?" --methods full
 
 Every loader failure raises `DocumentError` (a `ValueError`) whose message says what was wrong
-and what to do about it, so the UI can show it to the user verbatim.
+and what to do about it, so the UI can show it to the user verbatim. `readable(text)` is the plain-text
+reading the model gets in its prompt; `Document.text` stays as uploaded, for display and citations.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +146,99 @@ def load_document(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Docum
             f"File {name!r} is empty (it contains only whitespace); choose a file that contains text."
         )
     return document_from_text(name, text)
+
+
+# ---- text the model reads ------------------------------------------------------------------------
+# A small model copies what it sees: given "### **2. Fares**" it answers "### **2". The prompt therefore
+# gets a plain-text reading of the document, while `Document.text` stays as uploaded for display,
+# hashing and citations.
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff\ufffd"))  # soft hyphen, zero-widths, BOM, �
+_PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u201c": '"', "\u201d": '"',
+                        "\u201e": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2022": "-", "\u00b7": "-"})
+# UTF-8 read as cp1252 ("donâ€™t", "FranÃ§ais"): runs of Latin-1 letters and cp1252 punctuation that
+# decode as UTF-8 once encoded back. A lone accent ("café") is never such a run, so it is left alone.
+_CP1252_RUN = re.compile("[\u0080-\u00ff\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+                         "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]{2,}")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$")
+_RULE = re.compile(r"^\s{0,3}([-*_])(?:\s*\1){2,}\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_QUOTE = re.compile(r"^\s*(?:>\s?)+")
+_BULLET = re.compile(r"^(\s*)[*+-]\s+")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_INLINE = (
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # image -> its alt text
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # link -> its text
+    (re.compile(r"`([^`]+)`"), r"\1"),  # inline code
+    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),  # bold
+    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),  # *italic*
+    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),  # _italic_, but never snake_case names
+    (re.compile(r"~~(.+?)~~"), r"\1"),
+    (re.compile(r"</?[A-Za-z][^>\n]*>"), " "),  # inline HTML such as <br>
+)
+
+
+def _fix_mojibake(line: str) -> str:
+    def repair(match: re.Match) -> str:
+        try:
+            return match.group(0).encode("cp1252").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return match.group(0)  # real accented text, not mis-decoded bytes
+
+    return _CP1252_RUN.sub(repair, line)
+
+
+def _inline(text: str) -> str:
+    for pattern, repl in _INLINE:
+        text = pattern.sub(repl, text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _cells(row: str) -> list[str]:
+    row = row.strip()
+    return [_inline(c) for c in row.strip("|").split("|")]
+
+
+def _table_lines(rows: list[str]) -> list[str]:
+    """A markdown table as one line per data row, each cell named by its column: 'Line: T1; Colour: Red.'"""
+    header = _cells(rows[0])
+    lines = []
+    for row in rows[2:]:
+        cells = _cells(row)
+        pairs = [f"{h}: {c}" if h else c for h, c in zip(header, cells) if c]
+        if pairs:
+            lines.append("; ".join(pairs) + ".")
+    return lines
+
+
+def _is_table_start(lines: list[str], i: int) -> bool:
+    return "|" in lines[i] and i + 1 < len(lines) and bool(_TABLE_RULE.match(lines[i + 1])) and "|" in lines[i + 1]
+
+
+def readable(text: str) -> str:
+    """The document as the model should read it: markdown markup removed, tables as one line per row,
+    curly quotes, dashes, invisible characters and mis-decoded UTF-8 repaired. Wording is unchanged."""
+    # Mojibake is repaired before NFKC, which would turn its "™" into "TM" and hide it.
+    lines = [unicodedata.normalize("NFKC", _fix_mojibake(line)).translate(_INVISIBLE).translate(_PLAIN)
+             for line in _normalise(text).split("\n")]
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if _is_table_start(lines, i):
+            end = i + 2
+            while end < len(lines) and "|" in lines[end] and lines[end].strip():
+                end += 1
+            out += _table_lines(lines[i:end])
+            i = end
+            continue
+        i += 1
+        if _FENCE.match(line) or _RULE.match(line):
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            out += ["", _inline(heading.group(1))]
+            continue
+        line = _BULLET.sub(r"\1- ", _QUOTE.sub("", line))
+        out.append(_inline(line) if line.strip() else "")
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()

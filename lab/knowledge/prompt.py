@@ -9,18 +9,30 @@ the question into a *prefix* (knowledge + instruction) and a *suffix* (question 
 end-of-turn and assistant header). The two halves are tokenized separately and concatenated, so
 CAG (prefix prefilled once, suffix per question) and full context (prefix + suffix prefilled
 together) feed the model exactly the same token ids and greedy decoding gives the same answer.
+
+The knowledge is read through lab.knowledge.documents.readable (markdown markup, tables and broken
+Unicode turned into plain text) whoever passes it, so every method and every caller sees the same text.
+Optional few-shot demonstrations (question -> short answer pairs from the bundled dev set, never from a
+test or held-out set) follow the knowledge as earlier chat turns: they sit in the prefix, so CAG pays
+for them once and full context on every question.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-PROMPT_VERSION = 1
-"""Bump whenever the wording below changes: saved CAG caches are keyed on it."""
+from lab.knowledge.documents import readable
+
+PROMPT_VERSION = 2
+"""Bump whenever the wording below or the knowledge's reading changes: saved CAG caches are keyed on it.
+2: the knowledge is passed through `readable`; few-shot turns may follow it."""
 
 SYSTEM = "You are a concise assistant. Reply with the short answer only: a few words, no full sentence."
 WITH_KNOWLEDGE = "Document:\n{knowledge}\n\nAnswer the question using the document above. Reply with a few words only.\n"
@@ -45,17 +57,62 @@ class PromptParts:
         return torch.cat([self.prefix_ids, self.suffix_ids], dim=1)
 
 
-def _messages(knowledge: str | None) -> list[dict]:
-    head = WITH_KNOWLEDGE.format(knowledge=knowledge.strip()) if knowledge else WITHOUT_KNOWLEDGE
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": head + QUESTION.format(question=_SLOT)}]
+Shots = tuple[tuple[str, str], ...]
+"""Few-shot demonstrations: (question, short answer) pairs shown before the real question."""
+
+DEV_QA = Path(__file__).resolve().parents[2] / "assets" / "knowledge" / "qa_dev.jsonl"
+"""The tuning half of the bundled QA set; demonstrations come from here and nowhere else."""
+
+MAX_SHOTS = 8
 
 
-def prompt_texts(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str | None = None) -> tuple[str, str]:
+@lru_cache(maxsize=1)
+def _dev_pairs() -> Shots:
+    rows = [json.loads(line) for line in DEV_QA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return tuple((r["question"].strip(), r["answer"].strip()) for r in rows)
+
+
+_NUMBER = re.compile(r"^[\d.,\s%-]+$")
+
+
+def demonstrations(n: int) -> Shots:
+    """`n` pairs from the end of the dev set, in file order, with at most one numeric answer.
+
+    From the end because `eval --limit` scores the first questions, so an example is never also a scored
+    question. One number at most because a small model copies the examples' answers: with the last three
+    (1.0, 0.2, 0.95) SmolLM2-135M often answered "1.0". It still does with one, and few-shot lowered F1 on
+    dev and held-out alike (docs/BENCHMARKS.md), which is why it is off by default."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_SHOTS:
+        raise ValueError(f"few_shot must be a whole number from 0 to {MAX_SHOTS}, got {n!r}")
+    chosen: list[tuple[str, str]] = []
+    for question, answer in reversed(_dev_pairs()):
+        if len(chosen) == n:
+            break
+        if _NUMBER.match(answer) and any(_NUMBER.match(a) for _, a in chosen):
+            continue
+        chosen.append((question, answer))
+    return tuple(reversed(chosen))
+
+
+def _messages(knowledge: str | None, shots: Shots = ()) -> list[dict]:
+    text = readable(knowledge) if knowledge else ""
+    head = WITH_KNOWLEDGE.format(knowledge=text) if text else WITHOUT_KNOWLEDGE
+    messages = [{"role": "system", "content": SYSTEM}]
+    # Each demonstration is a finished turn: the model sees its own earlier replies being a few words long.
+    for question, answer in shots:
+        messages += [{"role": "user", "content": head + QUESTION.format(question=question)},
+                     {"role": "assistant", "content": answer}]
+        head = ""
+    return messages + [{"role": "user", "content": head + QUESTION.format(question=_SLOT)}]
+
+
+def prompt_texts(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str | None = None,
+                 shots: Shots = ()) -> tuple[str, str]:
     """The rendered prompt as (prefix, suffix) text; prefix + suffix is the whole chat."""
     question = question.strip()
     if not question:
         raise ValueError("The question is empty; type a question first.")
-    messages = _messages(knowledge)
+    messages = _messages(knowledge, shots)
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
@@ -74,15 +131,17 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> torch.Tensor:
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
 
 
-def split_prompt(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str | None = None) -> PromptParts:
+def split_prompt(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str | None = None,
+                 shots: Shots = ()) -> PromptParts:
     """Token ids of the question prompt, cut into the cacheable prefix and the per-question suffix."""
-    prefix, suffix = prompt_texts(tokenizer, question, knowledge)
+    prefix, suffix = prompt_texts(tokenizer, question, knowledge, shots)
     return PromptParts(_ids(tokenizer, prefix), _ids(tokenizer, suffix))
 
 
-def suffix_ids(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str | None = None) -> torch.Tensor:
+def suffix_ids(tokenizer: PreTrainedTokenizerBase, question: str, knowledge: str | None = None,
+               shots: Shots = ()) -> torch.Tensor:
     """[1, S] only the per-question half (CAG: the prefix is already in the cache)."""
-    return _ids(tokenizer, prompt_texts(tokenizer, question, knowledge)[1])
+    return _ids(tokenizer, prompt_texts(tokenizer, question, knowledge, shots)[1])
 
 
 # ---- reading the answer back --------------------------------------------------------------------
@@ -95,17 +154,27 @@ _HEDGE = re.compile(r"^(?:typically|usually|often|commonly|generally|normally|ca
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")  # "8,192" and "0.01" have no space after the dot
 
 
+_MARKUP = re.compile(r"^(?:#{1,6}\s*|>\s*|[-*+]\s+|\|\s*)+")  # heading, quote, bullet or table marks copied from a document
+_EMPHASIS = re.compile(r"\*\*|__|`")
+
+
 def _clean(line: str) -> str:
     if _ECHO.match(line):  # the model repeating the question line is not an answer; read on
         return ""
-    line = _LEAD_IN.sub("", line.strip())
+    line = _EMPHASIS.sub("", _MARKUP.sub("", line.strip()))
+    # Lead-ins can come repeated ("The answer is: The answer is: ..."); strip until none is left.
+    while (stripped := _LEAD_IN.sub("", line, count=1)) != line:
+        line = stripped
     line = _SENTENCE_END.split(line, maxsplit=1)[0].strip()
+    if line.endswith("?"):  # a question echoed without its "Question:" label is not the answer either
+        return ""
     # A small model often echoes the question ("A typical weight decay is 0.01"): keep what follows
     # the first linking verb, which is where the answer sits in such a sentence.
     match = _COPULA.search(line)
     if match and match.end() < len(line):
         line = _HEDGE.sub("", line[match.end():])
-    return line.strip().rstrip(".").strip().strip("\"'`*").strip()
+    # Quotes before the full stop: '"The Red Cross."' ends in a stop inside its quotes.
+    return line.strip().strip("\"'`*").strip().rstrip(".").strip().strip("\"'`*").strip()
 
 
 def read_answer(text: str) -> tuple[str, bool]:

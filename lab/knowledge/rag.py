@@ -5,6 +5,11 @@ FAISS index on disk, and fetch the chunks closest to a question.
 
 Indexes live under `<root>/<doc.sha256[:16]>/rag/<index_key>/`, so re-uploading the same text with
 the same splitter settings reuses the saved index instead of embedding it again.
+
+With `chunking="markdown"` (the default) the document is first cut at its own headings
+(MarkdownHeaderTextSplitter), then each section by size; every chunk keeps its heading path
+("Fares and Tickets > Ticket Types"), which is embedded with it, shown to the model in front of it and
+reported as the answer's citation. `chunking="recursive"` cuts the whole text by size only.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -21,13 +27,13 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.embeddings import Embeddings
-from langchain_text_splitters import RecursiveCharacterTextSplitter
+from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
 from lab.knowledge.disk import enforce_cap
-from lab.knowledge.documents import Document
+from lab.knowledge.documents import Document, readable
 
 with warnings.catch_warnings():
     # langchain-community warns on import that it is being sunset; the lab pins a version that
@@ -41,8 +47,14 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("data") / "knowledge"
 """Where the command line keeps per-document folders (data/ is git-ignored; the app passes its own root)."""
 
-INDEX_FORMAT = 1
-"""Bump when the on-disk layout or chunk metadata changes, so old indexes are not reused."""
+INDEX_FORMAT = 2
+"""Bump when the on-disk layout or chunk metadata changes, so old indexes are not reused.
+2: chunks carry a heading path, and the vectors embed the readable heading path + text."""
+
+CHUNKINGS = ("markdown", "recursive")
+
+_HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
+"""Heading levels that start a new section; deeper ones stay inside their section's text."""
 
 _KEEP_SEPARATOR = "end"
 """Separators stay at the end of the chunk they close: a sentence keeps its '. ' instead of the
@@ -61,6 +73,10 @@ class RagConfig:
     """Split points tried in order (paragraph, line, sentence, word, character); a list is accepted."""
     top_k: int = 3
     """Number of chunks `retrieve` returns by default."""
+    chunking: Literal["markdown", "recursive"] = "markdown"
+    """markdown: cut at the document's headings first, then by size, each chunk keeping its heading path
+    (suits structured notes; plain text has no headings and is cut by size only). recursive: cut the whole
+    text by size, ignoring headings."""
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience but stored as a tuple so the config stays hashable.
@@ -80,6 +96,8 @@ class RagConfig:
             raise ValueError(f"separators must be a non-empty list of strings, got {self.separators!r}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.chunking not in CHUNKINGS:
+            raise ValueError(f"chunking must be one of {', '.join(CHUNKINGS)}, got {self.chunking!r}")
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -141,15 +159,53 @@ def get_embedder() -> MiniLMEmbeddings:
     return _embedder
 
 
-def split_document(doc: Document, cfg: RagConfig) -> list[str]:
-    """Cut the document's text into chunks of at most `cfg.chunk_size` characters."""
-    splitter = RecursiveCharacterTextSplitter(
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of the document, as indexed."""
+
+    text: str
+    """The piece as written in the document (markup kept), for display."""
+    heading: str
+    """Heading path above it, outermost first ("Fares > Ticket Types"); "" before the first heading."""
+
+    @property
+    def context(self) -> str:
+        """What the model and the embedder read: the heading path, then the text."""
+        return f"{self.heading}\n{self.text}" if self.heading else self.text
+
+
+def _size_splitter(cfg: RagConfig) -> RecursiveCharacterTextSplitter:
+    return RecursiveCharacterTextSplitter(
         chunk_size=cfg.chunk_size,
         chunk_overlap=cfg.chunk_overlap,
         separators=list(cfg.separators),
         keep_separator=_KEEP_SEPARATOR,
     )
-    return [chunk for chunk in splitter.split_text(doc.text) if chunk.strip()]
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(heading path, section text) in document order, cut at markdown headings."""
+    splitter = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=True)
+    sections = []
+    for part in splitter.split_text(text):
+        path = " > ".join(readable(part.metadata[name]) for _, name in _HEADINGS if part.metadata.get(name))
+        # The splitter joins a section's paragraphs with "  \n"; turning that back into a blank line lets
+        # the size splitter prefer paragraph boundaries again.
+        sections.append((path, part.page_content.replace("  \n", "\n\n")))
+    return sections
+
+
+def split_chunks(doc: Document, cfg: RagConfig) -> list[Chunk]:
+    """Cut the document into chunks whose text is at most `cfg.chunk_size` characters (the heading path
+    is extra)."""
+    splitter = _size_splitter(cfg)
+    sections = _sections(doc.text) if cfg.chunking == "markdown" else [("", doc.text)]
+    return [Chunk(piece, heading) for heading, text in sections for piece in splitter.split_text(text) if piece.strip()]
+
+
+def split_document(doc: Document, cfg: RagConfig) -> list[str]:
+    """Each chunk as the model would read it: its heading path, then its text."""
+    return [chunk.context for chunk in split_chunks(doc, cfg)]
 
 
 def index_key(doc: Document, cfg: RagConfig, embedder_name: str) -> str:
@@ -164,6 +220,7 @@ def index_key(doc: Document, cfg: RagConfig, embedder_name: str) -> str:
         "chunk_overlap": cfg.chunk_overlap,
         "separators": list(cfg.separators),
         "keep_separator": _KEEP_SEPARATOR,
+        "chunking": cfg.chunking,
         # The splitter's merge rules have changed between releases; a new one may chunk differently.
         "splitter": importlib.metadata.version("langchain-text-splitters"),
         "embedder": embedder_name,
@@ -202,6 +259,13 @@ class RetrievedChunk:
     """Cosine similarity to the question, -1..1, higher is closer."""
     chunk_id: int
     """Position of the chunk in the document (0-based), for showing where it came from."""
+    heading: str = ""
+    """The chunk's heading path in the document ("" when it has none): the citation a UI shows."""
+
+    @property
+    def context(self) -> str:
+        """What the model read of this chunk: the heading path, then the text."""
+        return Chunk(self.text, self.heading).context
 
 
 @dataclass(frozen=True)
@@ -229,13 +293,15 @@ def _load(path: Path, embedder: MiniLMEmbeddings) -> FAISS:
 
 
 def _build(doc: Document, cfg: RagConfig, embedder: MiniLMEmbeddings, path: Path, key: str) -> int:
-    chunks = split_document(doc, cfg)
+    chunks = split_chunks(doc, cfg)
     if not chunks:
         raise ValueError(f"document {doc.name!r} produced no chunks; it has no indexable text")
-    store = FAISS.from_texts(
-        chunks,
+    # The vector is of what the model will read (heading path + plain text), the stored text is the original.
+    vectors = embedder.embed_documents([readable(chunk.context) for chunk in chunks])
+    store = FAISS.from_embeddings(
+        [(chunk.text, vector) for chunk, vector in zip(chunks, vectors)],
         embedder,
-        metadatas=[{"chunk_id": i} for i in range(len(chunks))],
+        metadatas=[{"chunk_id": i, "heading": chunk.heading} for i, chunk in enumerate(chunks)],
         ids=[str(i) for i in range(len(chunks))],
         distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
     )
@@ -316,8 +382,27 @@ def retrieve(index: RagIndex, question: str, top_k: int | None = None) -> Retrie
             # float32 dot products of unit vectors can overshoot 1 by a rounding error.
             score=max(-1.0, min(1.0, float(score))),
             chunk_id=int(doc.metadata["chunk_id"]),
+            heading=doc.metadata.get("heading", ""),
         )
         for doc, score in hits
     ]
     chunks.sort(key=lambda c: c.score, reverse=True)
     return Retrieval(question=question, chunks=chunks, retrieval_ms=elapsed_ms)
+
+
+def knowledge_text(chunks: list[RetrievedChunk]) -> str:
+    """The retrieved chunks as RAG's knowledge block, best first, each under its heading path."""
+    return "\n\n".join(chunk.context.strip() for chunk in chunks)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", readable(text).lower()))
+
+
+def cite(answer: str, chunks: list[RetrievedChunk]) -> RetrievedChunk | None:
+    """The retrieved chunk that best supports `answer`: the one holding most of its words, the better
+    retrieved one on a tie (so with no overlap at all, the top chunk the answer was read from)."""
+    if not chunks:
+        return None
+    wanted = _words(answer)
+    return max(chunks, key=lambda c: (len(wanted & _words(c.context)), c.score))

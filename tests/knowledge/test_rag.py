@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lab.knowledge import rag
-from lab.knowledge.documents import Document, document_from_text
+from lab.knowledge.documents import Document, document_from_text, readable
 from lab.knowledge.rag import RagConfig, build_or_load_index, get_embedder, index_key, retrieve, split_document
 
 # Each paragraph is one fictional fact, so only its own chunk can answer a question about it
@@ -258,7 +258,8 @@ def test_scores_are_cosine_similarity_and_survive_reload(tmp_path: Path, facts_d
     embedder = get_embedder()
     q = np.array(embedder.embed_query(question))
     top = a.chunks[0]
-    assert top.score == pytest.approx(float(q @ np.array(embedder.embed_query(top.text))), abs=1e-4)
+    # The vector is of what the model reads: the heading path and the chunk, as plain text.
+    assert top.score == pytest.approx(float(q @ np.array(embedder.embed_query(readable(top.context)))), abs=1e-4)
 
 
 def test_retrieve_top_k_is_capped_and_overridable(tmp_path: Path, facts_doc: Document) -> None:

@@ -1,0 +1,120 @@
+"""RAG chunks follow the document's headings and carry their heading path; a RAG answer cites the chunk
+that supports it; few-shot examples keep CAG and full context token-identical.
+
+    .venv/bin/python -m pytest tests/knowledge/test_chunking.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.knowledge.cag import CagConfig
+from lab.knowledge.compare import CompareConfig, ask
+from lab.knowledge.documents import document_from_text
+from lab.knowledge.prompt import demonstrations, prompt_texts, split_prompt
+from lab.knowledge.rag import RagConfig, RetrievedChunk, cite, index_key, knowledge_text, split_chunks
+
+NOTES = """# Field Notes
+
+Intro line.
+
+## Birds
+
+Herons nest by the **north pond**.
+
+### Owls
+
+Owls hunt at dusk.
+
+## Weather
+
+| Month | Rain |
+| --- | --- |
+| May | 40 mm |
+"""
+
+
+def test_markdown_chunks_keep_their_heading_path_and_original_text():
+    chunks = split_chunks(document_from_text("notes.md", NOTES), RagConfig())
+    assert [(c.heading, c.text) for c in chunks] == [
+        ("Field Notes", "Intro line."),
+        ("Field Notes > Birds", "Herons nest by the **north pond**."),
+        ("Field Notes > Birds > Owls", "Owls hunt at dusk."),
+        ("Field Notes > Weather", "| Month | Rain |\n| --- | --- |\n| May | 40 mm |"),
+    ]
+    assert chunks[2].context == "Field Notes > Birds > Owls\nOwls hunt at dusk."
+
+
+def test_a_long_section_is_cut_by_size_under_the_same_heading():
+    body = "\n\n".join(f"Sentence number {i} about the harbour tides." for i in range(40))
+    cfg = RagConfig(chunk_size=120, chunk_overlap=0)
+    chunks = split_chunks(document_from_text("long.md", f"# Intro\n\nhello\n\n## Tides\n\n{body}\n"), cfg)
+    tides = [c for c in chunks if c.heading == "Intro > Tides"]
+    assert len(tides) > 1 and all(len(c.text) <= cfg.chunk_size for c in tides)
+    assert " ".join(c.text for c in tides).split() == body.split()
+
+
+def test_recursive_chunking_ignores_headings():
+    chunks = split_chunks(document_from_text("notes.md", NOTES), RagConfig(chunking="recursive"))
+    assert {c.heading for c in chunks} == {""}
+    assert chunks[0].text.startswith("# Field Notes")
+
+
+def test_chunking_is_part_of_the_index_key_and_checked():
+    doc = document_from_text("notes.md", NOTES)
+    assert index_key(doc, RagConfig(), "e") != index_key(doc, RagConfig(chunking="recursive"), "e")
+    with pytest.raises(ValueError, match="chunking"):
+        RagConfig(chunking="sentences")
+
+
+def chunk(i: int, text: str, score: float, heading: str = "") -> RetrievedChunk:
+    return RetrievedChunk(text=text, score=score, chunk_id=i, heading=heading)
+
+
+def test_the_citation_is_the_chunk_holding_the_answer():
+    top = chunk(0, "Owls hunt at dusk.", 0.9, "Birds > Owls")
+    holder = chunk(1, "Rain in May: 40 mm.", 0.5, "Weather")
+    assert cite("40 mm", [top, holder]) is holder
+    assert cite("**40 mm**", [top, holder]) is holder  # markup in the answer does not matter
+    # No word of the answer anywhere, or no answer: the best retrieved chunk, which the model read first.
+    assert cite("snow", [holder, top]) is top
+    assert cite("", [holder, top]) is top
+    assert cite("anything", []) is None
+
+
+def test_rag_knowledge_puts_each_heading_path_before_its_chunk():
+    text = knowledge_text([chunk(3, "Owls hunt at dusk.", 0.9, "Birds > Owls"), chunk(0, "Intro.", 0.2)])
+    assert text == "Birds > Owls\nOwls hunt at dusk.\n\nIntro."
+
+
+def test_few_shot_turns_sit_in_the_prefix(tiny_engine):
+    spec = tiny_engine.spec()
+    with tiny_engine.sessions.use(spec) as loaded:
+        tok = loaded.tokenizer
+    shots = demonstrations(2)
+    plain_prefix, plain_suffix = prompt_texts(tok, "what is it ?", "some text")
+    prefix, suffix = prompt_texts(tok, "what is it ?", "some text", shots)
+    assert suffix == plain_suffix  # only the cached half grows
+    assert all(q in prefix and a in prefix for q, a in shots)
+    parts = split_prompt(tok, "what is it ?", "some text", shots)
+    assert parts.ids.shape[1] > split_prompt(tok, "what is it ?", "some text").ids.shape[1]
+
+
+def test_cag_and_full_stay_token_identical_with_few_shot_and_rag_cites(tiny_engine):
+    doc = document_from_text("tiny.md", "# Facts\n\nthe capital of france is paris .\n\n## River\n\nthe river is one two three .\n")
+    cfg = CompareConfig(max_new_tokens=4, stop_at_answer=False, few_shot=2, cag=CagConfig(reserve_tokens=32),
+                        rag=RagConfig(chunk_size=100, chunk_overlap=10, top_k=2))
+    rows = {u.method: u for u in ask(tiny_engine, doc, "what is the river ?", "rag,cag,full", cfg)}
+    assert all(u.error is None for u in rows.values()), {m: u.error for m, u in rows.items()}
+    assert rows["cag"].text == rows["full"].text
+    assert rows["cag"].metrics["context_tokens"] == rows["full"].metrics["context_tokens"]
+    assert rows["rag"].citation in rows["rag"].chunks
+    # CAG and full cite the same passage (same answer, same search), when they have an answer at all.
+    assert rows["cag"].citation == rows["full"].citation
+    assert (rows["cag"].citation is None) == (rows["cag"].answer == "")
+
+
+def test_base_has_no_citation(tiny_engine):
+    doc = document_from_text("tiny.md", "the capital of france is paris .")
+    row = ask(tiny_engine, doc, "what is the capital ?", "base", CompareConfig(max_new_tokens=3, stop_at_answer=False))[0]
+    assert row.citation is None
