@@ -14,7 +14,7 @@ from lab.core.spaces import gpu
 from lab.engine import Engine
 from lab.inference.arena import ArenaColumn
 from lab.inference.generate import GenerationSettings
-from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
+from tabs.common import GPU, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 
 def _timings(reply) -> str:
@@ -40,17 +40,19 @@ def build(engine: Engine) -> None:
                                                                      temperature=float(temperature))))
         return cols
 
-    def send(prompt: str, n: int, chat_mode: bool, histories: list[list[dict]], *values):
+    # The request comes first: gradio passes it only to parameters before *values.
+    def send(request: gr.Request, prompt: str, n: int, chat_mode: bool, histories: list[list[dict]], *values):
         histories = [list(h) if chat_mode else [] for h in histories]
         try:
             columns = columns_from(n, list(values))
             caller = engine.sessions.new_caller("arena")
             shown = [list(h) for h in histories]
             notes = [""] * max_cols
-            stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller)
+            stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller,
+                                         user=engine.user_of(request.username))
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
-                    notes = [f"⏳ waiting for the GPU: position {value} in the queue"] * len(columns) + notes[len(columns):]
+                    notes = [waiting_note(engine, value)] * len(columns) + notes[len(columns):]
                 else:
                     i = value.index
                     shown[i] = [*histories[i], {"role": "user", "content": prompt.strip()},
@@ -77,7 +79,12 @@ def build(engine: Engine) -> None:
     def show_columns(n: int):
         return [gr.update(visible=i < int(n)) for i in range(max_cols)]
 
-    with gr.Tab("Arena", id="arena"):
+    def refresh_models():
+        """Choices only: what a column shows stays picked (or typed) while new adapters join the list."""
+        choices = engine.arena_model_labels()
+        return [gr.update(choices=choices) for _ in range(max_cols)]
+
+    with gr.Tab("Arena", id="arena") as tab:
         gr.Markdown("The same prompt to several models or adapters, one column each, streamed with its own "
                     "time to first token and tokens/s. Columns on a base model run at once in one batch; a column "
                     "with an adapter runs alone (the batch pauses meanwhile). Adapters on the same base share one "
@@ -90,11 +97,13 @@ def build(engine: Engine) -> None:
         with gr.Row():
             for i in range(max_cols):
                 with gr.Column(visible=i < 2, elem_id=f"arena-col-{i}") as box:
-                    choices = engine.arena_models()
-                    choice = gr.Dropdown(choices, value=choices[min(i, len(choices) - 1)], allow_custom_value=True,
-                                         label=f"Model {i + 1}", info="model id, or model + adapter NAME")
+                    choices = engine.arena_model_labels()
+                    choice = gr.Dropdown(choices, value=choices[min(i, len(choices) - 1)][1], allow_custom_value=True,
+                                         label=f"Model {i + 1}", elem_id=f"arena-model-{i}",
+                                         info="model id, 'MODEL + adapter NAME', or ft:NAME as in Compare")
                     with gr.Row():
-                        temperature = gr.Slider(0.0, 2.0, value=0.0 if i == 0 else 0.7, step=0.05, label="temperature")
+                        # Every column greedy by default, so base against adapter compares like with like.
+                        temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)")
                         max_new = gr.Number(value=96, precision=0, label="max_new_tokens")
                     chat = gr.Chatbot(label=f"Column {i + 1}", height=320, elem_id=f"arena-chat-{i}")
                     note = gr.Markdown(elem_id=f"arena-timings-{i}")
@@ -111,6 +120,10 @@ def build(engine: Engine) -> None:
         exported = gr.File(label="Transcript", interactive=False, height=90)
 
         n_cols.change(show_columns, n_cols, boxes, queue=False)
+        # Adapters finished in the Train tab join the lists without a restart or a reload.
+        models = inputs[0::3]
+        tab.select(refresh_models, None, models, queue=False)
+        gr.Timer(10).tick(refresh_models, None, models, concurrency_limit=None, show_progress="hidden", queue=False)
         send_btn.click(gpu(send), [prompt, n_cols, chat_mode, histories, *inputs], [*chats, *notes, histories],
                        api_name="arena", **GPU)
         clear_btn.click(lambda: ([[] for _ in range(max_cols)], *[[] for _ in range(max_cols)],

@@ -23,7 +23,15 @@ exclusive queue, whose positions `with_queue_position` shows."""
 POLL = {"concurrency_limit": None, "show_progress": "hidden", "queue": False}
 """Event options for status polling: never waits behind model work."""
 
-__all__ = ["GPU", "POLL", "USER_ERRORS", "user_error"]
+__all__ = ["GPU", "POLL", "USER_ERRORS", "user_error", "waiting_note"]
+
+
+def waiting_note(engine, position: int) -> str:
+    """Where a request stands in the model queue, naming the device the models really run on (on a machine
+    without a GPU, "waiting for the GPU" would send people looking for one)."""
+    device = engine.device.device
+    where = "GPU" if device == "cuda" else device.upper()
+    return f"⏳ waiting for the {where}: position {position} in the queue"
 
 
 def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):

@@ -17,7 +17,7 @@ from lab.engine import Engine
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.documents import Document
 from lab.knowledge.rag import RagConfig
-from tabs.common import GPU, USER_ERRORS, user_error, with_queue_position
+from tabs.common import GPU, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 METHOD_TITLES = {"base": "Base (no knowledge)", "rag": "RAG (retrieved chunks)", "cag": "CAG (cached document)",
                  "full": "Full context (no cache)"}
@@ -55,26 +55,56 @@ def render_cards(updates: dict[str, object], waiting: str = "") -> str:
     return f"<div id='compare-cards' style='{CARD_CSS}'>{''.join(cards)}</div>"
 
 
-def build(engine: Engine) -> None:
+BUNDLED_IN_USE = "Until then the bundled guide is in use."
+SCORE_NAMES = {"exact_match": "EM", "f1": "F1", "rouge_l": "ROUGE-L", "bleu": "BLEU"}
+
+
+def score_chart(methods: dict[str, dict], scores) -> pd.DataFrame:
+    """One bar per (metric, method), grouped by metric: gradio's bar plot stacks the rows that share an x value,
+    and scores of different methods must stand side by side on the 0-1 axis, never on top of each other."""
+    rows = [{"bar": f"{SCORE_NAMES.get(score, score)} · {name}", "method": name,
+             "value": float(row.get(score) or 0.0)} for score in scores for name, row in methods.items()]
+    return pd.DataFrame(rows, columns=["bar", "method", "value"]).astype({"value": "float64"})
+
+
+def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
+    """The tab's components and events; with `demo`, each page load fills the lists of the signed-in user's own
+    uploads and evaluations (they differ per user, so they cannot be part of the page the server builds once)."""
     def use_document(source: str, upload: str | None, saved: str | None, request: gr.Request):
-        """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace),
-        or one of your earlier uploads by name."""
+        """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace), or one of your
+        earlier uploads by name (the latest when none is picked). A choice that names no file yet keeps the
+        bundled guide and says so, rather than raising an error with nothing to act on."""
+        user = engine.user_of(request.username)
         try:
-            user = engine.user_of(request.username)
+            mine = engine.uploads(user)
+            if source == "upload" and upload is None:
+                return None, f"Drop a .md, .txt or .pdf file in the box. {BUNDLED_IN_USE}", gr.update(choices=mine)
             if source == "upload":
-                if upload is None:
-                    raise ValueError("Choose a .md, .txt or .pdf file to upload first.")
                 doc = engine.save_upload(user, upload)  # checks type, size and content before anything is kept
+                mine = engine.uploads(user)
+                saved = doc.name if doc.name in mine else saved
             elif source == "my uploads":
-                if not saved:
-                    raise ValueError("Pick one of your uploads first.")
-                doc = engine.open_upload(user, saved)
+                if not saved and not mine:
+                    return (None, f"You have no uploads yet: choose \"upload\" and drop a file. {BUNDLED_IN_USE}",
+                            gr.update(choices=mine, value=None))
+                doc = engine.open_upload(user, saved or mine[0])
+                saved = saved or mine[0]
             else:
                 doc = engine.bundled_document()
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        return (doc, f"Using **{doc.name}** · {doc.n_chars:,} characters · hash `{doc.sha256[:12]}`",
-                gr.update(choices=engine.uploads(user)))
+        return (doc, f"Using **{doc.name}** ({source}) · {doc.n_chars:,} characters · hash `{doc.sha256[:12]}`",
+                gr.update(choices=mine, value=saved if saved in mine else None))
+
+    def uploaded(upload: str | None, saved: str | None, request: gr.Request):
+        """A file dropped in the box is what the user means to use, whatever the radio said before."""
+        if upload is None:  # the box was cleared: keep what is in use
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        return "upload", *use_document("upload", upload, saved, request)
+
+    def picked(saved: str | None, request: gr.Request):
+        """Picking one of your uploads from the list switches to it."""
+        return "my uploads", *use_document("my uploads", None, saved, request)
 
     def config(chunk_size, overlap, top_k, max_new, short, four_bit) -> CompareConfig:
         return CompareConfig(max_new_tokens=int(max_new), stop_at_answer=bool(short), load_in_4bit=bool(four_bit),
@@ -89,7 +119,7 @@ def build(engine: Engine) -> None:
             stream = engine.stream_compare(doc, question, methods or [], cfg, caller)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
-                    yield render_cards(updates, f"waiting for the GPU: position {value} in the queue")
+                    yield render_cards(updates, waiting_note(engine, value))
                 else:
                     updates[value.method] = value
                     yield render_cards(updates)
@@ -106,14 +136,23 @@ def build(engine: Engine) -> None:
             result = engine.evaluate(doc, items, methods or [], cfg,
                                      progress=lambda done, total, msg: progress((done, total), desc=msg))
             stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")
-            files = [str(p) for p in engine.export_evaluation(result, engine.user_of(request.username), stem)]
+            user = engine.user_of(request.username)
+            engine.export_evaluation(result, user, stem)
+            kept = [str(p) for p in engine.evaluations(user)]
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items() if k not in ("error",)}}
                               for name, row in result["methods"].items()])
-        chart = pd.DataFrame([{"method": name, "metric": score, "value": row.get(score) or 0.0}
-                              for name, row in result["methods"].items() for score in engine.SCORES])
-        return table, chart, files
+        chart = score_chart(result["methods"], engine.SCORES)
+        # Bars in the order built (grouped by metric), not sorted alphabetically across metrics.
+        return table, gr.update(value=chart, sort=list(chart["bar"])), kept
+
+    def page_loaded(request: gr.Request):
+        user = engine.user_of(request.username)
+        try:
+            return gr.update(choices=engine.uploads(user)), [str(p) for p in engine.evaluations(user)] or None
+        except USER_ERRORS:  # an unwritable data directory: the first action that needs it says so
+            return gr.update(), None
 
     with gr.Tab("Compare", id="compare"):
         gr.Markdown("Ask one question and see how each way of giving the model knowledge answers, and what it "
@@ -121,12 +160,13 @@ def build(engine: Engine) -> None:
         doc_state = gr.State(None)
         with gr.Row():
             source = gr.Radio(["bundled guide", "upload", "my uploads"], value="bundled guide",
-                              label="Knowledge document", scale=1)
+                              label="Knowledge document", scale=1, elem_id="compare-source")
             upload = gr.File(label="Your document (.md, .txt, .pdf, up to 2 MB)", file_types=[".md", ".txt", ".pdf"],
-                             type="filepath", scale=2, height=90)
-            saved = gr.Dropdown([], label="Your earlier uploads", allow_custom_value=True, scale=1)
+                             type="filepath", scale=2, height=120, elem_id="compare-upload")
+            saved = gr.Dropdown([], label="Your earlier uploads", allow_custom_value=True, scale=1,
+                                elem_id="compare-saved")
         doc_info = gr.Markdown("Using the bundled guide on RAG, CAG and fine-tuning.", elem_id="compare-doc")
-        methods = gr.CheckboxGroup(engine.compare_methods(), value=list(engine.METHODS), label="Methods",
+        methods = gr.CheckboxGroup(engine.compare_method_labels(), value=list(engine.METHODS), label="Methods",
                                    elem_id="compare-methods",
                                    info="ft:NAME columns are LoRA adapters trained in the Train tab")
         with gr.Accordion("Settings", open=False):
@@ -148,19 +188,33 @@ def build(engine: Engine) -> None:
                     "(exact match, token F1, ROUGE-L, BLEU) with latency percentiles.")
         with gr.Row():
             qa_file = gr.File(label="QA set (.jsonl of question/answer; default: the bundled set)",
-                              file_types=[".jsonl"], height=90, scale=2)
+                              file_types=[".jsonl"], height=120, scale=2)
             limit = gr.Number(10, precision=0, label="questions (0 = all)", scale=1)
             eval_btn = gr.Button("Run evaluation", variant="primary", scale=1, elem_id="compare-eval")
         eval_table = gr.Dataframe(label="Scores per method", interactive=False, elem_id="compare-eval-table")
-        eval_chart = gr.BarPlot(x="method", y="value", color="metric", label="Scores (0-1)", height=260)
-        eval_files = gr.File(label="Export (JSON and CSV)", file_count="multiple", interactive=False)
+        # No colour legend: gradio draws it below a fixed-height chart, where it is cut off; each bar's label
+        # names its method instead, and a method keeps its colour in every metric's group.
+        eval_chart = gr.BarPlot(x="bar", y="value", color="method", colors_in_legend=[], y_lim=[0, 1],
+                                x_title="metric · method", y_title="score (0-1)", x_label_angle=-40, height=380,
+                                title="Scores (0-1), one bar per metric and method", show_label=False,
+                                elem_id="compare-eval-chart")
+        eval_files = gr.File(label="Your evaluations (JSON and CSV, kept in your workspace)", file_count="multiple",
+                             interactive=False, elem_id="compare-eval-files")
 
-        gr.on([source.change, upload.change, saved.change], use_document, [source, upload, saved],
-              [doc_state, doc_info, saved], api_name="compare_document", queue=False)
+        # Only a person's own choices trigger these (.input, .upload, .select), so setting the radio or the list
+        # from a handler does not run the choice twice.
+        source.input(use_document, [source, upload, saved], [doc_state, doc_info, saved],
+                     api_name="compare_document", queue=False)
+        upload.upload(uploaded, [upload, saved], [source, doc_state, doc_info, saved], queue=False,
+                      api_visibility="private")
+        saved.select(picked, saved, [source, doc_state, doc_info, saved], queue=False, api_visibility="private")
         ask_btn.click(gpu(ask), [doc_state, question, methods, *settings], cards, api_name="compare", **GPU)
         question.submit(gpu(ask), [doc_state, question, methods, *settings], cards, api_visibility="private", **GPU)
         eval_btn.click(gpu(run_eval), [doc_state, qa_file, limit, methods, *settings],
-                       [eval_table, eval_chart, eval_files], api_name="compare_eval", **GPU)
+                       [eval_table, eval_chart, eval_files], api_name="compare_eval", show_progress_on=eval_table,
+                       **GPU)
+        if demo is not None:
+            demo.load(page_loaded, None, [saved, eval_files], queue=False, show_progress="hidden")
         # New adapters from the Train tab appear as methods without a page reload.
-        gr.Timer(10).tick(lambda current: gr.update(choices=engine.compare_methods(), value=current), methods,
+        gr.Timer(10).tick(lambda current: gr.update(choices=engine.compare_method_labels(), value=current), methods,
                           methods, concurrency_limit=None, show_progress="hidden")

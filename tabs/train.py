@@ -33,11 +33,27 @@ def _config_from_yaml(engine: Engine, text: str):
     return engine.config_from_dict(data, source="the config editor")
 
 
-def _eta(seconds) -> str:
-    if not seconds:
+def _eta(status: dict) -> str:
+    """Time left, only while the job is training: a stopped or killed job keeps its last estimate on disk."""
+    seconds = status.get("eta_s")
+    if status.get("state") not in ("running", "stopping") or not seconds:
         return ""
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def state_line(status: dict) -> str:
+    """'completed; output in …' rather than 'completed: completed; output in …': the message often starts with
+    the state already, and then says it better alone."""
+    state, message = str(status.get("state") or "?"), (status.get("message") or "").strip()
+    if not message or message == state:
+        return state
+    return message if message.startswith(state) else f"{state}: {message}"
+
+
+def newest_first(jobs: list[dict]) -> list[dict]:
+    """Jobs with the latest created first (ids start with their creation time, so they break ties)."""
+    return sorted(jobs, key=lambda j: (j.get("created") or "", j.get("id") or ""), reverse=True)
 
 
 def job_rows(jobs: list[dict]) -> list[list]:
@@ -46,7 +62,7 @@ def job_rows(jobs: list[dict]) -> list[list]:
         step = f"{j.get('step') or 0}/{j.get('max_steps') or '?'}"
         state = j.get("state", "?") + (f" (#{j['queue_position']})" if j.get("queue_position") else "")
         tps = j.get("tokens_per_s")
-        rows.append([j.get("id"), j.get("kind"), state, step, _eta(j.get("eta_s")),
+        rows.append([j.get("id"), j.get("kind"), state, step, _eta(j),
                      f"{tps:.0f}" if tps else "", (j.get("message") or "")[:120]])
     return rows
 
@@ -55,7 +71,7 @@ def progress_html(status: dict) -> str:
     step, total = status.get("step") or 0, status.get("max_steps") or 0
     share = min(1.0, step / total) if total else 0.0
     tps = status.get("tokens_per_s")
-    label = (f"{status.get('state', '?')} · step {step}/{total or '?'} · ETA {_eta(status.get('eta_s')) or '—'}"
+    label = (f"{status.get('state', '?')} · step {step}/{total or '?'} · ETA {_eta(status) or '—'}"
              + (f" · {tps:.0f} tokens/s" if tps else ""))
     return (f"<div class='lab-progress'><div style='background:#e5e7eb;border-radius:6px;height:14px'>"
             f"<div style='width:{100 * share:.1f}%;background:#6366f1;height:14px;border-radius:6px'></div></div>"
@@ -63,12 +79,25 @@ def progress_html(status: dict) -> str:
             f"<div style='margin-top:4px'>{html.escape(status.get('message') or '')}</div></div>")
 
 
+LOSS_SERIES = ("loss", "eval_loss", "reward", "kl")
+
+
+def curve_frame(rows: list[dict], series: tuple[str, ...] = ()) -> pd.DataFrame:
+    """step and value as floats even with no rows, and one empty point (no step, no value: never drawn) per name in
+    `series` first. The browser's plot builds its chart once, from the first frame it gets, and then only swaps
+    the points: text-typed columns would draw every later loss as a category, and a colour list without a
+    curve's name would leave that curve invisible."""
+    placeholders = [{"step": None, "value": None, "series": name} for name in series]
+    frame = pd.DataFrame(placeholders + rows, columns=["step", "value", "series"])
+    return frame.astype({"step": "float64", "value": "float64", "series": "string"})
+
+
 def curves(metrics: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    def frame(keys):
-        rows = [{"step": m["step"], "value": m[k], "series": k} for m in metrics for k in keys
+    def rows(keys):
+        return [{"step": m["step"], "value": m[k], "series": k} for m in metrics for k in keys
                 if m.get(k) is not None and m.get("step") is not None]
-        return pd.DataFrame(rows or [], columns=["step", "value", "series"])
-    return frame(["loss", "eval_loss", "reward", "kl"]), frame(["learning_rate"]), frame(["grad_norm"])
+    return curve_frame(rows(LOSS_SERIES), LOSS_SERIES), curve_frame(rows(["learning_rate"])), \
+        curve_frame(rows(["grad_norm"]))
 
 
 def build(engine: Engine) -> None:
@@ -115,37 +144,43 @@ def build(engine: Engine) -> None:
             job_id = engine.submit_job(_config_from_yaml(engine, text), engine.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        status = engine.job_status(job_id)
-        return f"Job `{job_id}` is {status['state']}.", *refresh(job_id)
+        return refresh(job_id)
 
     def teach(request: gr.Request):
         return launch(engine.preset_yaml(engine.TEACH_PRESET), request)
 
     def refresh(selected: str | None):
-        jobs = engine.list_jobs()
+        """The job list, newest first; the watched job stays unless it is gone (then the newest is watched)."""
+        jobs = newest_first(engine.list_jobs())
         ids = [j["id"] for j in jobs]
         selected = selected if selected in ids else (ids[0] if ids else None)
-        return job_rows(jobs), gr.update(choices=ids, value=selected), *watch(selected)
+        line, *watched = watch(selected)
+        return line, job_rows(jobs), gr.update(choices=ids, value=selected), *watched
 
     def watch(job_id: str | None):
+        """The watched job's state line, progress, curves and log; redrawn on every poll, so the line above the
+        list follows the job to its end."""
         if not job_id:
-            empty = pd.DataFrame(columns=["step", "value", "series"])
-            return "", empty, empty, empty, ""
+            empty = curve_frame([])
+            return "", "", curve_frame([], LOSS_SERIES), empty, empty, ""
         status = engine.job_status(job_id)
         loss, lr, grad = curves(engine.job_metrics(job_id))
-        return progress_html(status), loss, lr, grad, engine.job_log(job_id, lines=30)
+        return (f"Job `{job_id}` is {state_line(status)}.", progress_html(status), loss, lr, grad,
+                engine.job_log(job_id, lines=30))
 
     def control(action: str, job_id: str | None, request: gr.Request):
         if not job_id:
             raise gr.Error("Select a job first.")
         try:
-            status = engine.control_job(action, job_id, engine.user_of(request.username))
+            engine.control_job(action, job_id, engine.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        return f"`{job_id}`: {status.get('state')} — {status.get('message', '')}", *refresh(job_id)
+        if action == "delete":  # the list loses it; the newest job is watched instead
+            return f"Deleted job `{job_id}`.", *refresh(None)[1:]
+        return refresh(job_id)
 
     def adapters_table():
-        return [[a.name, a.base_model_id, a.job_id, a.created] for a in engine.list_adapters() if a.job_id]
+        return [[a.name, engine.adapter_summary(a), a.job_id, a.created] for a in engine.list_adapters() if a.job_id]
 
     def merge(name: str):
         if not name or not name.strip():
@@ -203,23 +238,28 @@ def build(engine: Engine) -> None:
                 launched = gr.Markdown(elem_id="train-launched")
                 jobs_table = gr.Dataframe(headers=JOB_HEADERS, label="Jobs (newest first)", interactive=False,
                                           elem_id="train-jobs")
-                with gr.Row():
-                    job = gr.Dropdown([], label="Job", allow_custom_value=True, scale=3, elem_id="train-job")
+                job = gr.Dropdown([], label="Job", allow_custom_value=True, elem_id="train-job")
+                with gr.Row():  # under the list, so a job id is never cut short by the buttons beside it
                     stop_btn = gr.Button("Stop (saves)", scale=1)
                     kill_btn = gr.Button("Kill", scale=1, variant="stop")
                     resume_btn = gr.Button("Resume", scale=1)
+                    delete_btn = gr.Button("Delete", scale=1, elem_id="train-delete")
                 progress = gr.HTML(elem_id="train-progress")
+                # Loss gets the full width; the two smaller curves share a row below it. Titles are drawn inside
+                # the chart: gradio sizes a chart to its box and a label above would push the step axis out of it.
+                loss_plot = gr.LinePlot(x="step", y="value", color="series", height=280, title="Loss",
+                                        show_label=False, elem_id="train-loss")
                 with gr.Row():
-                    loss_plot = gr.LinePlot(x="step", y="value", color="series", height=220, label="Loss",
-                                            elem_id="train-loss")
-                    lr_plot = gr.LinePlot(x="step", y="value", height=220, label="Learning rate")
-                    grad_plot = gr.LinePlot(x="step", y="value", height=220, label="Grad norm")
+                    lr_plot = gr.LinePlot(x="step", y="value", height=230, title="Learning rate", show_label=False,
+                                          elem_id="train-lr")
+                    grad_plot = gr.LinePlot(x="step", y="value", height=230, title="Grad norm", show_label=False,
+                                            elem_id="train-grad")
                 log = gr.Code(label="Log tail", lines=10, elem_id="train-log")
         with gr.Accordion("Build a Q&A dataset from a document (constrained decoding with the local model)",
                           open=False):
             with gr.Row():
                 qa_doc = gr.File(label="Document (.md, .txt, .pdf; default: the bundled guide)", type="filepath",
-                                 file_types=[".md", ".txt", ".pdf"], height=90, scale=2)
+                                 file_types=[".md", ".txt", ".pdf"], height=120, scale=2)
                 qa_pairs = gr.Number(2, precision=0, label="pairs per chunk", scale=1)
                 qa_chunks = gr.Number(3, precision=0, label="chunks (0 = all)", scale=1)
                 qa_build = gr.Button("Build", variant="primary", scale=1)
@@ -230,29 +270,29 @@ def build(engine: Engine) -> None:
                 qa_name = gr.Textbox("my_qa", label="Save as (in your workspace)", scale=3)
                 qa_save = gr.Button("Save JSONL", scale=1)
         with gr.Accordion("Adapters: list, merge and export", open=False):
-            adapters = gr.Dataframe(headers=["adapter", "base model", "job", "created"], interactive=False,
+            adapters = gr.Dataframe(headers=["adapter", "what it is", "job", "created"], interactive=False,
                                     elem_id="train-adapters")
             with gr.Row():
                 merge_name = gr.Textbox(label="Adapter to merge into its base", scale=3)
                 merge_btn = gr.Button("Merge and export", scale=1)
             merged = gr.Markdown()
 
-        watch_out = [progress, loss_plot, lr_plot, grad_plot, log]
-        refresh_out = [jobs_table, job, *watch_out]
+        watch_out = [launched, progress, loss_plot, lr_plot, grad_plot, log]
+        refresh_out = [launched, jobs_table, job, *watch_out[1:]]
         kind.change(kind_changed, kind, [preset, docs], queue=False)
         preset.change(load_preset, preset, editor, queue=False)
         command_btn.click(show_command, editor, command, queue=False)
         preview_btn.click(preview, editor, previewed, api_name="train_preview")
-        launch_btn.click(launch, editor, [launched, *refresh_out], api_name="train_launch")
-        teach_btn.click(teach, None, [launched, *refresh_out], api_name="train_teach")
+        launch_btn.click(launch, editor, refresh_out, api_name="train_launch")
+        teach_btn.click(teach, None, refresh_out, api_name="train_teach")
         job.select(watch, job, watch_out, **POLL)
         def controller(action: str):
             def act(job_id: str | None, request: gr.Request):
                 return control(action, job_id, request)
             return act
 
-        for btn, action in ((stop_btn, "stop"), (kill_btn, "kill"), (resume_btn, "resume")):
-            btn.click(controller(action), job, [launched, *refresh_out], api_name=f"train_{action}")
+        for btn, action in ((stop_btn, "stop"), (kill_btn, "kill"), (resume_btn, "resume"), (delete_btn, "delete")):
+            btn.click(controller(action), job, refresh_out, api_name=f"train_{action}")
         qa_build.click(gpu(build_qa), [qa_doc, qa_pairs, qa_chunks], [qa_table, qa_info], api_name="dataset_build",
                        **GPU)
         qa_save.click(save_qa, [qa_table, qa_name], qa_info, api_name="dataset_save")
