@@ -24,8 +24,9 @@ from lab.knowledge.compare import CompareConfig
 from lab.training.data.builder import BuilderConfig
 
 COMMANDS = ["info", "prepare", "generate", "ask", "eval", "bench cag", "bench train", "bench serve", "train",
-            "jobs submit", "jobs list", "jobs stop", "jobs kill", "jobs resume", "jobs delete", "jobs show", "merge",
-            "show-command", "sweep", "explain", "dataset build", "hash-password", "screenshots"]
+            "jobs submit", "jobs list", "jobs plan", "jobs stop", "jobs kill", "jobs resume", "jobs delete", "jobs show",
+            "merge", "show-command", "sweep", "explain", "dataset build", "hash-password", "screenshots", "arena vote",
+            "arena ratings", "history list"]
 
 
 @dataclass
