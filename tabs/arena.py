@@ -45,11 +45,11 @@ def build(engine: Engine) -> None:
         histories = [list(h) if chat_mode else [] for h in histories]
         try:
             columns = columns_from(n, list(values))
-            caller = engine.sessions.new_caller("arena")
+            user = engine.user_of(request.username)
+            caller = engine.new_caller("arena", user)
             shown = [list(h) for h in histories]
             notes = [""] * max_cols
-            stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller,
-                                         user=engine.user_of(request.username))
+            stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller, user=user)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     notes = [waiting_note(engine, value)] * len(columns) + notes[len(columns):]
@@ -61,6 +61,7 @@ def build(engine: Engine) -> None:
                     if value.done and not value.error:
                         histories[i] = shown[i]
                 yield *shown, *notes, histories
+            engine.record_arena(user, columns, histories[: len(columns)])  # kept in the user's History
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 

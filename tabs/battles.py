@@ -14,7 +14,7 @@ import pandas as pd
 from lab.core.spaces import gpu
 from lab.engine import Engine
 from lab.history.battles import BattleConfig
-from tabs.common import GPU, POLL, USER_ERRORS, user_error, with_queue_position
+from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 BUNDLED = "bundled guide"
 """The document choice that means the lab's own guide rather than one of the user's uploads."""
@@ -70,10 +70,10 @@ def build(engine: Engine) -> None:
                                          cfg)
             texts = ["", ""]
             yield number, *texts, "Both answers are streaming; who is who stays hidden until you vote.", *closed
-            caller = engine.sessions.new_caller("battle")
+            caller = engine.new_caller("battle", user)
             for kind, value in with_queue_position(engine, caller, engine.stream_battle(user, number, caller)):
                 if kind == "waiting":
-                    yield number, *texts, f"⏳ waiting for the GPU: position {value} in the queue", *closed
+                    yield number, *texts, waiting_note(engine, value), *closed
                     continue
                 texts[value.side] = f"⚠️ {value.error}" if value.error else value.text
                 yield number, *texts, "Both answers are streaming…", *closed

@@ -65,7 +65,7 @@ def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
             try:
                 kind, value = box.get(timeout=poll_s)
             except queue.Empty:
-                position = engine.sessions.queue.position(caller)
+                position = engine.queue_position(caller)
                 if position:
                     yield "waiting", position
                 continue

@@ -28,8 +28,9 @@ def _fmt(value, unit: str, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f} {unit}".strip()
 
 
-def render_cards(updates: dict[str, object], waiting: str = "") -> str:
-    """One card per method: the short answer, the raw output, and every cost."""
+def render_cards(updates: dict[str, object], waiting: str = "", break_even: list[str] | None = None) -> str:
+    """One card per method: the short answer, where it came from, the raw output, and every cost; then, once every
+    answer is in, after how many questions CAG's cache and each adapter's training pay for themselves."""
     cards = []
     for method, u in updates.items():
         title = METHOD_TITLES.get(method, f"Fine-tuned ({method[3:]})" if method.startswith("ft:") else method)
@@ -45,14 +46,28 @@ def render_cards(updates: dict[str, object], waiting: str = "") -> str:
             table = "".join(f"<tr><td>{k}</td><td style='text-align:right'><b>{v}</b></td></tr>" for k, v in rows)
             chunks = "".join(f"<li><b>{c.score:.2f}</b> {html.escape(c.text[:160])}…</li>" for c in u.chunks)
             body = (f"<div class='lab-answer' style='font-size:1.1em;margin:4px 0'><b>{html.escape(u.answer or '…')}</b></div>"
-                    f"<div style='color:#6b7280;font-size:0.85em;white-space:pre-wrap'>{html.escape(u.text)}</div>"
+                    + (f"<div class='lab-citation' style='font-size:0.8em;color:#374151'>source: "
+                       f"{html.escape(u.citation.heading or u.citation.text[:80])}</div>"
+                       if getattr(u, "citation", None) is not None and u.done else "")
+                    + f"<div style='color:#6b7280;font-size:0.85em;white-space:pre-wrap'>{html.escape(u.text)}</div>"
                     f"<table style='width:100%;font-size:0.85em;margin-top:6px'>{table}</table>"
                     + (f"<details><summary>retrieved chunks</summary><ol>{chunks}</ol></details>" if chunks else "")
                     + ("" if u.done else "<div><i>streaming…</i></div>"))
         cards.append(f"<div class='lab-card' data-method='{html.escape(method)}' style='border:1px solid #e5e7eb;"
                      f"border-radius:8px;padding:10px'><div style='font-weight:600;margin-bottom:4px'>"
                      f"{html.escape(title)}</div>{body}</div>")
-    return f"<div id='compare-cards' style='{CARD_CSS}'>{''.join(cards)}</div>"
+    note = ""
+    if break_even:
+        items = "".join(f"<li>{markdown_bold(html.escape(line))}</li>" for line in break_even)
+        note = (f"<div id='compare-break-even' style='margin-top:8px;font-size:0.9em'><b>Break-even against full "
+                f"context</b> (from the costs above)<ul>{items}</ul></div>")
+    return f"<div id='compare-cards' style='{CARD_CSS}'>{''.join(cards)}</div>{note}"
+
+
+def markdown_bold(text: str) -> str:
+    """The break-even sentences mark numbers with **...**; this HTML card shows them bold."""
+    parts = text.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
 BUNDLED_IN_USE = "Until then the bundled guide is in use."
@@ -110,19 +125,24 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         return CompareConfig(max_new_tokens=int(max_new), stop_at_answer=bool(short), load_in_4bit=bool(four_bit),
                              rag=RagConfig(chunk_size=int(chunk_size), chunk_overlap=int(overlap), top_k=int(top_k)))
 
-    def ask(doc: Document | None, question: str, methods: list[str], *settings):
+    def ask(request: gr.Request, doc: Document | None, question: str, methods: list[str], *settings):
         try:
+            user = engine.user_of(request.username)
             doc = doc or engine.bundled_document()
             cfg = config(*settings)
-            caller = engine.sessions.new_caller("compare")
+            caller = engine.new_caller("compare", user)
             updates: dict[str, object] = dict.fromkeys(methods or [])
-            stream = engine.stream_compare(doc, question, methods or [], cfg, caller)
+            stream = engine.stream_compare(doc, question, methods or [], cfg, caller, user=user)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     yield render_cards(updates, waiting_note(engine, value))
                 else:
                     updates[value.method] = value
                     yield render_cards(updates)
+            finals = [u for u in updates.values() if u is not None and u.done]
+            engine.record_compare(user, doc, question, cfg, finals)  # kept in the user's History
+            lines = engine.break_even({u.method: u.metrics for u in finals if not u.error})
+            yield render_cards(updates, break_even=[line.sentence() for line in lines])
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -138,6 +158,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")
             user = engine.user_of(request.username)
             engine.export_evaluation(result, user, stem)
+            engine.record_evaluation(user, result, cfg)  # kept in the user's History
             kept = [str(p) for p in engine.evaluations(user)]
         except USER_ERRORS as exc:
             raise user_error(exc) from exc

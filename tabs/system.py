@@ -92,7 +92,7 @@ def build(engine: Engine) -> None:
     def playground(prompt: str, max_new_tokens: float, temperature: float, model_id: str, request: gr.Request):
         try:
             settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
-            caller = engine.sessions.new_caller("playground")
+            caller = engine.new_caller("playground", engine.user_of(request.username))
             stream = engine.generate(prompt, settings, model_id=model_id or None, caller=caller,
                                      user=engine.user_of(request.username))
             for kind, event in with_queue_position(engine, caller, stream):

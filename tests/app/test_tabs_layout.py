@@ -75,3 +75,19 @@ def test_tabs_import_only_the_engine_errors_and_classes_from_lab(path):
 @pytest.mark.parametrize("path", tab_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_tab_files_stay_small(path):
     assert len(path.read_text().splitlines()) <= 500
+
+
+def test_compare_cards_show_the_source_and_the_break_even_line():
+    """What a person reads under the cards once every answer is in (the numbers come from Engine.break_even)."""
+    from lab.knowledge.breakeven import break_even
+    from lab.knowledge.compare import MethodUpdate
+    from lab.knowledge.rag import RetrievedChunk
+    from tabs.compare import render_cards
+    rag = MethodUpdate("rag", text="Paris.", answer="Paris", done=True, metrics={"total_s": 0.5},
+                       citation=RetrievedChunk(text="France's capital is Paris.", score=0.9, chunk_id=3,
+                                               heading="Europe > France"))
+    line = break_even("cag", 3.0, 0.5, 2.0)
+    html = render_cards({"rag": rag}, break_even=[line.sentence()])
+    assert "source: Europe &gt; France" in html
+    assert "compare-break-even" in html and f"<b>{line.questions}</b> question" in html
+    assert "compare-break-even" not in render_cards({"rag": rag})  # not before the answers are in
