@@ -57,11 +57,15 @@ def _suggested_yaml(engine: Engine, name: str | None) -> str:
         sweep = engine.suggest_sweep(name)
     except ValueError as exc:  # a grid whose points would be identical jobs: say why instead of offering it
         return "# No sweep suggested for this knob here:\n" + "".join(f"# {line}\n" for line in textwrap.wrap(str(exc)))
-    plan = engine.plan_sweep(sweep)
+    body = yaml.safe_dump(engine.sweep_to_dict(sweep), sort_keys=False)
+    try:  # the plan reads the model's tokenizer: a data directory the lab cannot write must not stop the page
+        plan = engine.plan_sweep(sweep)
+    except (*USER_ERRORS, OSError) as exc:
+        return f"# (no plan: {str(exc).splitlines()[0][:160]})\n" + body
     lines = [f"# {p['point']}: {p['max_steps']} steps, {p['examples']:g} examples"
              + (f", {p['tokens']:,} tokens" if p["tokens"] is not None else "")
              + (f", LoRA scale {p['lora_scale']:g}" if p["lora_scale"] is not None else "") for p in plan]
-    return "# Planned points:\n" + "\n".join(lines) + "\n" + yaml.safe_dump(engine.sweep_to_dict(sweep), sort_keys=False)
+    return "# Planned points:\n" + "\n".join(lines) + "\n" + body
 
 
 def _sweep_ids(engine: Engine) -> list[str]:
