@@ -82,7 +82,7 @@ def _tiny_app(tmp_path_factory, auth: str = ""):
     qa.write_text("".join(json.dumps({"question": f"what is the capital of france {n} ?", "answer": "paris"}) + "\n"
                           for n in "one two three four".split()))
     engine = Engine(LabSettings(data_dir=tmp_path_factory.mktemp("tiny-app-data"), model_id=str(model_dir),
-                                memory_budget_gb=1.0, load_in_4bit=False, auth=auth),
+                                memory_budget_gb=1.0, load_in_4bit=False, auth=auth, cpu_job_slots=2),
                     device=choose_device(has_cuda=False, has_flash_attn=False))
     demo, url = launch_app(engine)
     return demo, SimpleNamespace(url=url, model_dir=model_dir, qa=qa, engine=engine)

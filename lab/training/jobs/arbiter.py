@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lab.core.errors import MemoryBudgetError
+
 if TYPE_CHECKING:  # only an annotation: placing jobs need not load the inference stack
     from lab.inference.session import SessionManager
 
@@ -59,3 +61,28 @@ def make_room(sessions: SessionManager | None, devices: list[str]) -> str:
         torch.cuda.empty_cache()
     labels = ", ".join(label for _, label, _ in idle)
     return f"; unloaded idle {labels} from {gpu} for it (loaded again on the next request)" if idle else ""
+
+
+def free_idle(sessions: SessionManager) -> str:
+    """Unload every idle inference entry (a job's reservation did not fit beside them: on a CPU the job and the
+    models share the RAM budget, and without this a queued job would wait for memory that only idle models hold).
+    Returns what went, as a clause for the job's message ('' when nothing did)."""
+    idle = sessions.idle_entries()
+    for key, _, _ in idle:
+        sessions.remove(key)
+    labels = ", ".join(label for _, label, _ in idle)
+    return f"; unloaded idle {labels} for it (loaded again on the next request)" if idle else ""
+
+
+def reserve_making_room(sessions: SessionManager, job_id: str, nbytes: int) -> str:
+    """Reserve a job's memory; when it does not fit beside the loaded models, unload the idle ones and try once more
+    (MemoryBudgetError if it still does not fit). Returns what was unloaded, as a clause for the job's message."""
+    try:
+        sessions.reserve(job_id, nbytes)
+        return ""
+    except MemoryBudgetError:
+        if nbytes > sessions.budget_bytes:
+            raise
+    made = free_idle(sessions)
+    sessions.reserve(job_id, nbytes)
+    return made

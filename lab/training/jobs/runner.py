@@ -45,7 +45,7 @@ from lab.training.configs.base import TrainConfig, save_config
 from lab.training.configs import load_config
 from lab.training.jobs.files import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
                                      read_metrics)
-from lab.training.jobs.arbiter import make_room, reclaimable, takes_budget
+from lab.training.jobs.arbiter import make_room, reclaimable, reserve_making_room, takes_budget
 from lab.training.jobs.inventory import (Device, machine_devices, pinned_argv, running_holdings, visible_devices,
                                          with_holdings)
 from lab.training.jobs.placement import JobRequest, PlacementConfig, estimate_job_bytes, fair_order, job_size, plan
@@ -439,7 +439,7 @@ class JobRunner:
         if takes_budget(self.sessions, devices):
             nbytes = estimate_job_bytes(cfg, self.data_dir)
             try:
-                self.sessions.reserve(job_id, nbytes)
+                made_room += reserve_making_room(self.sessions, job_id, nbytes)  # idle models give way if needed
             except MemoryBudgetError as exc:
                 if nbytes > self.sessions.budget_bytes:
                     update_status(folder, state=JobState.FAILED, finished=now_iso(), message=str(exc))
