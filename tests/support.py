@@ -68,3 +68,25 @@ def tiny_job_yaml(model_dir, qa, output_name: str, max_steps: int = 4) -> str:
             f"output_name: {output_name}\nmax_steps: {max_steps}\nper_device_train_batch_size: 2\n"
             "learning_rate: 0.01\nmax_length: 32\nlogging_steps: 1\nsave_steps: 100\nmode: lora\n"
             "lora_preset: minimal\nr: 2\nlora_alpha: 4\n")
+
+
+def make_engine(data_dir, model_dir, **settings):
+    """An engine with sign-in for alice, bob and carol (admin, LAB_ADMINS) over a tiny model; jobs stay queued."""
+    from lab.core.device import choose_device
+    from lab.core.settings import LabSettings
+    from lab.engine import Engine
+    engine = Engine(LabSettings(**(dict(data_dir=data_dir, model_id=str(model_dir), memory_budget_gb=1.0,
+                                        load_in_4bit=False, auth="alice:a1,bob:b2,carol:c3", admins="carol")
+                                   | settings)),
+                    device=choose_device(has_cuda=False, has_flash_attn=False))
+    engine.jobs.max_running = 0  # jobs that get through stay queued: nothing here trains
+    return engine
+
+
+def upload(engine, user: str, name: str, text: str, tmp_path: Path) -> Path:
+    """Save `text` as `user`'s upload `name` through the Engine; the path it is kept at."""
+    source = tmp_path / "incoming" / user / name
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(text)
+    engine.save_upload(user, source)
+    return engine.settings.data_dir / "users" / user / "uploads" / name

@@ -10,41 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-from lab.core.device import choose_device
 from lab.core.settings import LabSettings
 from lab.engine import Engine
 from lab.inference.arena import ArenaColumn
 from lab.inference.generate import GenerationSettings
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.evaluation import QAItem
-
-
-def make_engine(data_dir: Path, model_dir: Path, **settings) -> Engine:
-    engine = Engine(LabSettings(**(dict(data_dir=data_dir, model_id=str(model_dir), memory_budget_gb=1.0,
-                                        load_in_4bit=False, auth="alice:a1,bob:b2,carol:c3", admins="carol")
-                                   | settings)),
-                    device=choose_device(has_cuda=False, has_flash_attn=False))
-    engine.jobs.max_running = 0  # jobs that get through stay queued: nothing here trains
-    return engine
-
-
-@pytest.fixture
-def lab(tmp_path, tiny_model_dir):
-    engine = make_engine(tmp_path / "data", tiny_model_dir)
-    yield engine
-    engine.close()
-
-
-def upload(engine: Engine, user: str, name: str, text: str, tmp_path: Path) -> Path:
-    source = tmp_path / "incoming" / user / name
-    source.parent.mkdir(parents=True, exist_ok=True)
-    source.write_text(text)
-    engine.save_upload(user, source)
-    return engine.settings.data_dir / "users" / user / "uploads" / name
+from support import make_engine, upload
 
 
 def sft(**fields):
