@@ -3,7 +3,6 @@ GPU inventory (with a stand-in command, so no GPU is needed to see which GPUs a 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -22,13 +21,6 @@ from lab.training.jobs.runner import ACTIVE_STATES, JobRunner, kill_job, list_jo
 from support import tiny_job_yaml
 
 
-@pytest.fixture(scope="module")
-def qa_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
-    rows = [{"question": f"what is the capital of france {n} ?", "answer": f"paris is the capital {n} ."}
-            for n in "one two three four five six seven eight".split()]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ from lab.training.configs.base import save_config
 
 
 
-@pytest.fixture(scope="module")
-def qa_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
-    rows = [{"question": f"what is the capital of france {n} ?", "answer": f"paris is the capital {n} ."}
-            for n in "one two three four five six seven eight".split()]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def config(model_dir: Path, data: Path, **overrides) -> SftConfig:
