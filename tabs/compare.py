@@ -102,8 +102,8 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
                 if not saved and not mine:
                     return (None, f"You have no uploads yet: choose \"upload\" and drop a file. {BUNDLED_IN_USE}",
                             gr.update(choices=mine, value=None))
-                doc = engine.open_upload(user, saved or mine[0])
-                saved = saved or mine[0]
+                saved = saved or engine.latest_upload(user)
+                doc = engine.open_upload(user, saved)
             else:
                 doc = engine.bundled_document()
         except USER_ERRORS as exc:

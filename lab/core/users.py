@@ -114,6 +114,14 @@ def list_uploads(settings: LabSettings, user: str) -> list[str]:
         if folder.is_dir() else []
 
 
+def latest_upload(settings: LabSettings, user: str) -> str | None:
+    """The name of the user's most recently saved upload (None without any): what "my uploads" means when no
+    name is picked. Saving a name again makes it the latest, since the copy is written anew."""
+    folder = uploads_dir(settings, user)
+    names = list_uploads(settings, user)
+    return max(names, key=lambda name: (folder / name).stat().st_mtime_ns, default=None)
+
+
 def upload_path(settings: LabSettings, user: str, name: str) -> Path:
     """The path of one of the user's own uploads. Another user's file cannot be named: the name
     may not contain a path, and the lookup happens only inside the asker's folder."""

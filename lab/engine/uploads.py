@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lab.core import access
-from lab.core.users import LOCAL_USER, check_name, list_uploads, load_users, private_file, save_upload, \
+from lab.core.users import LOCAL_USER, check_name, latest_upload, list_uploads, load_users, private_file, save_upload, \
     upload_path, uploads_dir, user_of
 from lab.inference.endpoints import is_endpoint
 from lab.inference.generate import GenerationEvent, GenerationSettings
@@ -27,6 +27,10 @@ class UploadOps(Runtime):
     def uploads(self, user: str) -> list[str]:
         """The names of `user`'s own uploads."""
         return list_uploads(self.settings, user)
+
+    def latest_upload(self, user: str) -> str | None:
+        """The name of `user`'s most recently saved upload, or None."""
+        return latest_upload(self.settings, user)
 
     def save_upload(self, user: str, source: str | Path) -> Document:
         """Check an uploaded file (size, type, content, the user's disk quota), then keep it in `user`'s workspace,

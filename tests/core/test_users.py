@@ -8,7 +8,8 @@ from gradio_client import Client
 from lab.training.jobs.runner import create_job
 from lab.core.settings import LabSettings
 from lab.training.configs import load_config
-from lab.core.users import (check_job_owner, check_name, list_uploads, load_users, save_upload, upload_path, user_of)
+from lab.core.users import (check_job_owner, check_name, latest_upload, list_uploads, load_users, save_upload, upload_path,
+                            user_of)
 
 
 @pytest.fixture
@@ -34,6 +35,16 @@ def test_uploads_are_private_to_their_owner(settings, tmp_path):
         upload_path(settings, "alice", "../../bob/uploads/secret.md")
     with pytest.raises(ValueError, match="not allowed"):
         save_upload(settings, "alice", source, name="../bob/uploads/evil.md")
+
+
+def test_the_latest_upload_is_the_one_saved_last_not_the_first_by_name(settings, tmp_path):
+    assert latest_upload(settings, "bob") is None
+    for name in ("river.md", "atlas.md", "zebra.md", "river.md"):  # saving a name again makes it the latest
+        (tmp_path / name).write_text(f"notes in {name}")
+        save_upload(settings, "bob", tmp_path / name)
+    assert list_uploads(settings, "bob") == ["atlas.md", "river.md", "zebra.md"]
+    assert latest_upload(settings, "bob") == "river.md"
+    assert latest_upload(settings, "alice") is None
 
 
 def test_only_the_owner_may_change_a_job():
