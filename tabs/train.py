@@ -180,7 +180,29 @@ def build(engine: Engine) -> None:
         return refresh(job_id)
 
     def adapters_table():
-        return [[a.name, engine.adapter_summary(a), a.job_id, a.created] for a in engine.list_adapters() if a.job_id]
+        """Adapters trained on purpose first (newest first), then each sweep's points together under its id."""
+        sweeps = engine.adapter_sweeps()
+        found = [a for a in engine.list_adapters() if a.job_id]
+        ordered = [a for a in found if a.name not in sweeps] + sorted(
+            (a for a in found if a.name in sweeps), key=lambda a: (sweeps[a.name], a.name))
+        return [[a.name, engine.adapter_summary(a), sweeps.get(a.name, ""), engine.adapter_owner(a), a.job_id,
+                 a.created] for a in ordered]
+
+    def change_adapter(action: str):
+        def act(name: str, new_name: str, request: gr.Request):
+            if not name or not name.strip():
+                raise gr.Error(f"Type the name of an adapter from the table to {action}.")
+            try:
+                user = engine.user_of(request.username)
+                if action == "rename":
+                    done = f"Renamed `{name.strip()}` to `{engine.rename_adapter(name, new_name or '', user).name}`."
+                else:
+                    engine.delete_adapter(name, user)
+                    done = f"Deleted adapter `{name.strip()}`."
+            except USER_ERRORS as exc:
+                raise user_error(exc) from exc
+            return done, adapters_table()
+        return act
 
     def merge(name: str):
         if not name or not name.strip():
@@ -269,13 +291,19 @@ def build(engine: Engine) -> None:
             with gr.Row():
                 qa_name = gr.Textbox("my_qa", label="Save as (in your workspace)", scale=3)
                 qa_save = gr.Button("Save JSONL", scale=1)
-        with gr.Accordion("Adapters: list, merge and export", open=False):
-            adapters = gr.Dataframe(headers=["adapter", "what it is", "job", "created"], interactive=False,
-                                    elem_id="train-adapters")
+        with gr.Accordion("Adapters: list, rename, delete, merge and export", open=False):
+            # A callable value is read again on every page load: the list is there when the page opens.
+            adapters = gr.Dataframe(adapters_table, headers=["adapter", "what it is", "sweep", "owner", "job",
+                                                             "created"], interactive=False, elem_id="train-adapters")
+            gr.Markdown("A sweep's adapters are listed under their sweep and left out of Compare's and the Arena's "
+                        "lists (Compare can show them). Only an adapter's owner, or an admin, may rename or delete it.")
             with gr.Row():
-                merge_name = gr.Textbox(label="Adapter to merge into its base", scale=3)
+                merge_name = gr.Textbox(label="Adapter (a name from the table)", scale=2, elem_id="train-adapter-name")
+                new_name = gr.Textbox(label="New name (for rename)", scale=2, elem_id="train-adapter-new-name")
+                rename_btn = gr.Button("Rename", scale=1, elem_id="train-adapter-rename")
+                delete_btn_adapter = gr.Button("Delete", variant="stop", scale=1, elem_id="train-adapter-delete")
                 merge_btn = gr.Button("Merge and export", scale=1)
-            merged = gr.Markdown()
+            merged = gr.Markdown(elem_id="train-adapter-result")
 
         watch_out = [launched, progress, loss_plot, lr_plot, grad_plot, log]
         refresh_out = [launched, jobs_table, job, *watch_out[1:]]
@@ -297,6 +325,10 @@ def build(engine: Engine) -> None:
                        **GPU)
         qa_save.click(save_qa, [qa_table, qa_name], qa_info, api_name="dataset_save")
         merge_btn.click(merge, merge_name, merged, api_name="train_merge").then(adapters_table, None, adapters)
+        rename_btn.click(change_adapter("rename"), [merge_name, new_name], [merged, adapters],
+                         api_name="adapter_rename")
+        delete_btn_adapter.click(change_adapter("delete"), [merge_name, new_name], [merged, adapters],
+                                 api_name="adapter_delete")
         gr.Timer(2).tick(refresh, job, refresh_out, **POLL)
         gr.Timer(10).tick(adapters_table, None, adapters, **POLL)
 

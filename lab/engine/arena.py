@@ -20,12 +20,13 @@ class ArenaOps(TrainingOps):
     def arena_models(self) -> list[str]:
         """The default model, one entry per trained adapter on it and every configured endpoint, as the Arena's
         dropdowns offer them."""
-        return list(dict.fromkeys([*arena.model_choices(self), *self.endpoint_models()]))
+        names = [a.name for a in self.list_adapters(include_sweeps=False)]  # a sweep's points are typed, not listed
+        return list(dict.fromkeys([*arena.model_choices(self, sorted(names)), *self.endpoint_models()]))
 
     def arena_model_labels(self) -> list[tuple[str, str]]:
         """arena_models as (what the list shows, the choice): an adapter's entry says what it is (adapter_summary)."""
         summaries = {arena.choice_label(self.settings.model_id, a.name): self.adapter_summary(a)
-                     for a in self.list_adapters()}
+                     for a in self.list_adapters(include_sweeps=False)}
         return [(f"{m} — {summaries[m]}" if m in summaries else m, m) for m in self.arena_models()]
 
     def endpoint_models(self) -> list[str]:

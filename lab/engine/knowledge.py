@@ -27,14 +27,16 @@ class KnowledgeOps(TrainingOps):
 
     load_document = staticmethod(load_document)
 
-    def compare_methods(self) -> list[str]:
-        """What Compare can run now: the plain methods and one `ft:<name>` per trained adapter."""
-        return [*compare.METHODS, *(f"{compare.ADAPTER_PREFIX}{name}" for name in self.adapter_names())]
+    def compare_methods(self, include_sweeps: bool = False) -> list[str]:
+        """What Compare offers: the plain methods and one `ft:<name>` per trained adapter (a sweep's adapters only
+        with include_sweeps; any adapter can still be run by its name)."""
+        return [*compare.METHODS, *(f"{compare.ADAPTER_PREFIX}{name}" for name in self.adapter_names(include_sweeps))]
 
-    def compare_method_labels(self) -> list[tuple[str, str]]:
+    def compare_method_labels(self, include_sweeps: bool = False) -> list[tuple[str, str]]:
         """compare_methods as (what the list shows, the method): an adapter's says what it is (adapter_summary)."""
-        summaries = {f"{compare.ADAPTER_PREFIX}{a.name}": self.adapter_summary(a) for a in self.list_adapters()}
-        return [(f"{m} — {summaries[m]}" if m in summaries else m, m) for m in self.compare_methods()]
+        summaries = {f"{compare.ADAPTER_PREFIX}{a.name}": self.adapter_summary(a)
+                     for a in self.list_adapters(include_sweeps)}
+        return [(f"{m} — {summaries[m]}" if m in summaries else m, m) for m in self.compare_methods(include_sweeps)]
 
     def stream_compare(self, doc: Document, question: str, methods: str | Sequence[str], cfg: CompareConfig | None = None,
                 caller: str | None = None, user: str = LOCAL_USER) -> Iterator[MethodUpdate]:

@@ -16,6 +16,7 @@ from lab.core.spaces import refuse_training_on_zero_gpu
 from lab.core.users import LOCAL_USER, check_job_owner, check_name, uploads_dir
 from lab.engine.uploads import UploadOps
 from lab.explain import calculators
+from lab.explain.sweeps.run import sweep_jobs
 from lab.inference import adapters
 from lab.knowledge.documents import Document
 from lab.training import configs
@@ -99,7 +100,10 @@ class TrainingOps(UploadOps):
         if user == LOCAL_USER:
             return
         for what, path in config_paths(cfg):
-            access.allowed_path(self.settings, user, path, what)
+            if what in ("model_id", "reward_model"):  # the one rule for models: the lab's default is always allowed
+                access.allowed_model(self.settings, user, path, what)
+            else:
+                access.allowed_path(self.settings, user, path, what)
 
     def submit_job(self, cfg: TrainConfig, user: str = LOCAL_USER) -> str:
         """Queue a training job owned by `user` (refused on a ZeroGPU Space, which cannot train). Before anything
@@ -162,16 +166,59 @@ class TrainingOps(UploadOps):
         folder, _ = run_config(config, self.settings.data_dir, resume=resume)
         return job_runner.job_status(self.settings.data_dir, folder.name)
 
-    def list_adapters(self) -> list[adapters.Adapter]:
-        """Every trained adapter, newest first."""
-        return adapters.list_adapters(self.settings.data_dir)
+    def list_adapters(self, include_sweeps: bool = True) -> list[adapters.Adapter]:
+        """Every trained adapter, newest first; without include_sweeps, those a sweep's points made are left out
+        (a 6-point sweep would otherwise bury the adapters people trained on purpose)."""
+        found = adapters.list_adapters(self.settings.data_dir)
+        if include_sweeps:
+            return found
+        swept = self.adapter_sweeps()
+        return [a for a in found if a.name not in swept]
+
+    def adapter_sweeps(self) -> dict[str, str]:
+        """adapter name -> the id of the sweep whose point trained it. Read from the sweeps' records by job id, so a
+        renamed sweep adapter still belongs to its sweep."""
+        jobs = sweep_jobs(self.settings.data_dir)
+        return {a.name: jobs[a.job_id] for a in adapters.list_adapters(self.settings.data_dir) if a.job_id in jobs}
+
+    def adapter_owner(self, adapter: adapters.Adapter) -> str:
+        """Who may rename or delete `adapter`: the user whose job trained it (recorded with it, else read from the
+        job), or the local user for an adapter from before owners were kept or copied in by hand."""
+        if adapter.owner:
+            return adapter.owner
+        try:
+            return (self.jobs.status(adapter.job_id).get("owner") if adapter.job_id else None) or LOCAL_USER
+        except (OSError, ValueError):  # the job folder was deleted
+            return LOCAL_USER
+
+    def _own_adapter(self, name: str, user: str, action: str) -> adapters.Adapter:
+        _, folder = adapters.resolve_adapter(self.settings.data_dir, adapters.check_adapter_name(name.strip()))
+        adapter = adapters.Adapter.from_folder(folder)
+        owner = self.adapter_owner(adapter)
+        if owner != user and user not in self.settings.admin_names():
+            raise PermissionError(f"Adapter {adapter.name} belongs to {owner}; only they (or an admin, LAB_ADMINS) "
+                                  f"can {action} it.")
+        return adapter
+
+    def rename_adapter(self, name: str, new_name: str, user: str = LOCAL_USER) -> adapters.Adapter:
+        """Rename the adapter `name` (its owner or an admin only); Compare and the Arena list it as ft:<new_name>."""
+        self._own_adapter(name, user, "rename")
+        return adapters.Adapter.from_folder(adapters.rename_adapter(self.settings.data_dir, name.strip(),
+                                                                    new_name.strip()))
+
+    def delete_adapter(self, name: str, user: str = LOCAL_USER) -> None:
+        """Delete the adapter `name` (its owner or an admin only). Its job, if kept, stays; a merged export too."""
+        self._own_adapter(name, user, "delete")
+        adapters.delete_adapter(self.settings.data_dir, name.strip())
 
     def adapter_summary(self, adapter: adapters.Adapter) -> str:
-        """One line on what an adapter is: how it was trained, on which base, how far and to what loss, e.g.
-        'sft lora on embedded · 55 steps · loss 0.33 · eval loss 0.41'. The numbers come from its job while the
-        job's folder is kept; a hand-copied adapter says only what its files record."""
+        """One line on what an adapter is: how it was trained, on which base and data, how far and to what loss,
+        e.g. 'sft lora on embedded · qa.jsonl · 55 steps · loss 0.33 · eval loss 0.41'. The numbers come from its
+        job while the job's folder is kept; a hand-copied adapter says only what its files record."""
         parts = [" ".join(p for p in (adapter.kind, adapter.mode) if p) or "adapter"]
         parts[0] += f" on {Path(adapter.base_model_id).name or adapter.base_model_id}" if adapter.base_model_id else ""
+        if adapter.data:
+            parts.append(", ".join(adapter.data))
         try:
             status = self.jobs.status(adapter.job_id) if adapter.job_id else None
             metrics = self.jobs.metrics(adapter.job_id) if status else []
@@ -185,8 +232,8 @@ class TrainingOps(UploadOps):
                 parts.append(f"{label} {last:.3g}")
         return " · ".join(parts)
 
-    def adapter_names(self) -> list[str]:
-        return adapters.available_adapters(self.settings.data_dir)
+    def adapter_names(self, include_sweeps: bool = True) -> list[str]:
+        return sorted(a.name for a in self.list_adapters(include_sweeps))
 
     def merge_adapter(self, name: str) -> Path:
         """Merge the adapter `name` into its base and export it under <data>/merged/<name>."""

@@ -47,13 +47,18 @@ class Adapter:
     created: str = ""
     kind: str = ""
     mode: str = ""
+    owner: str = ""
+    """Who submitted the job that trained it (empty for an adapter copied in by hand, or from before owners were
+    recorded); they, and admins, may rename or delete it."""
+    data: tuple[str, ...] = ()
+    """The file names of the datasets it was trained on."""
 
     @classmethod
     def from_folder(cls, folder: Path) -> Adapter:
         meta = json.loads((folder / ADAPTER_META).read_text()) if (folder / ADAPTER_META).is_file() else {}
         return cls(name=folder.name, path=folder, base_model_id=meta.get("base_model_id", ""),
                    job_id=meta.get("job_id", ""), created=meta.get("created", ""), kind=meta.get("kind", ""),
-                   mode=meta.get("mode", ""))
+                   mode=meta.get("mode", ""), owner=meta.get("owner") or "", data=tuple(meta.get("data") or ()))
 
 
 def adapters_dir(data_dir: str | Path) -> Path:
@@ -67,7 +72,9 @@ def is_adapter(folder: Path) -> bool:
 def list_adapters(data_dir: str | Path) -> list[Adapter]:
     """Every adapter under <data>/adapters, newest first (those without a creation time last, by name)."""
     root = adapters_dir(data_dir)
-    found = [Adapter.from_folder(p) for p in root.iterdir() if is_adapter(p)] if root.is_dir() else []
+    # Hidden folders are adapters being registered or deleted (register_adapter, delete_adapter).
+    found = [Adapter.from_folder(p) for p in root.iterdir() if is_adapter(p) and not p.name.startswith(".")] \
+        if root.is_dir() else []
     return sorted(sorted(found, key=lambda a: a.name), key=lambda a: a.created, reverse=True)
 
 
@@ -128,6 +135,38 @@ def register_adapter(output_dir: Path, name: str, base_model_id: str, job_id: st
     (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=1))
     tmp.rename(target)
     return target
+
+
+def check_adapter_name(name: str) -> str:
+    """`name` when it can name an adapter (a folder name peft also accepts), else a ValueError saying what can."""
+    if not _ADAPTER_NAME.match(name or ""):
+        raise ValueError(f"Adapter name {name!r} is not allowed: use 1-64 letters, digits, '_' and '-', starting "
+                         f"with a letter or digit.")
+    return name
+
+
+def rename_adapter(data_dir: str | Path, name: str, new_name: str) -> Path:
+    """Give the adapter `name` the name `new_name` (its folder and its meta); returns the new folder. A name in use
+    is refused rather than overwritten. `ft:<old name>` no longer resolves afterwards."""
+    _, folder = resolve_adapter(data_dir, check_adapter_name(name))
+    target = adapters_dir(data_dir) / check_adapter_name(new_name)
+    if target.exists():
+        raise ValueError(f"An adapter named {new_name!r} already exists: pick another name or delete that one first.")
+    meta_path = folder / ADAPTER_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    os.rename(folder, target)  # one step on one file system: the adapter is always under one of its two names
+    (target / ADAPTER_META).write_text(json.dumps(meta | {"name": new_name}, indent=1))
+    return target
+
+
+def delete_adapter(data_dir: str | Path, name: str) -> None:
+    """Remove the adapter `name`. It is first renamed to a hidden folder, so it leaves the listing at once and a
+    removal cut short never leaves half an adapter listed; a model already loaded with it keeps its copy in memory
+    until it is unloaded."""
+    _, folder = resolve_adapter(data_dir, check_adapter_name(name))
+    hidden = folder.with_name(f".{folder.name}.deleted-{os.getpid()}")
+    os.rename(folder, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def adapter_base(adapter: Path) -> str:

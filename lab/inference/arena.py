@@ -42,10 +42,12 @@ def parse_choice(choice: str) -> tuple[str, str | None]:
     return model_id.strip(), (adapter.strip() or None)
 
 
-def model_choices(runtime: Runtime) -> list[str]:
-    """What a column can pick without typing: the default model, and it with each trained adapter."""
+def model_choices(runtime: Runtime, adapter_names: Sequence[str] | None = None) -> list[str]:
+    """What a column can pick without typing: the default model, and it with each trained adapter (or with each of
+    `adapter_names`)."""
     base = runtime.settings.model_id
-    return [base, *(choice_label(base, name) for name in available_adapters(runtime.settings.data_dir))]
+    names = available_adapters(runtime.settings.data_dir) if adapter_names is None else adapter_names
+    return [base, *(choice_label(base, name) for name in names)]
 
 
 @dataclass

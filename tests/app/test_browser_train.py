@@ -48,6 +48,19 @@ def test_train_tab_runs_a_job_and_its_adapter_reaches_compare(browser, tiny_app)
     page.wait_for_function("() => { const c = document.querySelector('[data-method=\"ft:browser-lora\"]');"
                            " return c && c.innerText.includes('time to first token') && !c.innerText.includes('streaming') }",
                            timeout=120_000)
+
+    # Its owner renames it in the Train tab: the adapters table and Compare's list follow without a reload.
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Adapters: list, rename, delete, merge and export").click()
+    page.locator("#train-adapter-name input, #train-adapter-name textarea").first.fill("browser-lora")
+    page.locator("#train-adapter-new-name input, #train-adapter-new-name textarea").first.fill("capital-lora")
+    page.locator("#train-adapter-rename").click()
+    page.locator("#train-adapter-result").get_by_text("Renamed").wait_for(timeout=30_000)
+    table = page.locator("#train-adapters").inner_text()
+    assert "capital-lora" in table and "browser-lora" not in table, table
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-methods").get_by_text("ft:capital-lora").wait_for(timeout=30_000)
+    assert "ft:browser-lora" not in page.locator("#compare-methods").inner_text()
     page.close()
 
 
@@ -77,4 +90,22 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
                              f"{page.locator('#explain-sweep-table').inner_text()}\n{logs}") from exc
     table = page.locator("#explain-sweep-table").inner_text()
     assert table.count("completed") == 2, table
+
+    # The sweep's two adapters are kept out of Compare's list until asked for, and listed under their sweep.
+    sweep_id = tiny_app.engine.list_sweeps()[-1]["id"]
+    page.reload()
+    page.get_by_role("tab", name="Compare").click()
+    methods = page.locator("#compare-methods")
+    methods.get_by_text("rag", exact=True).wait_for(timeout=30_000)
+    assert sweep_id not in methods.inner_text(), methods.inner_text()
+    page.locator("#compare-with-sweeps").get_by_label("show sweep adapters").check()
+    methods.get_by_text(f"ft:{sweep_id}-p1").wait_for(timeout=30_000)
+    assert f"ft:{sweep_id}-p0" in methods.inner_text()
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Adapters: list, rename, delete, merge and export").click()
+    page.locator("#train-adapters").get_by_text(f"{sweep_id}-p1").first.wait_for(timeout=30_000)
+    cells = [c.strip() for c in page.locator("#train-adapters").inner_text().splitlines()]
+    names = [c for c in cells if c.startswith(f"{sweep_id}-p")]
+    assert names == [f"{sweep_id}-p0", f"{sweep_id}-p1"], cells  # together, in point order
+    assert cells.count(sweep_id) == 2, cells  # each one's sweep column names the sweep
     page.close()

@@ -112,6 +112,17 @@ def test_a_job_config_may_not_name_a_knowledge_cache(lab):
     assert [j["owner"] for j in lab.list_jobs()] == ["bob", "bob"]
 
 
+def test_a_signed_in_user_may_train_the_labs_default_model_wherever_its_folder_is(lab, tiny_model_dir):
+    """The default model (LAB_MODEL, chosen by whoever runs the lab) may be named in Compare, so in a job too, even
+    when its folder lies outside the roots a user may name; any other folder there is still refused."""
+    qa = lab.save_qa_pairs("bob", [["what ?", "that"]], "qa")
+    lab.submit_job(sft(model_id=str(tiny_model_dir), datasets=[{"path": str(qa), "format": "qa"}]), "bob")
+    other = tiny_model_dir.parent / "another-model"
+    shutil.copytree(tiny_model_dir, other, dirs_exist_ok=True)
+    with pytest.raises(PermissionError, match="model_id .* is outside the folders"):
+        lab.submit_job(sft(model_id=str(other), datasets=[{"path": str(qa), "format": "qa"}]), "bob")
+
+
 # ---- model folders typed in Compare, Arena, Explain and the Playground -----------------------------------------------
 def test_bob_may_not_name_a_model_or_adapter_folder_in_alices_workspace(lab, tiny_model_dir):
     alice_model = lab.settings.data_dir / "users" / "alice" / "uploads" / "model"

@@ -92,6 +92,16 @@ def list_sweeps(data_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def sweep_jobs(data_dir: str | Path) -> dict[str, str]:
+    """job id -> the id of the sweep it is a point of, for every sweep's recorded jobs."""
+    root = Path(data_dir) / "sweeps"
+    found: dict[str, str] = {}
+    for folder in root.iterdir() if root.is_dir() else []:
+        if (folder / "points.json").is_file():
+            found |= {p["job_id"]: folder.name for p in _read_points(folder) if p.get("job_id")}
+    return found
+
+
 def _output_name(sweep_id: str, index: int) -> str:
     return f"{sweep_id}-p{index}"
 

@@ -100,7 +100,8 @@ def run_job(job_dir: Path, resume: bool = False) -> JobState:
         job_id = job_dir.name
         name = cfg.output_name or job_id  # the id already names the kind: 20261121-120000-sft-1a2b3c
         adapter_dir = str(register_adapter(output, name, cfg.model_id, job_id, data_dir_of(job_dir),
-                                           {"kind": cfg.kind, "mode": cfg.mode}))
+                                           {"kind": cfg.kind, "mode": cfg.mode, "owner": read_status(job_dir).owner,
+                                            "data": [Path(d.path).name for d in cfg.datasets]}))
     update_status(job_dir, state=JobState.COMPLETED, finished=now_iso(), eta_s=0, output_dir=str(output),
                   adapter_dir=adapter_dir, message=f"completed; output in {adapter_dir or output}")
     return JobState.COMPLETED
