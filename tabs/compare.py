@@ -121,9 +121,10 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         """Picking one of your uploads from the list switches to it."""
         return "my uploads", *use_document("my uploads", None, saved, request)
 
-    def config(chunk_size, overlap, top_k, max_new, short, four_bit) -> CompareConfig:
+    def config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking="markdown") -> CompareConfig:
         return CompareConfig(max_new_tokens=int(max_new), stop_at_answer=bool(short), load_in_4bit=bool(four_bit),
-                             rag=RagConfig(chunk_size=int(chunk_size), chunk_overlap=int(overlap), top_k=int(top_k)))
+                             rag=RagConfig(chunk_size=int(chunk_size), chunk_overlap=int(overlap), top_k=int(top_k),
+                                           chunking=chunking or "markdown"))
 
     def ask(request: gr.Request, doc: Document | None, question: str, methods: list[str], *settings):
         try:
@@ -187,9 +188,12 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             saved = gr.Dropdown([], label="Your earlier uploads", allow_custom_value=True, scale=1,
                                 elem_id="compare-saved")
         doc_info = gr.Markdown("Using the bundled guide on RAG, CAG and fine-tuning.", elem_id="compare-doc")
-        methods = gr.CheckboxGroup(engine.compare_method_labels(), value=list(engine.METHODS), label="Methods",
-                                   elem_id="compare-methods",
-                                   info="ft:NAME columns are LoRA adapters trained in the Train tab")
+        with gr.Row():
+            methods = gr.CheckboxGroup(engine.compare_method_labels(), value=list(engine.METHODS), label="Methods",
+                                       elem_id="compare-methods", scale=5,
+                                       info="ft:NAME columns are LoRA adapters trained in the Train tab")
+            with_sweeps = gr.Checkbox(False, label="show sweep adapters", scale=1, elem_id="compare-with-sweeps",
+                                      info="the adapters each point of an Explain sweep trained")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
                 chunk_size = gr.Number(500, precision=0, label="RAG chunk size (characters)")
@@ -198,7 +202,12 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
                 max_new = gr.Number(48, precision=0, label="max_new_tokens")
                 short = gr.Checkbox(True, label="stop after the short answer")
                 four_bit = gr.Checkbox(engine.settings.load_in_4bit, label="4-bit NF4 model")
-        settings = [chunk_size, overlap, top_k, max_new, short, four_bit]
+            chunking = gr.Radio(["markdown", "recursive"], value="markdown", label="RAG chunking",
+                                elem_id="compare-chunking",
+                                info="markdown: cut at headings first, each chunk keeps its heading path; recursive: "
+                                     "cut by size only. Which wins depends on the document: docs/KNOWLEDGE.md has "
+                                     "both on the bundled guide and on a held-out handbook.")
+        settings = [chunk_size, overlap, top_k, max_new, short, four_bit, chunking]
         with gr.Row():
             question = gr.Textbox(label="Question", placeholder="What does CAG store in the KV cache?", scale=4,
                                   elem_id="compare-question")
@@ -237,5 +246,12 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         if demo is not None:
             demo.load(page_loaded, None, [saved, eval_files], queue=False, show_progress="hidden")
         # New adapters from the Train tab appear as methods without a page reload.
-        gr.Timer(10).tick(lambda current: gr.update(choices=engine.compare_method_labels(), value=current), methods,
-                          methods, concurrency_limit=None, show_progress="hidden")
+        def method_choices(current: list[str], sweeps: bool):
+            """Every method the lab has now; what is ticked stays ticked while it still exists."""
+            labels = engine.compare_method_labels(include_sweeps=bool(sweeps))
+            offered = {method for _, method in labels}
+            return gr.update(choices=labels, value=[m for m in current or [] if m in offered])
+
+        with_sweeps.input(method_choices, [methods, with_sweeps], methods, queue=False, show_progress="hidden")
+        gr.Timer(10).tick(method_choices, [methods, with_sweeps], methods, concurrency_limit=None,
+                          show_progress="hidden")
