@@ -26,9 +26,12 @@ POLL = {"concurrency_limit": None, "show_progress": "hidden", "queue": False}
 __all__ = ["GPU", "POLL", "USER_ERRORS", "user_error", "waiting_note"]
 
 
-def waiting_note(engine, position: int) -> str:
+def waiting_note(engine, position: int | str) -> str:
     """Where a request stands in the model queue, naming the device the models really run on (on a machine
-    without a GPU, "waiting for the GPU" would send people looking for one)."""
+    without a GPU, "waiting for the GPU" would send people looking for one); a str is what the request waits
+    for instead (a training job's memory, Engine.memory_wait), shown as it is."""
+    if isinstance(position, str):
+        return f"⏳ {position}"
     device = engine.device.device
     where = "GPU" if device == "cuda" else device.upper()
     return f"⏳ waiting for the {where}: position {position} in the queue"
@@ -36,8 +39,9 @@ def waiting_note(engine, position: int) -> str:
 
 def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
     """Run a model stream in a worker thread and yield ('item', x) as it produces, or
-    ('waiting', position) while it is still queued behind other GPU work, so a UI can say
-    where the user stands. Errors raised by the stream are re-raised here. When this generator
+    ('waiting', position) while it is still queued behind other GPU work, or ('waiting', note) while
+    it waits for memory a training job holds (Engine.memory_wait), so a UI can say where the user
+    stands. Errors raised by the stream are re-raised here. When this generator
     is closed (the browser went away), the stream is closed at its next item, which cancels a
     batched request and frees its place in the batch."""
     import queue
@@ -68,6 +72,8 @@ def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
                 position = engine.queue_position(caller)
                 if position:
                     yield "waiting", position
+                elif position == 0 and (note := engine.memory_wait(caller)):  # it holds the slot, not the memory
+                    yield "waiting", note
                 continue
             if kind == "end":
                 return

@@ -1,4 +1,4 @@
-"""System tab: device, memory, what the session manager holds, load/unload, and a Playground.
+"""System tab: device, memory, who holds what on each device, load/unload, and a Playground.
 
     python app.py   # then open the System tab
 """
@@ -13,6 +13,7 @@ from lab.inference.generate import GenerationSettings
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 TABLE_HEADERS = ["name", "kind", "MB", "idle s", "in use"]
+DEVICE_HEADERS = ["device", "memory", "training jobs (owner, kind, time left)", "served models", "reserved for jobs"]
 
 
 def device_markdown(engine: Engine) -> str:
@@ -49,6 +50,33 @@ def held_rows(engine: Engine) -> list[list]:
              "yes" if e["pinned"] else ""] for e in engine.stats()["entries"]]
 
 
+def _time_left(seconds: float | None) -> str:
+    return "time left unknown" if seconds is None else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s left"
+
+
+def device_rows(engine: Engine) -> list[list]:
+    """One row per device (Engine.device_holdings): what training jobs, served models and reservations hold
+    there, and what requests wait for, so whoever waits sees whom for."""
+    try:
+        holdings = engine.device_holdings()
+    except USER_ERRORS as exc:  # an unwritable data dir (no job list): the tab still builds and says why
+        return [["", str(exc), "", "", ""]]
+    session = engine.stats()
+    rows = []
+    for d in holdings:
+        if d["total_mb"] is not None:
+            memory = f"{d['free_mb']:,} of {d['total_mb']:,} MB free"
+        elif ":" in d["device"]:  # a CPU job slot
+            memory = "RAM shared with the other slots"
+        else:  # the device the session manager serves from, outside the job slots
+            memory = f"{session['used_mb']:,} of a {session['budget_mb']:,} MB budget held"
+        jobs = "; ".join(f"{j['id']} ({j['owner']}, {j['kind']}, {_time_left(j['eta_s'])})" for j in d["jobs"])
+        served = [f"{e['label']} {e['mb']:,} MB" + (" (in use)" if e["pinned"] else "") for e in d["serving"]]
+        reserved = "; ".join(f"{r['job']} {r['mb']:,} MB" for r in d["reservations"])
+        rows.append([d["device"], memory, jobs, "; ".join(served + [f"⏳ {w}" for w in d["waiting"]]), reserved])
+    return rows
+
+
 def entry_choices(engine: Engine) -> list[tuple[str, str]]:
     """(what the table calls it, the key unload takes) for each loaded entry: people read the first."""
     return [(f"{e['label']} ({e['kind']})", e["key"]) for e in engine.stats()["entries"]]
@@ -64,7 +92,7 @@ def build(engine: Engine) -> None:
     def refresh():
         choices = entry_choices(engine)
         return (device_markdown(engine), held_rows(engine),
-                gr.update(choices=choices, value=choices[0][1] if choices else None))
+                gr.update(choices=choices, value=choices[0][1] if choices else None), device_rows(engine))
 
     def load(model_id: str, four_bit: bool, request: gr.Request):
         try:
@@ -109,6 +137,8 @@ def build(engine: Engine) -> None:
         device_md = gr.Markdown(device_markdown(engine), elem_id="system-device")
         table = gr.Dataframe(headers=TABLE_HEADERS, value=held_rows(engine), label="Loaded in the session manager",
                              interactive=False, elem_id="system-loaded")
+        devices = gr.Dataframe(headers=DEVICE_HEADERS, value=device_rows(engine), label="Devices: who holds what",
+                               interactive=False, elem_id="system-devices")
         with gr.Row():
             model_id = gr.Textbox(value=engine.settings.model_id, label="Model id",
                                   info="'embedded' (SmolLM2-135M, offline), a local folder, or a Hugging Face id "
@@ -135,7 +165,7 @@ def build(engine: Engine) -> None:
         answer = gr.Textbox(label="Answer", lines=6, interactive=False, elem_id="playground-answer")
         timings = gr.Markdown(elem_id="playground-timings")
 
-        outputs = [device_md, table, unload_key]
+        outputs = [device_md, table, unload_key, devices]
         load_btn.click(load, [model_id, four_bit], [status, *outputs], api_name="load_model", **GPU)
         unload_btn.click(unload, [unload_key], [status, *outputs], api_name="unload_model", **POLL)
         gr.on(None, unload_allowed, None, [unload_btn, unload_note], api_visibility="private", **POLL)
@@ -150,5 +180,5 @@ def build(engine: Engine) -> None:
         gr.api(system_stats, api_name="system_stats", concurrency_limit=None)
         # Choices only (no value) so a selection the user is making survives the refresh.
         gr.Timer(3).tick(lambda: (device_markdown(engine), held_rows(engine),
-                                  gr.update(choices=entry_choices(engine))),
+                                  gr.update(choices=entry_choices(engine)), device_rows(engine)),
                          None, outputs, **POLL)

@@ -24,6 +24,7 @@ from lab.engine.arena import ArenaOps
 from lab.engine.explain import ExplainOps
 from lab.engine.history import HistoryOps
 from lab.engine.knowledge import KnowledgeOps
+from lab.engine.placement import PlacementOps
 from lab.engine.training import config_paths
 from lab.inference.models import materialise_embedded
 from lab.knowledge import disk
@@ -31,7 +32,7 @@ from lab.knowledge import disk
 __all__ = ["Engine", "config_paths"]
 
 
-class Engine(HistoryOps, KnowledgeOps, ArenaOps, ExplainOps):
+class Engine(HistoryOps, KnowledgeOps, ArenaOps, ExplainOps, PlacementOps):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         disk.set_cap(self.settings.data_dir / "knowledge", int(self.settings.knowledge_cache_gb * 2**30))

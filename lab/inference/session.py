@@ -17,7 +17,9 @@ Generation goes two ways (`lend` picks):
   first-come-first-served queue whose positions callers can read, and pauses that model's
   engine at a step boundary for as long as it holds the slot.
 Batched requests pass through the same queue as through a turnstile (they wait behind exclusive
-work queued before them, so they see their position too, then hold nothing). Adapters rest
+work queued before them, so they see their position too, then hold nothing). A request whose model,
+engine or cache does not fit because training jobs' reservations hold the memory waits for them to end
+(MEMORY_WAIT_S at most, `memory_wait` says so meanwhile) instead of failing because a job started. Adapters rest
 disabled, so the engine always runs the plain base: requests are grouped by adapter, base
 requests batch and each adapter request decodes alone.
 """
@@ -43,6 +45,13 @@ from lab.core.errors import MemoryBudgetError
 
 Streamer = Callable[[torch.Tensor], Iterator[GenerationEvent]]
 """Streams the answer to token ids [1, T] (what `SessionManager.lend` hands out)."""
+
+
+MEMORY_WAIT_S = 180.0
+"""How long a request whose model, adapter, engine or cache does not fit waits for training jobs' memory
+reservations to be released (each goes when its job ends) before it fails with a message naming the jobs.
+Longer lets more requests outlive a short job; meanwhile the request holds the exclusive slot, so the
+requests queued behind it wait too (SessionManager.memory_wait_s, per manager)."""
 
 
 def engine_key(spec: ModelSpec) -> str:
@@ -71,6 +80,7 @@ class GpuQueue:
         self._cond = threading.Condition()
         self._waiting: deque[str] = deque()
         self._holder: str | None = None
+        self._holder_thread: int | None = None
 
     @contextmanager
     def slot(self, caller: str) -> Iterator[None]:
@@ -79,12 +89,12 @@ class GpuQueue:
             while self._holder is not None or self._waiting[0] != caller:
                 self._cond.wait()
             self._waiting.popleft()
-            self._holder = caller
+            self._holder, self._holder_thread = caller, threading.get_ident()
         try:
             yield
         finally:
             with self._cond:
-                self._holder = None
+                self._holder = self._holder_thread = None
                 self._cond.notify_all()
 
     def position(self, caller: str) -> int | None:
@@ -95,6 +105,11 @@ class GpuQueue:
             if caller in self._waiting:
                 return list(self._waiting).index(caller) + 1
             return None
+
+    def held_here(self) -> str | None:
+        """The caller holding the slot when this thread took it (the work under the slot asks whose it is)."""
+        with self._cond:
+            return self._holder if self._holder_thread == threading.get_ident() else None
 
     def snapshot(self) -> dict:
         with self._cond:
@@ -111,6 +126,11 @@ class SessionManager:
         self._loader = loader
         self._entries: dict[str, Entry] = {}
         self._lock = threading.RLock()
+        self._freed = threading.Condition(self._lock)
+        """Notified whenever an entry goes or is unpinned: a request waiting for memory looks again."""
+        self.memory_wait_s = MEMORY_WAIT_S
+        self._memory_waits: dict[str, str] = {}
+        """Caller (or thread, outside the exclusive slot) -> what it waits for; `memory_wait` reads it."""
         self._load_locks: dict[str, threading.Lock] = {}
         self.load_counts: dict[str, int] = {}
         self.queue = GpuQueue()
@@ -122,31 +142,65 @@ class SessionManager:
         with self._lock:
             return sum(e.nbytes for e in self._entries.values())
 
-    def _evict_for(self, nbytes: int, what: str) -> None:
-        """Drop least-recently-used unpinned entries until `nbytes` more fit the budget."""
+    def _evict_for(self, nbytes: int, what: str, wait: bool = True) -> None:
+        """Drop least-recently-used unpinned entries until `nbytes` more fit the budget. When what is left is
+        held by training jobs' reservations whose release would make room, wait up to memory_wait_s for their
+        jobs to end (wait=False: fail at once; a reservation itself never waits, so the job runner never blocks)."""
         with self._lock:
             if nbytes > self.budget_bytes:
                 raise MemoryBudgetError(
                     f"{what} needs {nbytes / 2**20:.0f} MB but the whole budget is {self.budget_bytes / 2**20:.0f} MB; "
                     "raise LAB_MEMORY_BUDGET_GB or load a smaller or 4-bit model.")
-            while self.used_bytes + nbytes > self.budget_bytes:
-                victims = [e for e in self._entries.values() if e.pins == 0 and not self._has_pinned_child(e.key)]
-                if not victims:
-                    raise MemoryBudgetError(
-                        f"{what} needs {nbytes / 2**20:.0f} MB; {self.used_bytes / 2**20:.0f} of "
-                        f"{self.budget_bytes / 2**20:.0f} MB are held by entries in use. Wait for them to finish "
-                        "or unload something in the System tab.")
-                self.remove(min(victims, key=lambda e: e.last_used).key)
+            deadline = time.monotonic() + (self.memory_wait_s if wait else 0.0)
+            waiter = self.queue.held_here() or f"thread-{threading.get_ident()}"
+            try:
+                while self.used_bytes + nbytes > self.budget_bytes:
+                    victims = [e for e in self._entries.values() if e.pins == 0 and not self._has_pinned_child(e.key)]
+                    if victims:
+                        self.remove(min(victims, key=lambda e: e.last_used).key)
+                        continue
+                    reserved = [e for e in self._entries.values() if e.kind == "reservation"]
+                    if not reserved or self.used_bytes - sum(e.nbytes for e in reserved) + nbytes > self.budget_bytes:
+                        raise MemoryBudgetError(
+                            f"{what} needs {nbytes / 2**20:.0f} MB; {self.used_bytes / 2**20:.0f} of "
+                            f"{self.budget_bytes / 2**20:.0f} MB are held by entries in use. Wait for them to finish "
+                            "or unload something in the System tab.")
+                    jobs = ("s " if len(reserved) > 1 else " ") + ", ".join(e.key.removeprefix("reservation:")
+                                                                             for e in reserved)
+                    held = f"{sum(e.nbytes for e in reserved) / 2**20:.0f} MB"
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        waited = f" and were still after waiting {self.memory_wait_s:.0f} s" if wait else ""
+                        raise MemoryBudgetError(
+                            f"{what} needs {nbytes / 2**20:.0f} MB, but {held} of the {self.budget_bytes / 2**20:.0f} "
+                            f"MB budget are set aside for training job{jobs}{waited}. The memory comes back when "
+                            "the job ends (the Train tab shows its time left); stop it there, or raise "
+                            "LAB_MEMORY_BUDGET_GB, to have it sooner.")
+                    self._memory_waits[waiter] = (f"waiting for memory: {what} needs {nbytes / 2**20:.0f} MB, "
+                                                  f"{held} are set aside for training job{jobs} until "
+                                                  f"{'they end' if len(reserved) > 1 else 'it ends'} "
+                                                  f"(waiting up to {self.memory_wait_s / 60:.0f} min)")
+                    self._freed.wait(left)  # releases the lock, so the job runner can release the reservation
+            finally:
+                self._memory_waits.pop(waiter, None)
+
+    def memory_wait(self, caller: str) -> str | None:
+        """What `caller` waits for while its model (or engine, adapter, cache) waits for training jobs' memory
+        under the exclusive slot, in words; None when it does not."""
+        with self._lock:
+            return self._memory_waits.get(caller)
 
     def _has_pinned_child(self, key: str) -> bool:
         return any(e.parent == key and e.pins for e in self._entries.values())
 
-    def put(self, key: str, kind: str, obj: Any, nbytes: int, label: str, parent: str | None = None) -> Entry:
-        """Hold an object (KV cache, adapter, ...) under the budget, evicting others if needed."""
+    def put(self, key: str, kind: str, obj: Any, nbytes: int, label: str, parent: str | None = None,
+            wait: bool = True) -> Entry:
+        """Hold an object (KV cache, adapter, ...) under the budget, evicting others if needed and waiting for
+        training jobs' reservations when only they stand in the way (wait=False: fail at once)."""
         with self._lock:
             if key in self._entries:
                 self.remove(key)
-            self._evict_for(nbytes, label)
+            self._evict_for(nbytes, label, wait)
             entry = Entry(key, kind, obj, nbytes, label, parent)
             self._entries[key] = entry
             return entry
@@ -177,6 +231,7 @@ class SessionManager:
                 model = self._entries[entry.parent].obj.model
                 model.delete_adapter(entry.obj)
                 model.base_model.disable_adapter_layers()  # adapters rest disabled (see `use`)
+            self._freed.notify_all()
             return True
 
     def resize(self, key: str, nbytes: int) -> None:
@@ -212,7 +267,8 @@ class SessionManager:
         """Set memory aside for a training job before it starts (evicting idle models). It stays pinned, so
         nothing evicts or unloads it, until `release` when the job ends."""
         with self._lock:
-            self.put(f"reservation:{name}", "reservation", None, nbytes, f"reservation for {name}").pins = 1
+            # No wait: the job runner reserves from its polling thread and leaves a job that does not fit queued.
+            self.put(f"reservation:{name}", "reservation", None, nbytes, f"reservation for {name}", wait=False).pins = 1
 
     def release(self, name: str) -> None:
         self.remove(f"reservation:{name}")
@@ -237,6 +293,7 @@ class SessionManager:
                 if key in self._entries:
                     self._entries[key].pins -= 1
                     self._entries[key].last_used = time.time()
+                    self._freed.notify_all()
 
     # ---- models and adapters ------------------------------------------------------------
     def model(self, spec: ModelSpec) -> LoadedModel:
@@ -403,4 +460,5 @@ class SessionManager:
                     "attn_implementation": self.device.attn_implementation,
                     "budget_mb": round(self.budget_bytes / 2**20, 1), "used_mb": round(self.used_bytes / 2**20, 1),
                     "entries": entries, "load_counts": dict(self.load_counts), "queue": self.queue.snapshot(),
+                    "memory_waits": dict(self._memory_waits),
                     "engines": [engine.stats() for engine in self.engines()]}

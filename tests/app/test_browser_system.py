@@ -1,4 +1,4 @@
-"""Browser: the System tab lists the embedded model and the Playground streams an answer."""
+"""Browser: the System tab lists the embedded model, per device too, and the Playground streams an answer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ def test_system_tab_and_playground_stream(browser, live_app, tmp_path):
     page.get_by_role("tab", name="System").click()
     page.wait_for_function("() => document.querySelector('#system-loaded')?.innerText.includes('embedded (float32)')",
                            timeout=30_000)
+    # Who holds what: the job slot(s), then the CPU the models are served from, holding the embedded model.
+    page.wait_for_function("() => { const t = document.querySelector('#system-devices')?.innerText || '';"
+                           " return t.includes('cpu:0') && t.includes('embedded (float32)'); }", timeout=30_000)
     page.locator("#playground-prompt textarea").fill("Write three sentences about Paris, the capital of France.")
     # Record every value the answer box takes, to see it grow token by token.
     page.evaluate("""() => { window.__seen = []; setInterval(() => {

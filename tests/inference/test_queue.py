@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from lab.inference.generate import GenerationSettings
-from tabs.common import with_queue_position
+from tabs.common import waiting_note, with_queue_position
 
 
 def hold_gpu(engine, name: str):
@@ -36,6 +36,22 @@ def test_waiting_request_reports_its_position_then_runs(tiny_engine):
             release.set()
     holder.join(10)
     assert seen[0] == ("waiting", 1)
+    assert seen[-1][0] == "item" and seen[-1][1].done
+
+
+def test_a_request_says_it_waits_for_a_jobs_memory_then_runs(tiny_engine):
+    """A training job's reservation fills the budget: the Playground says what it waits for, then answers."""
+    sessions = tiny_engine.sessions
+    sessions.reserve("job-1", sessions.budget_bytes - 1024)  # the tiny model no longer fits beside it
+    caller = sessions.new_caller("test")
+    stream = tiny_engine.generate("the model", GenerationSettings(max_new_tokens=2), caller=caller)
+    seen = []
+    for kind, value in with_queue_position(tiny_engine, caller, stream, poll_s=0.05):
+        seen.append((kind, value))
+        if kind == "waiting":
+            sessions.release("job-1")  # the job ended
+    assert seen[0][0] == "waiting" and "job-1" in seen[0][1]
+    assert waiting_note(tiny_engine, seen[0][1]) == f"⏳ {seen[0][1]}"
     assert seen[-1][0] == "item" and seen[-1][1].done
 
 

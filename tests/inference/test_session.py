@@ -188,7 +188,76 @@ def test_a_running_jobs_reservation_is_never_evicted(tiny_model_dir, tmp_path):
     spec = ModelSpec(str(tiny_model_dir))
     size = model_bytes(tiny_model_dir, tmp_path)
     sm = manager(size + size // 2, tmp_path)
+    sm.memory_wait_s = 0  # a request waits for a reservation first (below); here the wait is over at once
     sm.reserve("job-1", size)
-    with pytest.raises(MemoryBudgetError, match="in use"):
+    with pytest.raises(MemoryBudgetError, match="job-1"):
         sm.model(spec)  # only the job's reservation could make room, and it is not idle
     assert [(e["kind"], e["pinned"]) for e in sm.stats()["entries"]] == [("reservation", True)]
+
+
+def wait_until(condition, what: str) -> None:
+    """Spin until `condition()` holds (a thread reached a known point); fail after a minute, never on a timing."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def test_a_load_waits_for_a_jobs_reservation_and_says_so(tiny_model_dir, tmp_path):
+    """A job that started takes the memory a model needs: the request waits for the job to end, not fails."""
+    spec = ModelSpec(str(tiny_model_dir))
+    size = model_bytes(tiny_model_dir, tmp_path)
+    sm = manager(size + size // 2, tmp_path)
+    sm.reserve("job-1", size)
+    outcome = {}
+
+    def request():
+        with sm.queue.slot("req-1"):  # a served request loads under the exclusive slot, as `lend` does
+            try:
+                outcome["loaded"] = sm.model(spec)
+            except MemoryBudgetError as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    wait_until(lambda: sm.memory_wait("req-1") or not thread.is_alive(), "the request waits for memory")
+    assert "error" not in outcome, outcome
+    note = sm.memory_wait("req-1")
+    assert "job-1" in note and "waiting for memory" in note
+    assert sm.stats()["memory_waits"] == {"req-1": note}
+    sm.release("job-1")  # the job ended
+    thread.join(60)
+    assert "loaded" in outcome and sm.memory_wait("req-1") is None
+    assert {e["key"] for e in sm.stats()["entries"]} == {spec.key}
+
+
+def test_a_load_fails_naming_the_job_once_the_wait_runs_out(tiny_model_dir, tmp_path):
+    spec = ModelSpec(str(tiny_model_dir))
+    size = model_bytes(tiny_model_dir, tmp_path)
+    sm = manager(size + size // 2, tmp_path)
+    sm.memory_wait_s = 0  # the wait is over at once
+    sm.reserve("job-1", size)
+    with pytest.raises(MemoryBudgetError, match=r"training job job-1.*Train tab"):
+        sm.model(spec)
+    assert sm.memory_wait_s == 0 and sm.stats()["memory_waits"] == {}
+
+
+def test_a_jobs_reservation_never_waits_for_another(tmp_path):
+    """The job runner reserves from its polling thread: a job that does not fit stays queued, it never blocks."""
+    sm = manager(10_000, tmp_path)
+    sm.memory_wait_s = 3600
+    sm.reserve("job-1", 6000)
+    outcome = {}
+
+    def reserve():
+        try:
+            sm.reserve("job-2", 6000)
+        except MemoryBudgetError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=reserve, daemon=True)
+    thread.start()
+    wait_until(lambda: sm.stats()["memory_waits"] or not thread.is_alive(), "the reservation returns or waits")
+    assert sm.stats()["memory_waits"] == {}
+    thread.join(60)
+    assert "job-1" in str(outcome["error"])

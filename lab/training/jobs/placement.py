@@ -12,16 +12,19 @@ so one user's 20-point sweep does not hold back another user's single job.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from lab.core.settings import EMBEDDED_MODEL
 from lab.training.configs.base import TrainConfig
 from lab.training.jobs.inventory import GB, Device
+from lab.training.jobs.status import ACTIVE_STATES, JobState
 
 SHARDED = ("FSDP", "DEEPSPEED")
 """accelerate distributed types that split the training state over the processes instead of copying it."""
@@ -232,6 +235,46 @@ def plan(queued: list[JobRequest], devices: list[Device], config: PlacementConfi
             why = f"{waiting_reason(asked[job_id], now)}; expected in wave {place.wave}"
             result[job_id] = dataclasses.replace(place, reason=why)
     return [result[job.id] for job in order]
+
+
+# ---- when ---------------------------------------------------------------------------------------
+def _time_left(job: dict[str, Any]) -> float:
+    """Seconds until a running job frees its slot, or a queued one would once started; inf when unknown."""
+    if job["state"] == JobState.STOPPING:  # it ends after its current step and a checkpoint: soon, say now
+        return 0.0
+    return math.inf if job["eta_s"] is None else float(job["eta_s"])
+
+
+def estimated_starts(jobs: list[dict[str, Any]], slots: int) -> dict[str, float | None]:
+    """Seconds from now until each queued job starts, by job id; None where it cannot be told.
+
+    `jobs` are status dicts as list_jobs hands them out (queued ones carry their queue_position). The model:
+    `slots` job slots that take one job each. A running job frees its slot after its eta_s; queued jobs take
+    slots in queue_position order (the order the runner offers them devices) and hold one for their own
+    eta_s, which only a resumed job has (its time left when it stopped). So the job at place k starts when
+    the k-th slot comes free: with two slots, one free and one whose job has 60 s left, #1 starts now and #2
+    in 60 s; #3 waits for whichever of them ends first, which nobody knows if #1 never ran (None).
+
+    What it does not know: how long a job that has not run yet takes (so every job that waits for its slot
+    gets None); eta_s is itself a guess from the steps timed so far, as of the job's last status write, and
+    None until its first steps; another owner's job submitted later may go ahead of these in the fair queue;
+    a job may fail or be stopped early. It counts slots only: on GPUs, where placement weighs memory and
+    jobs may ask for several devices, the caller passes GPUs x jobs_per_gpu and such jobs start later.
+    """
+    queued = sorted((j for j in jobs if j["state"] == JobState.QUEUED), key=lambda j: j["queue_position"])
+    if slots < 1:  # nothing starts by itself (the runner may start no job here, max_running 0)
+        return {job["id"]: None for job in queued}
+    ends = [_time_left(j) for j in jobs if j["state"] in ACTIVE_STATES]
+    ends += [0.0] * (slots - len(ends))  # a free slot frees now
+    heapq.heapify(ends)
+    starts: dict[str, float | None] = {}
+    for job in queued:
+        start = 0.0
+        while len(ends) >= slots:  # more running jobs than slots (a foreground run): wait until one is spare
+            start = heapq.heappop(ends)
+        heapq.heappush(ends, start + _time_left(job))
+        starts[job["id"]] = None if math.isinf(start) else start
+    return starts
 
 
 def plan_configs(configs: list[tuple[str, TrainConfig]], devices: list[Device], data_dir: str | Path,
