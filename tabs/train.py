@@ -20,7 +20,7 @@ from lab.engine import Engine
 from lab.training.data.builder import BuilderConfig
 from tabs.common import GPU, POLL, USER_ERRORS, user_error
 
-JOB_HEADERS = ["job", "kind", "state", "step", "ETA", "tokens/s", "message"]
+JOB_HEADERS = ["job", "kind", "state", "step", "time left / start", "tokens/s", "message"]
 
 
 def _config_from_yaml(engine: Engine, text: str):
@@ -56,13 +56,24 @@ def newest_first(jobs: list[dict]) -> list[dict]:
     return sorted(jobs, key=lambda j: (j.get("created") or "", j.get("id") or ""), reverse=True)
 
 
-def job_rows(jobs: list[dict]) -> list[list]:
+def _starts(job: dict, starts: dict[str, float | None]) -> str:
+    """When a queued job should start (Engine.queue_estimates), else its time left while it trains."""
+    if job.get("state") != "queued" or job.get("id") not in starts:
+        return _eta(job)
+    seconds = starts[job["id"]]
+    if seconds is None:
+        return "start unknown"
+    return "starts now" if seconds < 1 else f"starts in ~{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+def job_rows(jobs: list[dict], starts: dict[str, float | None] | None = None) -> list[list]:
+    """The job table: queued jobs show their place and estimated start, running ones their time left."""
     rows = []
     for j in jobs:
         step = f"{j.get('step') or 0}/{j.get('max_steps') or '?'}"
         state = j.get("state", "?") + (f" (#{j['queue_position']})" if j.get("queue_position") else "")
         tps = j.get("tokens_per_s")
-        rows.append([j.get("id"), j.get("kind"), state, step, _eta(j),
+        rows.append([j.get("id"), j.get("kind"), state, step, _starts(j, starts or {}),
                      f"{tps:.0f}" if tps else "", (j.get("message") or "")[:120]])
     return rows
 
@@ -155,7 +166,7 @@ def build(engine: Engine) -> None:
         ids = [j["id"] for j in jobs]
         selected = selected if selected in ids else (ids[0] if ids else None)
         line, *watched = watch(selected)
-        return line, job_rows(jobs), gr.update(choices=ids, value=selected), *watched
+        return line, job_rows(jobs, engine.queue_estimates(jobs)), gr.update(choices=ids, value=selected), *watched
 
     def watch(job_id: str | None):
         """The watched job's state line, progress, curves and log; redrawn on every poll, so the line above the
