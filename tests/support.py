@@ -90,3 +90,18 @@ def upload(engine, user: str, name: str, text: str, tmp_path: Path) -> Path:
     source.write_text(text)
     engine.save_upload(user, source)
     return engine.settings.data_dir / "users" / user / "uploads" / name
+
+
+def app_thread_stacks(markers: tuple[str, ...] = ("/lab/", "/tabs/")) -> str:
+    """Where every thread of this process (the in-process app included) stands, keeping the frames in the lab's
+    own code: printed when a browser test times out, so a hang on a loaded machine can be read afterwards."""
+    import sys
+    import threading
+    import traceback
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        frames = [f for f in traceback.extract_stack(frame) if any(m in f.filename for m in markers)]
+        if frames:
+            out.append(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_list(frames[-6:])))
+    return "\n".join(out) or "(no thread is in the lab's code)"

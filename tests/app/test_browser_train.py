@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from support import tiny_job_yaml
+from support import app_thread_stacks, tiny_job_yaml
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -87,7 +87,8 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
         logs = "\n".join(f"--- {j['id']} {j['state']} {j.get('message')}\n{tiny_app.engine.job_log(j['id'], 15)}"
                           for j in jobs)
         raise AssertionError(f"sweep decision never shown: {page.locator('#explain-sweep-decision').inner_text()}\n"
-                             f"{page.locator('#explain-sweep-table').inner_text()}\n{logs}") from exc
+                             f"{page.locator('#explain-sweep-table').inner_text()}\n{logs}\n"
+                             f"toasts: {page.locator('.toast-body').all_inner_texts()}\n{app_thread_stacks()}") from exc
     table = page.locator("#explain-sweep-table").inner_text()
     assert table.count("completed") == 2, table
 
