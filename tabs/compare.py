@@ -121,7 +121,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         """Picking one of your uploads from the list switches to it."""
         return "my uploads", *use_document("my uploads", None, saved, request)
 
-    def config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking="markdown") -> CompareConfig:
+    def config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking) -> CompareConfig:
         return CompareConfig(max_new_tokens=int(max_new), stop_at_answer=bool(short), load_in_4bit=bool(four_bit),
                              rag=RagConfig(chunk_size=int(chunk_size), chunk_overlap=int(overlap), top_k=int(top_k),
                                            chunking=chunking or "markdown"))
@@ -148,12 +148,12 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             raise user_error(exc) from exc
 
     def run_eval(doc: Document | None, qa_file, limit, methods: list[str], chunk_size, overlap, top_k, max_new, short,
-                 four_bit, request: gr.Request, progress=gr.Progress()):
+                 four_bit, chunking, request: gr.Request, progress=gr.Progress()):
         """Score a QA set; the JSON and CSV stay in the user's workspace under evaluations/."""
         try:
             doc = doc or engine.bundled_document()
             items = engine.load_qa(qa_file or engine.BUNDLED_QA, limit=int(limit) if limit else None)
-            cfg = config(chunk_size, overlap, top_k, max_new, short, four_bit)
+            cfg = config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking)
             result = engine.evaluate(doc, items, methods or [], cfg,
                                      progress=lambda done, total, msg: progress((done, total), desc=msg))
             stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")

@@ -12,6 +12,8 @@ summarised as p50/p95 per method.
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import json
 import time
@@ -155,7 +157,8 @@ def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: 
                 progress(done, total, f"{method}: {index + 1}/{len(items)}")
     spec = runtime.spec(cfg.model_id, cfg.load_in_4bit)
     return {"methods": summarise(rows, names), "rows": rows, "document": doc.name, "model": spec.model_id,
-            "load_in_4bit": spec.load_in_4bit, "questions": len(items), "elapsed_s": round(time.perf_counter() - started, 2)}
+            "load_in_4bit": spec.load_in_4bit, "questions": len(items), "elapsed_s": round(time.perf_counter() - started, 2),
+            "settings": dataclasses.asdict(cfg)}  # chunking, top-k, token limits: what the scores were measured with
 
 
 def write_json(result: dict, path: str | Path) -> Path:
