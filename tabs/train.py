@@ -248,7 +248,8 @@ def build(engine: Engine) -> None:
     kinds = list(engine.CONFIG_KINDS)
     with gr.Tab("Train", id="train"):
         gr.Markdown("Launch fine-tuning jobs in the background and watch them learn. Jobs survive closing the "
-                    "browser or restarting the app; one runs at a time and the rest wait in the queue.")
+                    "browser or restarting the app; as many run at once as fit (GPUs by memory, or LAB_CPU_JOB_SLOTS "
+                    "on a CPU) and the rest wait in a queue that takes users in turn.")
         with gr.Row():
             teach_btn = gr.Button("Teach this document (SFT LoRA on the bundled Q&A set)", variant="primary",
                                   elem_id="train-teach")
