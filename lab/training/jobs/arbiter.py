@@ -7,8 +7,9 @@ current CUDA device (cuda:0 as the app runs) or the CPU. Memory it has freed sta
 out of reach of a job's separate process, so before the job runner starts a job on that GPU it unloads every
 inference entry nothing uses right now and empties the cache; a later request loads what it needs again. Entries
 in use (pinned) stay, and their bytes stay counted against the job (lab/training/jobs/inventory.py).
-On CPU slots nothing is unloaded: a job's RAM is set aside in the session manager's budget instead, which evicts
-idle entries by itself when the reservation needs room.
+On CPU slots a job's RAM is set aside in the session manager's budget instead (reserve_making_room), and idle
+entries are unloaded only when that reservation does not fit beside them. Both paths unload through one rule,
+`_unload_idle`: what nothing uses right now goes, what is in use stays.
 """
 
 from __future__ import annotations
@@ -53,25 +54,27 @@ def make_room(sessions: SessionManager | None, devices: list[str]) -> str:
     gpu = serving_gpu(sessions)
     if gpu is None or gpu not in devices:
         return ""
+    labels = _unload_idle(sessions)
+    if labels and torch.cuda.is_available():
+        gc.collect()  # the freed tensors go back to the CUDA cache first, then the cache goes back to the device
+        torch.cuda.empty_cache()
+    return f"; unloaded idle {', '.join(labels)} from {gpu} for it (loaded again on the next request)" if labels else ""
+
+
+def _unload_idle(sessions: SessionManager) -> list[str]:
+    """Unload every inference entry nothing uses right now; the labels of what went."""
     idle = sessions.idle_entries()
     for key, _, _ in idle:
         sessions.remove(key)  # a parent's removal takes its children along; removing them again does nothing
-    if idle and torch.cuda.is_available():
-        gc.collect()  # the freed tensors go back to the CUDA cache first, then the cache goes back to the device
-        torch.cuda.empty_cache()
-    labels = ", ".join(label for _, label, _ in idle)
-    return f"; unloaded idle {labels} from {gpu} for it (loaded again on the next request)" if idle else ""
+    return [label for _, label, _ in idle]
 
 
 def free_idle(sessions: SessionManager) -> str:
     """Unload every idle inference entry (a job's reservation did not fit beside them: on a CPU the job and the
     models share the RAM budget, and without this a queued job would wait for memory that only idle models hold).
     Returns what went, as a clause for the job's message ('' when nothing did)."""
-    idle = sessions.idle_entries()
-    for key, _, _ in idle:
-        sessions.remove(key)
-    labels = ", ".join(label for _, label, _ in idle)
-    return f"; unloaded idle {labels} for it (loaded again on the next request)" if idle else ""
+    labels = _unload_idle(sessions)
+    return f"; unloaded idle {', '.join(labels)} for it (loaded again on the next request)" if labels else ""
 
 
 def reserve_making_room(sessions: SessionManager, job_id: str, nbytes: int) -> str:
