@@ -58,7 +58,8 @@ def _train(page, engine, model_id: str) -> None:
                            timeout=900_000)
     page.wait_for_timeout(2500)  # one more poll draws the last points
     page.get_by_text("Adapters: list, rename, delete, merge and export").click()  # the finished job's adapter
-    page.locator("#train-adapters").get_by_text("screenshot-lora").first.wait_for(timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#train-adapters')?.innerText.includes('screenshot-lora')",
+                           timeout=30_000)
 
 
 def _compare(page, engine, model_id: str) -> None:

@@ -104,7 +104,8 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
     assert f"ft:{sweep_id}-p0" in methods.inner_text()
     page.get_by_role("tab", name="Train").click()
     page.get_by_text("Adapters: list, rename, delete, merge and export").click()
-    page.locator("#train-adapters").get_by_text(f"{sweep_id}-p1").first.wait_for(timeout=30_000)
+    page.wait_for_function("(name) => document.querySelector('#train-adapters')?.innerText.includes(name)",
+                           arg=f"{sweep_id}-p1", timeout=30_000)
     cells = [c.strip() for c in page.locator("#train-adapters").inner_text().splitlines()]
     names = [c for c in cells if c.startswith(f"{sweep_id}-p")]
     assert names == [f"{sweep_id}-p0", f"{sweep_id}-p1"], cells  # together, in point order
