@@ -4,7 +4,8 @@
 
 An Engine is the process's Runtime (settings, device, session manager) plus every operation a
 user can ask for, one module per area: uploads, knowledge (documents, compare, evaluation),
-Arena, training (configs, jobs, adapters, datasets) and Explain (catalog, calculators, sweeps).
+Arena, training (configs, jobs, adapters, datasets), placement (when queued jobs start, who holds
+what on each device) and Explain (catalog, calculators, sweeps).
 Every decision about who may touch which file, job, model or quota is made in this package,
 once: a method that acts for a user takes that user's name. Pure functions are offered as they
 are (staticmethod); the packages under lab/ take a Runtime and never import this one, so there
