@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -67,18 +68,22 @@ def test_eval_dataset_model_folder_and_pretraining_paths_are_refused(lab, alice_
     bob_link = lab.settings.data_dir / "users" / "bob" / "uploads" / "link.md"
     bob_link.parent.mkdir(parents=True, exist_ok=True)
     bob_link.symlink_to(alice_secret)
+    # A model folder outside the roots (the lab's default model, tiny_model_dir here, is always allowed: it is the
+    # one Compare answers with, see test_trust_more).
+    other_model = tmp_path / "another-model"
+    shutil.copytree(tiny_model_dir, other_model)
     cases = {
         "eval_dataset": sft(eval_dataset={"path": str(alice_secret), "format": "qa"}),
         "symlink": sft(datasets=[{"path": str(bob_link), "format": "qa"}]),
-        "model_id": sft(model_id=str(tiny_model_dir)),
+        "model_id": sft(model_id=str(other_model)),
         "corpus": pretrain(datasets=[{"path": str(alice_folder), "format": "text"}]),
         "tokenizer": pretrain(tokenizer=str(tiny_model_dir)),
         "reward_model": Engine.config_from_dict(dict(
-            kind="grpo", max_steps=2, rewards=[], reward_model=str(tiny_model_dir),
+            kind="grpo", max_steps=2, rewards=[], reward_model=str(other_model),
             datasets=[{"path": "assets/knowledge/qa.jsonl", "format": "qa"}])),
     }
-    typed = {"eval_dataset": str(alice_secret), "symlink": str(bob_link), "model_id": str(tiny_model_dir),
-             "corpus": str(alice_folder), "tokenizer": str(tiny_model_dir), "reward_model": str(tiny_model_dir)}
+    typed = {"eval_dataset": str(alice_secret), "symlink": str(bob_link), "model_id": str(other_model),
+             "corpus": str(alice_folder), "tokenizer": str(tiny_model_dir), "reward_model": str(other_model)}
     for name, cfg in cases.items():
         with pytest.raises(PermissionError, match="outside the folders") as refused:
             lab.submit_job(cfg, "bob")
@@ -86,7 +91,7 @@ def test_eval_dataset_model_folder_and_pretraining_paths_are_refused(lab, alice_
     assert no_jobs_written(lab)
     # A model folder inside the lab's own outputs (here <data>/models) is allowed.
     inside = lab.settings.subdir("models") / "tiny"
-    inside.symlink_to(tiny_model_dir)  # resolves outside: still refused
+    inside.symlink_to(other_model)  # resolves outside: still refused
     with pytest.raises(PermissionError):
         lab.submit_job(sft(model_id=str(inside)), "bob")
     inside.unlink()
