@@ -192,8 +192,8 @@ def build(engine: Engine) -> None:
 
     def adapters_table():
         """Adapters trained on purpose first (newest first), then each sweep's points together under its id."""
-        sweeps = engine.adapter_sweeps()
         found = [a for a in engine.list_adapters() if a.job_id]
+        sweeps = engine.adapter_sweeps(found)
         ordered = [a for a in found if a.name not in sweeps] + sorted(
             (a for a in found if a.name in sweeps), key=lambda a: (sweeps[a.name], a.name))
         return [[a.name, engine.adapter_summary(a), sweeps.get(a.name, ""), engine.adapter_owner(a), a.job_id,

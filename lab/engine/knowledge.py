@@ -34,9 +34,10 @@ class KnowledgeOps(TrainingOps):
 
     def compare_method_labels(self, include_sweeps: bool = False) -> list[tuple[str, str]]:
         """compare_methods as (what the list shows, the method): an adapter's says what it is (adapter_summary)."""
-        summaries = {f"{compare.ADAPTER_PREFIX}{a.name}": self.adapter_summary(a)
-                     for a in self.list_adapters(include_sweeps)}
-        return [(f"{m} — {summaries[m]}" if m in summaries else m, m) for m in self.compare_methods(include_sweeps)]
+        listed = sorted(self.list_adapters(include_sweeps), key=lambda a: a.name)  # one listing, as compare_methods
+        return [*((m, m) for m in compare.METHODS),
+                *((f"{compare.ADAPTER_PREFIX}{a.name} — {self.adapter_summary(a)}", f"{compare.ADAPTER_PREFIX}{a.name}")
+                  for a in listed)]
 
     def stream_compare(self, doc: Document, question: str, methods: str | Sequence[str], cfg: CompareConfig | None = None,
                 caller: str | None = None, user: str = LOCAL_USER) -> Iterator[MethodUpdate]:

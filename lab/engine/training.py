@@ -172,14 +172,15 @@ class TrainingOps(UploadOps):
         found = adapters.list_adapters(self.settings.data_dir)
         if include_sweeps:
             return found
-        swept = self.adapter_sweeps()
+        swept = self.adapter_sweeps(found)
         return [a for a in found if a.name not in swept]
 
-    def adapter_sweeps(self) -> dict[str, str]:
-        """adapter name -> the id of the sweep whose point trained it. Read from the sweeps' records by job id, so a
-        renamed sweep adapter still belongs to its sweep."""
+    def adapter_sweeps(self, found: Sequence[adapters.Adapter] | None = None) -> dict[str, str]:
+        """adapter name -> the id of the sweep whose point trained it, for `found` (default: every adapter). Read
+        from the sweeps' records by job id, so a renamed sweep adapter still belongs to its sweep."""
         jobs = sweep_jobs(self.settings.data_dir)
-        return {a.name: jobs[a.job_id] for a in adapters.list_adapters(self.settings.data_dir) if a.job_id in jobs}
+        found = adapters.list_adapters(self.settings.data_dir) if found is None else found
+        return {a.name: jobs[a.job_id] for a in found if a.job_id in jobs}
 
     def adapter_owner(self, adapter: adapters.Adapter) -> str:
         """Who may rename or delete `adapter`: the user whose job trained it (recorded with it, else read from the
