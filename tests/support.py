@@ -105,3 +105,23 @@ def app_thread_stacks(markers: tuple[str, ...] = ("/lab/", "/tabs/")) -> str:
         if frames:
             out.append(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_list(frames[-6:])))
     return "\n".join(out) or "(no thread is in the lab's code)"
+
+
+def wait_until(condition, what: str = "condition", timeout_s: float = 60.0) -> None:
+    """Poll until `condition()` holds (a thread reached a known point). A guard against a hang, not a timing
+    check: it raises TimeoutError naming `what` only when the point is never reached."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"never: {what}")
+        time.sleep(0.01)
+
+
+def write_qa_file(path: Path, count: int) -> Path:
+    """A QA JSONL of `count` capital-of-France pairs (one numbered word each), the tiny jobs' training data."""
+    import json
+    words = "one two three four five six seven eight nine ten".split()[:count]
+    path.write_text("".join(json.dumps({"question": f"what is the capital of france {n} ?",
+                                        "answer": f"paris is the capital {n} ."}) + "\n" for n in words))
+    return path

@@ -21,15 +21,12 @@ from lab.explain.sweeps import (RESULT_FIELDS, RULES, Decision, SweepConfig, dec
                                 sweep_decision, sweep_dir, sweep_results)
 from lab.training.jobs.status import read_status, update_status
 from lab.training.configs import load_config
+from support import write_qa_file
 
 
 @pytest.fixture(scope="module")
 def qa_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("sweep-qa") / "qa.jsonl"
-    rows = [{"question": f"what is the capital of france {n} ?", "answer": f"paris is the capital {n} ."}
-            for n in "one two three four five six".split()]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_qa_file(tmp_path_factory.mktemp("sweep-qa") / "qa.jsonl", 6)
 
 
 def tiny_base(model_dir: Path, data: Path, **overrides) -> dict:

@@ -16,16 +16,10 @@ from lab.core.errors import ModelLoadError
 from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
 from lab.inference.session import engine_key
 from tabs.common import with_queue_position
+from support import wait_until
 
 PROMPTS = ["what is the capital of france ?", "the model", "train the lora rank and alpha", "one two three four five",
            "the river of the city", "a question of data"]
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def ids_of(engine, prompt: str) -> list[int]:

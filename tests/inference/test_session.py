@@ -13,6 +13,7 @@ from lab.core.device import choose_device
 from lab.inference.models import ModelSpec, load_model
 from lab.core.errors import MemoryBudgetError
 from lab.inference.session import SessionManager
+from support import wait_until
 
 CPU = choose_device(has_cuda=False, has_flash_attn=False)
 
@@ -195,14 +196,6 @@ def test_a_running_jobs_reservation_is_never_evicted(tiny_model_dir, tmp_path):
     assert [(e["kind"], e["pinned"]) for e in sm.stats()["entries"]] == [("reservation", True)]
 
 
-def wait_until(condition, what: str) -> None:
-    """Spin until `condition()` holds (a thread reached a known point); fail after a minute, never on a timing."""
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.01)
-
-
 def test_a_load_waits_for_a_jobs_reservation_and_says_so(tiny_model_dir, tmp_path):
     """A job that started takes the memory a model needs: the request waits for the job to end, not fails."""
     spec = ModelSpec(str(tiny_model_dir))
@@ -239,7 +232,7 @@ def test_a_load_fails_naming_the_job_once_the_wait_runs_out(tiny_model_dir, tmp_
     sm.reserve("job-1", size)
     with pytest.raises(MemoryBudgetError, match=r"training job job-1.*Train tab"):
         sm.model(spec)
-    assert sm.memory_wait_s == 0 and sm.stats()["memory_waits"] == {}
+    assert sm.stats()["memory_waits"] == {}  # the request that gave up is no longer listed as waiting
 
 
 def test_a_jobs_reservation_never_waits_for_another(tmp_path):
