@@ -196,6 +196,11 @@ class LabSettings:
     """Disk the knowledge caches (<data>/knowledge: CAG caches, RAG indexes) may use, in GB; the least recently
     used are deleted after a new one is written (env LAB_KNOWLEDGE_CACHE_GB)."""
 
+    max_chunks: int = field(default_factory=lambda: _env_int("LAB_MAX_CHUNKS", 2000))
+    """Most RAG chunks one document may be cut into (env LAB_MAX_CHUNKS). Every chunk is embedded when the index is
+    built, so this bounds the CPU time and memory one upload can take; a document over it is refused with the
+    count, and a larger chunk_size makes fewer chunks. 2,000 chunks of 500 characters is about 1 MB of text."""
+
     endpoints: tuple[dict, ...] = field(default_factory=lambda: os.environ.get("LAB_ENDPOINTS", ""))
     """Remote OpenAI-compatible servers (vLLM, `transformers serve`) offered as models `endpoint:<name>` (env
     LAB_ENDPOINTS: a YAML/JSON file path or inline JSON; a list of dicts in code). Each has name, base_url, model
@@ -210,7 +215,8 @@ class LabSettings:
             _check_positive(self.memory_budget_gb, "memory_budget_gb (LAB_MEMORY_BUDGET_GB)")
         _check_positive(self.max_new_tokens_limit, "max_new_tokens_limit", whole=True)
         for name, env in (("max_concurrent", "LAB_MAX_CONCURRENT"), ("max_sweep_points", "LAB_MAX_SWEEP_POINTS"),
-                          ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"), ("cpu_job_slots", "LAB_CPU_JOB_SLOTS")):
+                          ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"), ("cpu_job_slots", "LAB_CPU_JOB_SLOTS"),
+                          ("max_chunks", "LAB_MAX_CHUNKS")):
             _check_positive(getattr(self, name), f"{name} ({env})", whole=True)
         for name, env in (("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
                           ("knowledge_cache_gb", "LAB_KNOWLEDGE_CACHE_GB")):

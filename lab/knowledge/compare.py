@@ -152,7 +152,8 @@ def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
     with _INDEX_LOCK:
         index = runtime.sessions.get(key)
         if index is None:
-            index = build_or_load_index(doc, cfg, runtime.settings.subdir("knowledge"))
+            index = build_or_load_index(doc, cfg, runtime.settings.subdir("knowledge"),
+                                        max_chunks=runtime.settings.max_chunks)
             # Vectors are 384 float32 per chunk; the text and docstore are small next to them.
             runtime.sessions.put(key, "rag_index", index, index.n_chunks * 384 * 4, f"RAG index of {doc.name}")
     return index

