@@ -19,7 +19,6 @@ adapter, so those two run alone on the model under the session manager's exclusi
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from lab.inference.adapters import resolve_adapter
 from lab.knowledge.cag import CagConfig, check_fits, get_cag, stream_answer
 from lab.knowledge.documents import Document, load_document
 from lab.core import checks
+from lab.core.keylocks import KeyedLocks
 from lab.core.errors import USER_ERRORS
 from lab.inference.runtime import Runtime
 from lab.inference.generate import GenerationEvent, GenerationSettings
@@ -141,19 +141,29 @@ def check_request(runtime: Runtime, question: str, methods: str | Sequence[str])
     return names
 
 
-_INDEX_LOCK = threading.Lock()
-"""Batched requests no longer hold the GPU slot, so two users' first RAG question on a document must not
-build its index twice at once."""
+_INDEX_LOCKS = KeyedLocks()
+"""One lock per document and chunking: two users' first RAG question on a document build its index once, while
+questions on other documents, or on this one once it is held, go on during the build."""
 
 
-def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig) -> RagIndex:
-    """The document's FAISS index, held by the session manager after the first load."""
+def rag_index(runtime: Runtime, doc: Document, cfg: RagConfig,
+              progress: Callable[[int, int], None] | None = None) -> RagIndex:
+    """The document's FAISS index, held by the session manager after the first load.
+
+    A held index is returned without waiting for any build. Otherwise the caller takes this document's lock and
+    looks again (a user asking at the same moment may just have built it) before building or loading it from
+    disk; `progress(done, total)` is told after each batch of chunks a build embeds. A document that would make
+    more chunks than LAB_MAX_CHUNKS is refused.
+    """
     key = f"rag:{doc.sha256[:16]}:{cfg.chunking}:{cfg.chunk_size}:{cfg.chunk_overlap}:{cfg.separators!r}"
-    with _INDEX_LOCK:
+    index = runtime.sessions.get(key)
+    if index is not None:
+        return index
+    with _INDEX_LOCKS.hold(key):
         index = runtime.sessions.get(key)
         if index is None:
             index = build_or_load_index(doc, cfg, runtime.settings.subdir("knowledge"),
-                                        max_chunks=runtime.settings.max_chunks)
+                                        max_chunks=runtime.settings.max_chunks, progress=progress)
             # Vectors are 384 float32 per chunk; the text and docstore are small next to them.
             runtime.sessions.put(key, "rag_index", index, index.n_chunks * 384 * 4, f"RAG index of {doc.name}")
     return index
