@@ -4,7 +4,6 @@ GPU inventory (with a stand-in command, so no GPU is needed to see which GPUs a 
 from __future__ import annotations
 
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from lab.training.configs.sft import SftConfig
 from lab.training.jobs.files import read_metrics
 from lab.training.jobs.inventory import load_inventory
 from lab.training.jobs.runner import ACTIVE_STATES, JobRunner, kill_job, list_jobs
-from support import tiny_job_yaml
+from support import tiny_job_yaml, wait_until
 
 
 
@@ -88,12 +87,14 @@ def test_stopping_one_of_two_running_jobs_leaves_the_other_to_finish(two_slot_en
 def test_runner_pins_jobs_to_declared_gpus_and_clears_the_serving_gpu(tmp_path, tiny_model_dir, qa_file,
                                                                      monkeypatch):
     """Three jobs on two declared GPUs: the 2-GPU one waits (with its reason) while two 1-GPU jobs run, then gets
-    both. The stand-in command prints the CUDA_VISIBLE_DEVICES it was given and waits for a gate file."""
+    both. The stand-in command prints the CUDA_VISIBLE_DEVICES it was given once a `speak` file exists, then waits for
+    a gate file."""
     from lab.training.jobs import runner as runner_module
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    gate = tmp_path / "gate"
+    gate, speak = tmp_path / "gate", tmp_path / "speak"
     monkeypatch.setattr(runner_module, "launch_argv", lambda cfg, path, resume=False: [
-        sys.executable, "-c", "import os, time\nprint('PINNED', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\n"
+        sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(speak)!r}): time.sleep(0.05)\n"
+        "print('PINNED', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\n"
         f"while not os.path.exists({str(gate)!r}): time.sleep(0.05)"])
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(
         {"devices": [{"name": "cuda:0", "memory_gb": 80}, {"name": "cuda:1", "memory_gb": 80}]}))
@@ -121,19 +122,23 @@ def test_runner_pins_jobs_to_declared_gpus_and_clears_the_serving_gpu(tmp_path, 
         assert {d.name: d.holds for d in again.devices()} == {"cuda:0": (one,), "cuda:1": (three,)}
         assert [e["key"] for e in restarted.stats()["entries"]] == [f"reservation:{one}"]
         # Killing one of the two leaves the other running; the 2-GPU job still waits for both GPUs. (Killed only
-        # once both stand-ins have printed what they were given.)
-        deadline = time.time() + 120
-        while time.time() < deadline and not all("PINNED" in runner.log(j, 50) for j in (one, three)):
-            time.sleep(0.1)
+        # once both stand-ins have printed what they were given. The log's first line is the command, which holds
+        # the text PINNED too: only a line that starts with it is the stand-in's own.)
+        def pinned(job_id: str) -> str | None:
+            return next((line for line in runner.log(job_id, 50).splitlines() if line.startswith("PINNED")), None)
+
+        assert (pinned(one), pinned(three)) == (None, None)  # the command line in the log is not the stand-in's
+        speak.touch()
+        wait_until(lambda: pinned(one) and pinned(three), "both running stand-ins printed their devices", 120)
         assert runner.kill(three)["state"] == "stopped"
         assert runner.status(one)["state"] == "running" and runner.status(two)["state"] == "queued"
         gate.touch()
         for job_id in (one, three, two):
             runner.wait(job_id, timeout_s=120, poll_s=0.1)
-        pinned = {job_id: next(line for line in runner.log(job_id, 50).splitlines() if line.startswith("PINNED"))
-                  for job_id in (one, two, three)}
-        assert pinned == {one: "PINNED 0", two: "PINNED 0,1", three: "PINNED 1"}
+        assert {job_id: pinned(job_id) for job_id in (one, two, three)} == {
+            one: "PINNED 0", two: "PINNED 0,1", three: "PINNED 1"}
         assert runner.status(two)["devices"] == ["cuda:0", "cuda:1"]
     finally:
+        speak.touch()
         gate.touch()
         runner.close()
