@@ -11,11 +11,13 @@ safetensors folder under `<data>/models/`, which reloads in well under a second 
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import os
 import re
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -75,6 +77,28 @@ class LoadedModel:
     @property
     def context_window(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+
+def serialize_forwards(model: PreTrainedModel) -> None:
+    """Let one forward pass at a time run on `model`, whichever thread asks (both batching lanes' loops, a request
+    running alone, the Q&A builder).
+
+    transformers' `merge_with_config_defaults` writes `config.is_causal` for the length of each forward and then
+    puts back the value it read. Two forwards at once (the engine asks for a custom, non-causal mask) can each read
+    the other's temporary value, and the last one out leaves `is_causal=False` on the shared config: from then on
+    every plain forward attends to future tokens (an Arena adapter column answered with noise). On a CPU two
+    overlapping forwards only split the same cores, so taking turns costs nothing; on a GPU the lanes' steps
+    alternate. The wrapper sits on the instance, so PEFT (which calls `self.model.forward`), `generate` and the
+    batching loop all pass through it; functools.wraps keeps the signature transformers inspects."""
+    inner = model.forward
+    lock = threading.RLock()
+
+    @functools.wraps(inner)
+    def forward(*args, **kwargs):
+        with lock:
+            return inner(*args, **kwargs)
+
+    model.forward = forward
 
 
 def embedded_gguf_dir() -> Path:
@@ -166,4 +190,5 @@ def load_model(spec: ModelSpec, device: DeviceChoice, models_dir: Path) -> Loade
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    serialize_forwards(model)
     return LoadedModel(spec, model, tokenizer, device.device, time.perf_counter() - start)
