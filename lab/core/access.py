@@ -102,6 +102,14 @@ def unload_refusal(settings: LabSettings, user: str) -> str | None:
     return None
 
 
+def cancel_refusal(settings: LabSettings, user: str, owner: str) -> str | None:
+    """Why `user` may not cancel a model request of `owner`, or None when they may: their own, or anyone's for an
+    admin (LAB_ADMINS) or the one local user without sign-in."""
+    if not settings.sign_in_on() or user == owner or is_admin(settings, user):
+        return None
+    return f"Only {owner} or an admin (LAB_ADMINS) can cancel this request."
+
+
 # ---- limits -----------------------------------------------------------------------------------------------------
 def _refuse(what: str, limit: Any, env: str, fix: str) -> QuotaError:
     return QuotaError(f"{what} (the limit is {env}={limit:g}). {fix}, or ask whoever runs the lab to raise {env}.")

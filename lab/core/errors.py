@@ -27,8 +27,12 @@ class EndpointError(RuntimeError):
     message names the endpoint, what happened and what to do."""
 
 
+class RequestCancelled(RuntimeError):
+    """A model request stopped because its page went away, its user pressed Cancel or an admin cancelled it."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, PermissionError, ModelLoadError, DataDirError,
-                                                MemoryBudgetError, EndpointError)
+                                                MemoryBudgetError, EndpointError, RequestCancelled)
 """Errors caused by what the user asked for: shown as a message, never a crash."""
 
 

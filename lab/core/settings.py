@@ -162,6 +162,11 @@ class LabSettings:
     """Model requests the web app runs at once (env LAB_MAX_CONCURRENT). They share each model's batching
     engine, whose cache is sized for this many answers; more wait in the app's queue with their position."""
 
+    max_requests_per_user: int = field(default_factory=lambda: _env_int("LAB_MAX_REQUESTS_PER_USER", 32))
+    """Model requests one user (or one anonymous browser session) may have in flight at once, answering or waiting
+    (env LAB_MAX_REQUESTS_PER_USER); one more is refused with a message naming this limit. An Arena round or a
+    Compare question counts one request per column or method."""
+
     max_new_tokens_limit: int = 2048
     """Largest max_new_tokens a request may ask for; larger requests are refused with a message."""
 
@@ -216,7 +221,8 @@ class LabSettings:
         _check_positive(self.max_new_tokens_limit, "max_new_tokens_limit", whole=True)
         for name, env in (("max_concurrent", "LAB_MAX_CONCURRENT"), ("max_sweep_points", "LAB_MAX_SWEEP_POINTS"),
                           ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"), ("cpu_job_slots", "LAB_CPU_JOB_SLOTS"),
-                          ("max_chunks", "LAB_MAX_CHUNKS")):
+                          ("max_chunks", "LAB_MAX_CHUNKS"),
+                          ("max_requests_per_user", "LAB_MAX_REQUESTS_PER_USER")):
             _check_positive(getattr(self, name), f"{name} ({env})", whole=True)
         for name, env in (("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
                           ("knowledge_cache_gb", "LAB_KNOWLEDGE_CACHE_GB")):

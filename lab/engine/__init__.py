@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from lab.core import access
 from lab.core.device import memory_info
+from lab.core.users import LOCAL_USER
 from lab.engine.arena import ArenaOps
 from lab.engine.explain import ExplainOps
 from lab.engine.history import HistoryOps
@@ -50,16 +52,40 @@ class Engine(HistoryOps, KnowledgeOps, ArenaOps, ExplainOps, PlacementOps):
                 "load_in_4bit": self.settings.load_in_4bit, "sign_in": bool(self.settings.auth)}
         return info | {"session": self.stats()}
 
-    def new_caller(self, kind: str, user: str | None = None) -> str:
+    def new_caller(self, kind: str, user: str | None = None, session: str | None = None) -> str:
         """An id for one group of requests (a Compare question, an Arena round, a Playground answer) by `user`:
         its place in the queue is readable with queue_position, and a remote vLLM server keys its prefix cache
-        by the user in it (each user's questions share a cached document, nobody else's)."""
+        by the user in it (each user's questions share a cached document, nobody else's). Without sign-in every
+        visitor is the local user: `session` (gradio's session hash) then names the visitor, so each browser session
+        gets its own fair share."""
+        if session and not self.settings.sign_in_on():
+            user = f"visitor-{session[:12]}"
         return self.sessions.new_caller(kind, user)
 
     def queue_position(self, caller: str) -> int | None:
-        """1-based place of `caller` in the queue for exclusive model work; 0 while it holds the model; None when
-        it is not waiting (batched requests never wait there)."""
-        return self.sessions.queue.position(caller)
+        """1-based place of `caller` in the queue for exclusive model work (0 while it holds the model), else in its
+        model's batch gate; None when it is not waiting."""
+        return self.sessions.position(caller)
+
+    def running_requests(self) -> list[dict]:
+        """Every model request in flight (id, user, kind, model, what, state, age_s): the System tab's list."""
+        return self.sessions.board.rows()
+
+    def cancel_request(self, request_id: int, user: str = LOCAL_USER) -> bool:
+        """Cancel one model request: its owner or an admin may (PermissionError otherwise); it stops at its next
+        token or while waiting, freeing its place. False when it had already ended."""
+        ticket = self.sessions.board.get(int(request_id))
+        if ticket is None:
+            return False
+        refusal = access.cancel_refusal(self.settings, user, ticket.user)
+        if refusal:
+            raise PermissionError(refusal)
+        who = "its owner" if user == ticket.user else f"{user} (admin)" if access.is_admin(self.settings, user) else user
+        return self.sessions.board.cancel(ticket.id, f"This request was cancelled by {who}.")
+
+    def cancel_caller(self, caller: str) -> int:
+        """Cancel every request of one caller id (a page that went away); how many were still in flight."""
+        return self.sessions.board.cancel_caller(caller, "This request was cancelled: its page was closed.")
 
     def memory_info(self) -> dict[str, float]:
         """Total and free bytes of the device models run on."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -39,9 +38,21 @@ from peft import PeftModel
 
 from lab.core.device import DeviceChoice
 from lab.inference.batching import BatchEngine, EngineConfig, solo_reason
+from lab.inference.fairness import FairGate, GpuQueue, RequestBoard, Ticket
 from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
 from lab.inference.models import LoadedModel, ModelSpec
 from lab.core.errors import MemoryBudgetError
+
+def watched(ticket: Ticket, events: Iterator[GenerationEvent]) -> Iterator[GenerationEvent]:
+    """Pass the events on until the ticket is cancelled (then RequestCancelled at the next token); closing this
+    closes the stream, which cancels a batched request and frees its place."""
+    try:
+        for event in events:
+            ticket.check()
+            yield event
+    finally:
+        events.close()
+
 
 Streamer = Callable[[torch.Tensor], Iterator[GenerationEvent]]
 """Streams the answer to token ids [1, T] (what `SessionManager.lend` hands out)."""
@@ -73,55 +84,15 @@ class Entry:
     pins: int = 0
 
 
-class GpuQueue:
-    """One holder at a time, the rest wait in arrival order and can ask their position."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: deque[str] = deque()
-        self._holder: str | None = None
-        self._holder_thread: int | None = None
-
-    @contextmanager
-    def slot(self, caller: str) -> Iterator[None]:
-        with self._cond:
-            self._waiting.append(caller)
-            while self._holder is not None or self._waiting[0] != caller:
-                self._cond.wait()
-            self._waiting.popleft()
-            self._holder, self._holder_thread = caller, threading.get_ident()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._holder = self._holder_thread = None
-                self._cond.notify_all()
-
-    def position(self, caller: str) -> int | None:
-        """0 = running now, n = n-th in line, None = not queued."""
-        with self._cond:
-            if self._holder == caller:
-                return 0
-            if caller in self._waiting:
-                return list(self._waiting).index(caller) + 1
-            return None
-
-    def held_here(self) -> str | None:
-        """The caller holding the slot when this thread took it (the work under the slot asks whose it is)."""
-        with self._cond:
-            return self._holder if self._holder_thread == threading.get_ident() else None
-
-    def snapshot(self) -> dict:
-        with self._cond:
-            return {"running": self._holder, "waiting": list(self._waiting)}
-
-
 class SessionManager:
     def __init__(self, device: DeviceChoice, budget_bytes: int, loader: Callable[[ModelSpec], LoadedModel],
-                 max_concurrent: int = 16) -> None:
+                 max_concurrent: int = 16, max_requests_per_user: int = 32) -> None:
         self.device = device
         self.max_concurrent = max_concurrent
-        """Answers each model's engine plans room for (LAB_MAX_CONCURRENT)."""
+        """Answers each model's engine plans room for, and runs at once (LAB_MAX_CONCURRENT): its FairGate's slots."""
+        self.board = RequestBoard(max_requests_per_user)
+        """Every model request in flight: per-user limit (LAB_MAX_REQUESTS_PER_USER), the System tab's list, cancel."""
+        self._gates: dict[str, FairGate] = {}
         self.budget_bytes = budget_bytes
         self._loader = loader
         self._entries: dict[str, Entry] = {}
@@ -393,27 +364,36 @@ class SessionManager:
             return [e.obj for e in self._entries.values() if e.kind == "engine"]
 
     @contextmanager
-    def exclusive(self, spec: ModelSpec, caller: str) -> Iterator[None]:
-        """Have the model alone: wait for the slot (position readable), then pause its engine, if it has one,
-        at a step boundary. Its in-flight requests stay and resume when this ends."""
-        with self.queue.slot(caller), ExitStack() as stack:
+    def exclusive(self, spec: ModelSpec, caller: str, ticket: Ticket | None = None) -> Iterator[None]:
+        """Have the model alone: wait for the slot (position readable; with `ticket`, cancelling it ends the wait),
+        then pause its engine, if it has one, at a step boundary. Its in-flight requests stay and resume when this
+        ends."""
+        with self.queue.slot(caller, ticket), ExitStack() as stack:
             engine = self.get(engine_key(spec))
             if engine is not None:
                 stack.enter_context(self.pinned(engine_key(spec)))
                 stack.enter_context(engine.paused())
             yield
 
+    def gate(self, spec: ModelSpec) -> FairGate:
+        """The model's admission gate into its batch (one per model, kept across engine restarts)."""
+        with self._lock:
+            return self._gates.setdefault(spec.key, FairGate(self.max_concurrent))
+
     @contextmanager
-    def batched(self, spec: ModelSpec, caller: str) -> Iterator[tuple[LoadedModel, BatchEngine]]:
+    def batched(self, spec: ModelSpec, caller: str, ticket: Ticket | None = None) -> Iterator[tuple[LoadedModel, BatchEngine]]:
         """The model and its engine, pinned while in use. Passes the slot like a turnstile: waits behind exclusive
-        work queued earlier (position readable), starts the engine if needed, then holds nothing."""
+        work queued earlier (position readable), starts the engine if needed, then holds nothing; then waits for a
+        place in the batch at the model's FairGate (with `ticket`: round-robin over users)."""
         pins = ExitStack()
-        with self.queue.slot(caller):
+        with self.queue.slot(caller, ticket):
             engine = self._engine(spec)
             pins.enter_context(self.pinned(spec.key))
             pins.enter_context(self.pinned(engine_key(spec)))
             loaded = self.get(spec.key)
-        with pins:
+        with pins, (self.gate(spec).admit(ticket) if ticket is not None else ExitStack()):
+            if ticket is not None:
+                ticket.state = "running"
             yield loaded, engine
 
     @contextmanager
@@ -426,22 +406,45 @@ class SessionManager:
         Timings' queue_s counts the wait for either.
         """
         asked = time.perf_counter()
-        if adapter is None and solo_reason(settings) is None:
-            with self.batched(spec, caller) as (loaded, engine):
+        batch = adapter is None and solo_reason(settings) is None
+        what = "batched" if batch else f"alone ({'adapter ' + adapter[0] if adapter else solo_reason(settings)})"
+        with self.board.track(caller, spec.model_id, what) as ticket:
+            if batch:
+                with self.batched(spec, caller, ticket) as (loaded, engine):
+                    waited = time.perf_counter() - asked
+                    yield loaded, lambda ids: watched(ticket, engine.stream(ids[0].tolist(), settings, queue_s=waited))
+                return
+            with self.exclusive(spec, caller, ticket):
+                ticket.state = "running"
                 waited = time.perf_counter() - asked
-                yield loaded, lambda ids: engine.stream(ids[0].tolist(), settings, queue_s=waited)
-            return
-        with self.exclusive(spec, caller):
-            waited = time.perf_counter() - asked
-            if adapter is not None:
-                self.attach_adapter(spec, adapter[0], adapter[1])
-            with self.use(spec, adapter[0] if adapter else None) as loaded:
-                yield loaded, lambda ids: stream_generate(loaded.model, loaded.tokenizer, ids, settings, queue_s=waited)
+                if adapter is not None:
+                    self.attach_adapter(spec, adapter[0], adapter[1])
+                with self.use(spec, adapter[0] if adapter else None) as loaded:
+                    yield loaded, lambda ids: watched(ticket, stream_generate(loaded.model, loaded.tokenizer, ids,
+                                                                              settings, queue_s=waited))
+
+    @contextmanager
+    def tracked(self, caller: str, model: str, what: str) -> Iterator[Ticket]:
+        """A ticket on the board for model work that does not go through `lend` (the explicit CAG cache): listed in
+        the System tab, counted in the user's limit, cancellable between tokens with `watched`."""
+        with self.board.track(caller, model, what) as ticket:
+            yield ticket
+
+    def position(self, caller: str) -> int | None:
+        """Where `caller` waits: its place for the exclusive slot (0 while holding it), else its place at a model's
+        batch gate; None when it waits for neither."""
+        position = self.queue.position(caller)
+        if position is not None:
+            return position
+        with self._lock:
+            gates = list(self._gates.values())
+        return next((p for g in gates if (p := g.position(caller)) is not None), None)
 
     # ---- queue and stats ----------------------------------------------------------------
     def new_caller(self, prefix: str = "caller", user: str | None = None) -> str:
         """A fresh id for one group of requests (a Compare question, an Arena round); with `user`, it begins with
-        '<user>:' so a remote server's prefix cache can be keyed per user (endpoints.cache_salt)."""
+        '<user>:', the name the fair queues share by (lab.inference.fairness) and a remote server's prefix cache is
+        keyed by (endpoints.cache_salt)."""
         return f"{user + ':' if user else ''}{prefix}-{next(self._callers)}"
 
     def gpu_slot(self, caller: str):
@@ -460,5 +463,7 @@ class SessionManager:
                     "attn_implementation": self.device.attn_implementation,
                     "budget_mb": round(self.budget_bytes / 2**20, 1), "used_mb": round(self.used_bytes / 2**20, 1),
                     "entries": entries, "load_counts": dict(self.load_counts), "queue": self.queue.snapshot(),
+                    "gates": {key: gate.snapshot() for key, gate in self._gates.items()},
+                    "requests": self.board.rows(),
                     "memory_waits": dict(self._memory_waits),
                     "engines": [engine.stats() for engine in self.engines()]}
