@@ -46,7 +46,7 @@ def build(engine: Engine) -> None:
         try:
             columns = columns_from(n, list(values))
             user = engine.user_of(request.username)
-            caller = engine.new_caller("arena", user)
+            caller = engine.new_caller("arena", user, request.session_hash)
             shown = [list(h) for h in histories]
             notes = [""] * max_cols
             stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller, user=user)

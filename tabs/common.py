@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 from lab.core.errors import USER_ERRORS
-from lab.core.settings import LabSettings
 
 
 def user_error(exc: Exception) -> gr.Error:
@@ -14,11 +13,12 @@ def user_error(exc: Exception) -> gr.Error:
     return gr.Error(message, title=type(exc).__name__.replace("Error", " error").strip())
 
 
-GPU = {"concurrency_id": "gpu", "concurrency_limit": LabSettings().max_concurrent}
-"""Event options for handlers that run models: they share one gradio queue of LAB_MAX_CONCURRENT
-(default 16) at a time. Their requests then share each model's batching engine; only work that
-needs a model alone (loading, adapters, the explicit CAG cache) waits in the session manager's
-exclusive queue, whose positions `with_queue_position` shows."""
+GPU = {"concurrency_id": "gpu", "concurrency_limit": None}
+"""Event options for handlers that run models. Gradio's own queue is first come, first served, so it lets every
+request through at once: the session manager decides who goes next, round-robin over users (its batch gates and
+exclusive queue, lab.inference.fairness), and refuses a user's request beyond LAB_MAX_REQUESTS_PER_USER in flight.
+`with_queue_position` shows a waiting request its place. A handler holds a worker thread only while it hands on
+the next update (at most `poll_s`), so waiting requests do not use up gradio's threads."""
 
 POLL = {"concurrency_limit": None, "show_progress": "hidden", "queue": False}
 """Event options for status polling: never waits behind model work."""
@@ -42,8 +42,8 @@ def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
     ('waiting', position) while it is still queued behind other GPU work, or ('waiting', note) while
     it waits for memory a training job holds (Engine.memory_wait), so a UI can say where the user
     stands. Errors raised by the stream are re-raised here. When this generator
-    is closed (the browser went away), the stream is closed at its next item, which cancels a
-    batched request and frees its place in the batch."""
+    is closed (the browser went away), every request of `caller` is cancelled: one still waiting leaves its queue
+    within half a second, one decoding stops at its next token and frees its place in the batch."""
     import queue
     import threading
 
@@ -82,3 +82,4 @@ def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
             yield kind, value
     finally:
         stop.set()
+        engine.cancel_caller(caller)

@@ -13,6 +13,7 @@ from lab.inference.generate import GenerationSettings
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 TABLE_HEADERS = ["name", "kind", "MB", "idle s", "in use"]
+REQUEST_HEADERS = ["id", "user", "kind", "model", "runs", "state", "age s"]
 DEVICE_HEADERS = ["device", "memory", "training jobs (owner, kind, time left)", "served models", "reserved for jobs"]
 
 
@@ -48,6 +49,12 @@ def engine_line(e: dict) -> str:
 def held_rows(engine: Engine) -> list[list]:
     return [[e["label"], e["kind"], e["mb"], e["idle_s"],
              "yes" if e["pinned"] else ""] for e in engine.stats()["entries"]]
+
+
+def request_rows(engine: Engine) -> list[list]:
+    """Every model request in flight (Engine.running_requests), oldest first."""
+    return [[r["id"], r["user"], r["kind"], r["model"], r["what"], r["state"], r["age_s"]]
+            for r in engine.running_requests()]
 
 
 def _time_left(seconds: float | None) -> str:
@@ -112,6 +119,17 @@ def build(engine: Engine) -> None:
             raise user_error(exc) from exc
         return (f"Unloaded `{key}`." if unloaded else f"`{key}` was not loaded."), *refresh()
 
+    def cancel(request_id: float | None, request: gr.Request):
+        try:
+            if request_id is None:
+                raise ValueError("Type the id of a request from the list above.")
+            done = engine.cancel_request(int(request_id), engine.user_of(request.username))
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        note = (f"Request {int(request_id)} cancelled: it stops at its next token." if done
+                else f"Request {int(request_id)} had already ended.")
+        return note, request_rows(engine)
+
     def unload_allowed(request: gr.Request):
         """On page load: the Unload button is disabled, with the reason beside it, for whoever may not unload."""
         refusal = engine.unload_refusal(engine.user_of(request.username))
@@ -120,7 +138,7 @@ def build(engine: Engine) -> None:
     def playground(prompt: str, max_new_tokens: float, temperature: float, model_id: str, request: gr.Request):
         try:
             settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
-            caller = engine.new_caller("playground", engine.user_of(request.username))
+            caller = engine.new_caller("playground", engine.user_of(request.username), request.session_hash)
             stream = engine.generate(prompt, settings, model_id=model_id or None, caller=caller,
                                      user=engine.user_of(request.username))
             for kind, event in with_queue_position(engine, caller, stream):
@@ -151,6 +169,13 @@ def build(engine: Engine) -> None:
             unload_btn = gr.Button("Unload", scale=1, elem_id="system-unload",
                                    interactive=not engine.settings.sign_in_on())
         unload_note = gr.Markdown(elem_id="system-unload-note")
+        requests = gr.Dataframe(headers=REQUEST_HEADERS, value=request_rows(engine), interactive=False,
+                                label="Model requests in flight (answering or waiting for their turn)",
+                                elem_id="system-requests")
+        with gr.Row():
+            request_id = gr.Number(value=None, precision=0, label="Request id", scale=3,
+                                   info="your own requests, or anyone's if you are an admin (LAB_ADMINS)")
+            cancel_btn = gr.Button("Cancel request", scale=1, elem_id="system-cancel")
         status = gr.Markdown(elem_id="system-status")
 
         gr.Markdown("### Playground\nOne prompt, streamed with its timings. Requests on a model share its batching "
@@ -166,6 +191,7 @@ def build(engine: Engine) -> None:
         timings = gr.Markdown(elem_id="playground-timings")
 
         outputs = [device_md, table, unload_key, devices]
+        cancel_btn.click(cancel, [request_id], [status, requests], api_name="cancel_request", **POLL)
         load_btn.click(load, [model_id, four_bit], [status, *outputs], api_name="load_model", **GPU)
         unload_btn.click(unload, [unload_key], [status, *outputs], api_name="unload_model", **POLL)
         gr.on(None, unload_allowed, None, [unload_btn, unload_note], api_visibility="private", **POLL)
@@ -180,5 +206,5 @@ def build(engine: Engine) -> None:
         gr.api(system_stats, api_name="system_stats", concurrency_limit=None)
         # Choices only (no value) so a selection the user is making survives the refresh.
         gr.Timer(3).tick(lambda: (device_markdown(engine), held_rows(engine),
-                                  gr.update(choices=entry_choices(engine)), device_rows(engine)),
-                         None, outputs, **POLL)
+                                  gr.update(choices=entry_choices(engine)), device_rows(engine), request_rows(engine)),
+                         None, [*outputs, requests], **POLL)

@@ -31,6 +31,7 @@ from lab.core import checks
 from lab.core.keylocks import KeyedLocks
 from lab.core.errors import USER_ERRORS
 from lab.inference.runtime import Runtime
+from lab.inference.session import watched
 from lab.inference.generate import GenerationEvent, GenerationSettings
 from lab.inference.endpoints import is_endpoint, stream_model
 from lab.knowledge.prompt import _SLOT, _messages, demonstrations, read_answer, split_prompt, suffix_ids
@@ -264,7 +265,9 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
         yield from _stream_endpoint(runtime, doc, question, method, cfg, spec.model_id, caller)
         return
     if method == "cag":  # the explicit cache is one DynamicCache extended and cropped in place: the model alone
-        with runtime.sessions.exclusive(spec, caller):
+        with (runtime.sessions.tracked(caller, spec.model_id, "alone (CAG cache)") as ticket,
+              runtime.sessions.exclusive(spec, caller, ticket)):
+            ticket.state = "running"
             yield MethodUpdate(method)
             with runtime.sessions.use(spec) as loaded:
                 kv = get_cag(runtime.sessions, spec, loaded, doc, runtime.settings.subdir("knowledge"), cfg.cag,
@@ -275,7 +278,7 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
                     prep_s = time.perf_counter() - start
                     extra = {"cache_mb": round(kv.size_mb, 2), "kv_len": kv.kv_len,
                              "cache_build_s": round(kv.build_s, 3), "cache_reused": kv.reused}
-                    yield from _stream(method, stream_answer(kv, loaded, ids, settings), prep_s, cfg, extra,
+                    yield from _stream(method, watched(ticket, stream_answer(kv, loaded, ids, settings)), prep_s, cfg, extra,
                                        final=lambda: {"crop_ms": round(kv.last_crop_ms, 4)},
                                        passage=_passage(runtime, doc, cfg, question))
         return
