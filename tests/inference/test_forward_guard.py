@@ -56,3 +56,36 @@ def test_both_lanes_at_once_leave_plain_forwards_causal(tiny_engine):
     assert overlaps[0] == 0
     assert getattr(loaded.model.config, "is_causal", None) is not False
     assert generate_text(loaded.model, loaded.tokenizer, ids, settings).text == before
+
+
+def test_an_adapter_column_answers_as_alone_in_any_mix_after_any_request(tiny_engine, tiny_model_dir):
+    """The Arena of the report: base greedy, base sampled and an adapter column, three rounds; the adapter's greedy
+    answer equals the adapter alone every time, token for token."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lab.inference.arena import ArenaColumn
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=2.0)
+    model.save_pretrained(tiny_engine.settings.subdir("adapters") / "loud")
+    base = tiny_engine.settings.model_id
+    adapter = ArenaColumn(f"{base} + adapter loud", GenerationSettings(max_new_tokens=16))
+    columns = [ArenaColumn(base, GenerationSettings(max_new_tokens=24)),
+               ArenaColumn(base, GenerationSettings(max_new_tokens=24, temperature=0.9)), adapter]
+
+    def answers(cols):
+        final = {}
+        for reply in tiny_engine.stream_arena("the model", cols, [[] for _ in cols]):
+            if reply.done:
+                final[reply.index] = reply.text
+        return final
+
+    alone = answers([adapter])[0]
+    for _ in range(3):
+        assert answers(columns)[2] == alone
+    assert answers([adapter])[0] == alone
