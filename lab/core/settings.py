@@ -167,6 +167,12 @@ class LabSettings:
     (env LAB_MAX_REQUESTS_PER_USER); one more is refused with a message naming this limit. An Arena round or a
     Compare question counts one request per column or method."""
 
+    max_batch_per_user: int = field(default_factory=lambda: _env_int("LAB_MAX_BATCH_PER_USER", 4))
+    """One user's model requests decoding at once in a model's batch (env LAB_MAX_BATCH_PER_USER); the rest of their
+    requests wait their turn even when the batch has room, so another user's question never shares its forward
+    passes with a whole backlog (each extra row slows every row's steps on a small device). Raise it on a box one
+    person uses alone."""
+
     max_new_tokens_limit: int = 2048
     """Largest max_new_tokens a request may ask for; larger requests are refused with a message."""
 
@@ -222,7 +228,8 @@ class LabSettings:
         for name, env in (("max_concurrent", "LAB_MAX_CONCURRENT"), ("max_sweep_points", "LAB_MAX_SWEEP_POINTS"),
                           ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"), ("cpu_job_slots", "LAB_CPU_JOB_SLOTS"),
                           ("max_chunks", "LAB_MAX_CHUNKS"),
-                          ("max_requests_per_user", "LAB_MAX_REQUESTS_PER_USER")):
+                          ("max_requests_per_user", "LAB_MAX_REQUESTS_PER_USER"),
+                          ("max_batch_per_user", "LAB_MAX_BATCH_PER_USER")):
             _check_positive(getattr(self, name), f"{name} ({env})", whole=True)
         for name, env in (("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
                           ("knowledge_cache_gb", "LAB_KNOWLEDGE_CACHE_GB")):

@@ -8,10 +8,13 @@ request for the System tab, and cancels one by id (an admin) or all of one page'
 
 Two waiting rooms decide who goes next, both round-robin over users, never first-come-first-served (with a
 first-come queue, one user who sends 30 requests puts everybody else behind all 30):
-- `FairGate`, one per model, admits requests into its batching engine. At most `slots` run at once; when a place
-  frees, the waiting user with the fewest requests running goes next. A user running fewer than a fair share
-  (slots / users with requests) goes in at once even when the batch is full, so a newcomer's single question never
-  waits for another user's backlog: it only shares the forward passes.
+- `FairGate`, one per model, admits requests into its batching engine. At most `slots` run at once, and at most
+  `per_user` of one user's (LAB_MAX_BATCH_PER_USER): the rest of a backlog waits even when the batch has room,
+  because on a small device every extra row slows every other row's steps, and requests already decoding cannot
+  be taken back out when a newcomer arrives. When a place frees, the waiting user with the fewest requests running
+  goes next. A user running fewer than a fair share (slots / users with requests) goes in at once even when the
+  batch is full, so a newcomer's single question never waits for another user's backlog: it only shares the
+  forward passes with at most `per_user` of each other user's.
 - `GpuQueue`, one per process, hands out the exclusive slot (loading a model, adapters, the explicit CAG cache):
   the waiting user served longest ago goes next.
 
@@ -123,11 +126,12 @@ class RequestBoard:
 
 
 class FairGate:
-    """Admission into one model's batch: at most `slots` at once, round-robin over users, and a user below a fair
-    share (slots / users asking) goes in at once."""
+    """Admission into one model's batch: at most `slots` at once and `per_user` of one user's, round-robin over
+    users, and a user below a fair share (slots / users asking) goes in at once."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, per_user: int | None = None) -> None:
         self.slots = slots
+        self.per_user = min(per_user or slots, slots)
         self._cond = threading.Condition()
         self._running: Counter[str] = Counter()
         self._waiting: list[Ticket] = []
@@ -141,7 +145,8 @@ class FairGate:
             queues.setdefault(ticket.user, deque()).append(ticket)
         order = []
         while queues:
-            user = min(queues, key=lambda u: (running[u], queues[u][0].id))
+            # A user at their cap comes after everyone below it (their next ticket waits for one of their own).
+            user = min(queues, key=lambda u: (running[u] >= self.per_user, running[u], queues[u][0].id))
             order.append(queues[user].popleft())
             running[user] += 1
             if not queues[user]:
@@ -149,6 +154,8 @@ class FairGate:
         return order
 
     def _may_enter(self, ticket: Ticket) -> bool:
+        if self._running[ticket.user] >= self.per_user:
+            return False
         if sum(self._running.values()) < self.slots and self._order()[0] is ticket:
             return True
         users = {u for u, n in self._running.items() if n} | {t.user for t in self._waiting}
@@ -184,7 +191,7 @@ class FairGate:
 
     def snapshot(self) -> dict:
         with self._cond:
-            return {"slots": self.slots, "running": dict(+self._running),
+            return {"slots": self.slots, "per_user": self.per_user, "running": dict(+self._running),
                     "waiting": [t.caller for t in self._order()]}
 
 

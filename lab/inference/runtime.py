@@ -28,7 +28,7 @@ class Runtime:
         budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
                   else default_budget_bytes(self.device.device))
         self.sessions = SessionManager(self.device, budget, self._load, self.settings.max_concurrent,
-                                       self.settings.max_requests_per_user)
+                                       self.settings.max_requests_per_user, self.settings.max_batch_per_user)
 
     def _load(self, spec: ModelSpec) -> LoadedModel:
         # Only the embedded model needs the data directory (it is materialised there once).

@@ -86,12 +86,14 @@ class Entry:
 
 class SessionManager:
     def __init__(self, device: DeviceChoice, budget_bytes: int, loader: Callable[[ModelSpec], LoadedModel],
-                 max_concurrent: int = 16, max_requests_per_user: int = 32) -> None:
+                 max_concurrent: int = 16, max_requests_per_user: int = 32, max_batch_per_user: int = 4) -> None:
         self.device = device
         self.max_concurrent = max_concurrent
         """Answers each model's engine plans room for, and runs at once (LAB_MAX_CONCURRENT): its FairGate's slots."""
         self.board = RequestBoard(max_requests_per_user)
         """Every model request in flight: per-user limit (LAB_MAX_REQUESTS_PER_USER), the System tab's list, cancel."""
+        self.max_batch_per_user = max_batch_per_user
+        """One user's requests decoding at once in a model's batch (LAB_MAX_BATCH_PER_USER); the rest wait their turn."""
         self._gates: dict[str, FairGate] = {}
         self.budget_bytes = budget_bytes
         self._loader = loader
@@ -378,7 +380,7 @@ class SessionManager:
     def gate(self, spec: ModelSpec) -> FairGate:
         """The model's admission gate into its batch (one per model, kept across engine restarts)."""
         with self._lock:
-            return self._gates.setdefault(spec.key, FairGate(self.max_concurrent))
+            return self._gates.setdefault(spec.key, FairGate(self.max_concurrent, self.max_batch_per_user))
 
     @contextmanager
     def batched(self, spec: ModelSpec, caller: str, ticket: Ticket | None = None) -> Iterator[tuple[LoadedModel, BatchEngine]]:

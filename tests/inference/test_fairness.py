@@ -155,3 +155,20 @@ def test_anonymous_visitors_are_told_apart_by_session(tiny_engine):
     assert caller_user(one) != caller_user(two)
     tiny_engine.settings.auth = "alice:a"
     assert caller_user(tiny_engine.new_caller("playground", "alice", session="aaaa")) == "alice"
+
+
+def test_one_user_decodes_at_most_per_user_at_once_even_with_room():
+    board, gate = RequestBoard(per_user=100), FairGate(slots=16, per_user=3)
+    entered, release, stack = [], threading.Event(), ExitStack()
+    bob = [stack.enter_context(board.track(f"bob:p-{i}", "m", "b")) for i in range(6)]
+    threads = [waiting_admit(gate, t, entered, release) for t in bob]
+    wait_until(lambda: len(entered) == 3 and len(gate.snapshot()["waiting"]) == 3)
+    alice = stack.enter_context(board.track("alice:p-0", "m", "b"))
+    threads.append(waiting_admit(gate, alice, entered, release))
+    wait_until(lambda: "alice:p-0" in entered)
+    assert gate.snapshot()["running"] == {"bob": 3, "alice": 1}
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert len(entered) == 7
+    stack.close()
