@@ -3,6 +3,7 @@
     python -m lab bench serve --clients 8 --workload chat --json    # Playground chat, 64 greedy tokens
     python -m lab bench serve --clients 8 --json                    # the Compare/Arena mix (default)
     python -m lab bench serve --arena 4 --json                      # 4-column Arena vs its columns alone
+    python -m lab bench serve --peer --json                         # chat, then `transformers serve` (lab.bench.peer)
 
 Starts the real app (`app.py`) as a subprocess on a free loopback port, warms it up (model loaded,
 RAG index built), then, in the same run, asks every distinct request once with one client alone
@@ -66,21 +67,30 @@ class ServeBenchConfig:
     requests_per_client: int = 2
     """Requests each client makes in the N-client phase (chat: the next prompts in turn; mixed: alternating
     Compare and Arena)."""
-    workload: Literal["mixed", "chat"] = "mixed"
+    workload: Literal["mixed", "chat"] | None = None
     """chat: short chat prompts through the Playground API, greedy. mixed: Compare (rag + base) and a 2-column
-    Arena, greedy, as the lab's tabs ask them."""
+    Arena, greedy, as the lab's tabs ask them. Default: mixed, or chat with --peer."""
     max_new_tokens: int | None = None
     """New tokens per answer; by default 64 for chat and --arena, 12 for mixed (short answers keep the mix about
     serving, not decoding)."""
     arena: int = 0
     """When 2 to 4: measure only the Arena instead of the workload: one request with this many greedy columns
     (the same model) against each column sent alone. 0: run the workload."""
+    noisy_neighbour: bool = False
+    """Measure only fairness instead (lab/bench/neighbour.py): with sign-in on, one user's request alone against the
+    same request while another user has 30 in flight, and a RAG question alone against one during another user's
+    index build."""
     startup_timeout_s: float = 300.0
     """How long to wait for the app to come up (first start converts the embedded model)."""
     request_timeout_s: float = 600.0
     """Upper bound on any single request, so the run always ends."""
+    peer: bool = False
+    """After the lab, serve the same model folder with `transformers serve --continuous-batching` and ask it the
+    same chat prompts the same way (lab.bench.peer): vs_peer is the lab's req/s over the peer's. Chat only."""
 
     def __post_init__(self) -> None:
+        if self.workload is None:  # frozen: the resolved default is written once, here
+            object.__setattr__(self, "workload", "chat" if self.peer else "mixed")
         check(isinstance(self.clients, int) and 1 <= self.clients <= 64, "clients", "must be between 1 and 64",
               self.clients)
         check(isinstance(self.requests_per_client, int) and 1 <= self.requests_per_client <= 50,
@@ -92,6 +102,9 @@ class ServeBenchConfig:
               f"must be 0 (off) or a column count from 2 to {MAX_COLUMNS}", self.arena)
         check(self.startup_timeout_s > 0, "startup_timeout_s", "must be > 0", self.startup_timeout_s)
         check(self.request_timeout_s > 0, "request_timeout_s", "must be > 0", self.request_timeout_s)
+        check(not self.peer or (self.workload == "chat" and not self.arena), "peer",
+              "compares the chat workload only (the peer has no Compare or Arena): leave out --workload and --arena",
+              self.peer)
 
     @property
     def new_tokens(self) -> int:
@@ -271,11 +284,14 @@ class App:
 
 
 @contextmanager
-def running_app(cfg: ServeBenchConfig, data_dir: Path | None = None) -> Iterator[App]:
-    """The app as a subprocess on a free loopback port, ended by its process group."""
+def running_app(cfg: ServeBenchConfig, data_dir: Path | None = None, extra_env: dict[str, str] | None = None,
+                auth: tuple[str, str] | None = None) -> Iterator[App]:
+    """The app as a subprocess on a free loopback port, ended by its process group. Sign-in is off unless
+    `extra_env` sets LAB_AUTH (then `auth` is a user and password the start-up check signs in with)."""
     from gradio_client import Client
     port = _free_port()
     env = os.environ | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "LAB_AUTH": ""}
+    env |= extra_env or {}
     if data_dir is not None:
         env["LAB_DATA_DIR"] = str(data_dir)
     with tempfile.TemporaryFile() as log:
@@ -286,7 +302,7 @@ def running_app(cfg: ServeBenchConfig, data_dir: Path | None = None) -> Iterator
             deadline = time.time() + cfg.startup_timeout_s
             while True:
                 try:
-                    Client(app.url, verbose=False)
+                    Client(app.url, verbose=False, auth=auth)
                     break
                 except Exception:
                     if server.poll() is not None or time.time() > deadline:
@@ -329,17 +345,26 @@ def bench_serve(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
     """Run the load test (or, with cfg.arena, the Arena measurement) and return the JSON-ready result."""
     from gradio_client import Client
     load_before = round(os.getloadavg()[0], 2)
+    if cfg.noisy_neighbour:
+        from lab.bench.neighbour import bench_neighbour  # it imports this module
+        return bench_neighbour(cfg, data_dir) | {"load_1min_before": load_before,
+                                                 "load_1min_after": round(os.getloadavg()[0], 2)}
     model_id = os.environ.get("LAB_MODEL") or "embedded"
     with running_app(cfg, data_dir) as app:
         client = Client(app.url, verbose=False)
         if cfg.arena:
             result = _bench_arena(app, client, cfg, model_id)
         else:
-            result = _bench_workload(app, client, cfg, model_id)
+            result, answers = _bench_workload(app, client, cfg, model_id)
+    if cfg.peer:  # after the app has ended, so the two servers never share the CPU
+        from lab.bench.peer import measure_peer, peer_model_dir, versus_peer
+        peer, peer_answers = measure_peer(cfg, peer_model_dir(data_dir))
+        result = versus_peer(result, peer, answers, peer_answers)
     return {"load_1min_before": load_before, **result}
 
 
-def _bench_workload(app: App, client, cfg: ServeBenchConfig, model_id: str) -> dict:
+def _bench_workload(app: App, client, cfg: ServeBenchConfig, model_id: str) -> tuple[dict, dict[int, str]]:
+    """(the JSON-ready result, each distinct request's answer alone)."""
     from gradio_client import Client
 
     def ask(c, key: int) -> tuple[str, int]:
@@ -357,7 +382,7 @@ def _bench_workload(app: App, client, cfg: ServeBenchConfig, model_id: str) -> d
     equal, mismatches = greedy_check({r.key: r.answer for r in alone.replies}, many.replies)
     lat = [r.latency_s for r in many.replies]
     errors = many.errors + alone.errors
-    return {"workload": cfg.workload, "clients": cfg.clients, "requests": sum(map(len, keys)), "errors": len(errors),
+    result = {"workload": cfg.workload, "clients": cfg.clients, "requests": sum(map(len, keys)), "errors": len(errors),
             "max_new_tokens": cfg.new_tokens,
             "throughput_ratio": round(many.rps / alone.rps, 3) if alone.replies else None,
             "tokens_per_s_ratio": (round(many.tokens_per_s / alone.tokens_per_s, 3)
@@ -370,6 +395,7 @@ def _bench_workload(app: App, client, cfg: ServeBenchConfig, model_id: str) -> d
                 round(statistics.median([r.latency_s for r in alone.replies]), 3) if alone.replies else None,
             "greedy_equal": equal, "greedy_compared": len(many.replies), "greedy_mismatches": mismatches,
             **facts, "answer_samples": [r.answer[:120] for r in alone.replies[:2]], "error_samples": errors[:3]}
+    return result, {r.key: r.answer for r in alone.replies}
 
 
 def _bench_arena(app: App, client, cfg: ServeBenchConfig, model_id: str) -> dict:
