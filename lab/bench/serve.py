@@ -76,6 +76,9 @@ class ServeBenchConfig:
     arena: int = 0
     """When 2 to 4: measure only the Arena instead of the workload: one request with this many greedy columns
     (the same model) against each column sent alone. 0: run the workload."""
+    adapter: str | None = None
+    """With --arena N: the last column uses this LoRA adapter (a folder in <data>/adapters) and the run reports the
+    base columns' tokens/s with it against without it (lab/bench/adapter_mix.py)."""
     noisy_neighbour: bool = False
     """Measure only fairness instead (lab/bench/neighbour.py): with sign-in on, one user's request alone against the
     same request while another user has 30 in flight, and a RAG question alone against one during another user's
@@ -352,7 +355,10 @@ def bench_serve(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
     model_id = os.environ.get("LAB_MODEL") or "embedded"
     with running_app(cfg, data_dir) as app:
         client = Client(app.url, verbose=False)
-        if cfg.arena:
+        if cfg.arena and cfg.adapter:
+            from lab.bench.adapter_mix import bench_adapter_mix  # it imports this module
+            result = bench_adapter_mix(app, client, cfg, model_id)
+        elif cfg.arena:
             result = _bench_arena(app, client, cfg, model_id)
         else:
             result, answers = _bench_workload(app, client, cfg, model_id)

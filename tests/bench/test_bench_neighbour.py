@@ -24,3 +24,10 @@ def test_many_headings_is_a_build_under_the_chunk_cap(tmp_path):
     assert text.count("\n## ") + 1 == 5000 and len(text) > 70_000
     chunks = split_chunks(load_document(path), RagConfig())
     assert 100 < len(chunks) <= LabSettings().max_chunks
+
+
+def test_the_adapter_flag_reaches_the_arena_config():
+    from lab.cli import build_parser
+    args = build_parser().parse_args(["bench", "serve", "--arena", "3", "--adapter", "qa", "--json"])
+    cfg = args.config(args)
+    assert (cfg.arena, cfg.adapter) == (3, "qa")
