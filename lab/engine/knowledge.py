@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from lab.core import access
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
@@ -21,6 +23,20 @@ class KnowledgeOps(TrainingOps):
     """Knowledge methods that need no adapter; `ft:<adapter>` adds a fine-tuned one."""
     SCORES = evaluation.SCORES
     BUNDLED_QA = BUNDLED_QA
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Evaluations in progress, by a number of their own: who runs it, how far it got, whether it was cancelled.
+        # Read by stats(), so a page (or a test) can see that a closed page's evaluation really ended.
+        self._evaluations: dict[int, tuple[dict, threading.Event]] = {}
+        self._evaluation_numbers = itertools.count(1)
+        self._evaluations_lock = threading.Lock()
+
+    def stats(self) -> dict:
+        """The session manager's stats, plus the evaluations running now (user, answered, answers, cancelled)."""
+        with self._evaluations_lock:
+            running = [entry | {"cancelled": cancel.is_set()} for entry, cancel in self._evaluations.values()]
+        return super().stats() | {"evaluations": running}
 
     def bundled_document(self) -> Document:
         return load_document(BUNDLED_DOC)
@@ -56,11 +72,37 @@ class KnowledgeOps(TrainingOps):
 
     load_qa = staticmethod(evaluation.load_qa)
 
+    def evaluation_items(self, doc: Document, qa_file: str | Path | None, limit: int | None = None
+                         ) -> list[evaluation.QAItem]:
+        """The questions an evaluation of `doc` asks: `qa_file`'s, or the bundled set when `doc` is the bundled
+        guide; any other document without a QA file is refused, saying what file to give."""
+        return evaluation.questions_for(doc, qa_file, limit)
+
     def evaluate(self, doc: Document, items: Sequence[evaluation.QAItem], methods: str | Sequence[str],
-                 cfg: CompareConfig | None = None, progress: Progress | None = None, user: str = LOCAL_USER) -> dict:
-        """Score a QA set through several methods (exact match, F1, ROUGE-L, BLEU, latency)."""
+                 cfg: CompareConfig | None = None, progress: Progress | None = None, user: str = LOCAL_USER,
+                 cancel: threading.Event | None = None, caller: str | None = None) -> dict:
+        """Score a QA set through several methods (exact match, F1, ROUGE-L, BLEU, latency). Setting `cancel`
+        stops it within the answer in progress; the result keeps the rows scored so far and says cancelled.
+        `caller` (new_caller) names its requests; by default one of `user`'s."""
         self._check_compare_access(methods, cfg, user)
-        return evaluation.evaluate(self, doc, items, methods, cfg, progress)
+        cancel = cancel or threading.Event()
+        number = next(self._evaluation_numbers)
+        entry = {"user": user, "answered": 0, "answers": None}
+
+        def track(done: int, total: int, message: str) -> None:
+            with self._evaluations_lock:
+                entry.update(answered=done, answers=total)
+            if progress:
+                progress(done, total, message)
+
+        with self._evaluations_lock:
+            self._evaluations[number] = (entry, cancel)
+        try:
+            return evaluation.evaluate(self, doc, items, methods, cfg, track, cancel,
+                                       caller or self.sessions.new_caller("eval", user))
+        finally:
+            with self._evaluations_lock:
+                del self._evaluations[number]
 
     def export_evaluation(self, result: dict, user: str, name: str) -> tuple[Path, Path]:
         """Write an evaluation as <name>.json and <name>.csv in `user`'s workspace, where it stays."""

@@ -7,16 +7,18 @@
 QA file is `{"question": ..., "answer": ...}`. Every (question, method) pair is answered with
 lab.knowledge.compare's streaming path, one at a time through the GPU queue; answers are scored with the
 lab's local metric modules (exact match, SQuAD token F1, ROUGE-L, BLEU, all 0..1) and latency is
-summarised as p50/p95 per method.
+summarised as p50/p95 per method. A run can be cancelled with a threading.Event: it stops within the
+answer in progress and returns the rows already scored, marked cancelled.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import csv
+import dataclasses
 import json
+import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,9 +26,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lab.core.checks import check_question_length
-from lab.core.settings import BUNDLED_DOC, REPO_ROOT
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA, REPO_ROOT
 from lab.knowledge.compare import CompareConfig, MethodUpdate, check_request, stream_compare
-from lab.knowledge.documents import Document
+from lab.knowledge.documents import Document, load_document
 from lab.inference.runtime import Runtime
 from lab.knowledge.metrics import score_answers, score_one
 
@@ -107,8 +109,21 @@ def _row(index: int, item: QAItem, update: MethodUpdate, latency_s: float) -> di
             "citation": update.citation.heading if update.citation else None}
 
 
-def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
-    """Per method: the four scores over answered rows, latency p50/p95, TTFT p50, counts."""
+def questions_for(doc: Document, qa_path: str | Path | None, limit: int | None = None) -> list[QAItem]:
+    """The questions to score `doc` on: the given QA file, or with none the bundled set, which is about the
+    bundled guide only (the same text, under any name): asked of another document it would measure nothing."""
+    if qa_path is None:
+        if doc.sha256 != load_document(BUNDLED_DOC).sha256:
+            raise ValueError(f"An evaluation of {doc.name} needs a QA file: a .jsonl file with one JSON object per "
+                             'line, {"question": "...", "answer": "..."}, about this document. The bundled '
+                             "questions are about the bundled guide only.")
+        qa_path = BUNDLED_QA
+    return load_qa(qa_path, limit)
+
+
+def summarise(rows: list[dict], methods: Sequence[str], unanswered: str = "no questions were asked") -> dict[str, dict]:
+    """Per method: the four scores over answered rows, latency p50/p95, TTFT p50, counts; a method with no row
+    says why with `unanswered`."""
     summary: dict[str, dict] = {}
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
@@ -119,7 +134,7 @@ def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
             entry |= {k: round(scores[k], 4) for k in SCORES}
         else:
             entry |= dict.fromkeys(SCORES)
-            entry["error"] = next((r["error"] for r in mine if r["error"]), "no questions were asked")
+            entry["error"] = next((r["error"] for r in mine if r["error"]), unanswered)
         latencies = [r["latency_s"] for r in answered]
         entry |= {"latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
                   "ttft_p50_s": _percentile([r["ttft_s"] for r in answered], 50)}
@@ -127,13 +142,34 @@ def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
     return summary
 
 
+def _answer(runtime: Runtime, doc: Document, question: str, method: str, cfg: CompareConfig, caller: str,
+            cancel: threading.Event | None) -> MethodUpdate | None:
+    """One method's final update for one question, or None when `cancel` was set while it streamed: the stream is
+    then closed at once, which cancels its batched request (or releases the model) instead of decoding on. An
+    answer that ended in an error because its request was cancelled along with the run is dropped too."""
+    final = None
+    with closing(stream_compare(runtime, doc, question, [method], cfg, caller)) as stream:
+        for update in stream:
+            if update.done:
+                final = update
+            elif cancel is not None and cancel.is_set():
+                return None
+    if cancel is not None and cancel.is_set() and (final is None or final.error):
+        return None
+    return final
+
+
 def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: str | Sequence[str],
-             cfg: CompareConfig | None = None, progress: Progress | None = None) -> dict:
+             cfg: CompareConfig | None = None, progress: Progress | None = None,
+             cancel: threading.Event | None = None, caller: str | None = None) -> dict:
     """Answer every question with every method and score it.
 
     Returns {"methods": {name: {exact_match, f1, rouge_l, bleu, latency_p50_s, latency_p95_s,
-    ttft_p50_s, n, errors}}, "rows": [...], "document", "model", "questions", "elapsed_s"}.
-    Methods run one after another over the whole set, so a cache or adapter is set up once.
+    ttft_p50_s, n, errors}}, "rows": [...], "document", "model", "questions", "elapsed_s", "cancelled",
+    "answered", "answers"}. Methods run one after another over the whole set, so a cache or adapter is set up
+    once. Setting `cancel` stops the run within the answer in progress (that answer is dropped); the result then
+    holds the rows scored before it, with cancelled=True and answered < answers. `caller` names the run's requests
+    in the session manager (whose share they count in, what cancelling a caller stops).
     """
     if not items:
         raise ValueError("The QA set is empty; give at least one question.")
@@ -143,21 +179,30 @@ def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: 
         check_question_length(item.question, f"The question on line {item.line}")
     names = check_request(runtime, items[0].question, methods)
     cfg = cfg or CompareConfig()
-    caller = runtime.sessions.new_caller("eval")
-    total, done, rows = len(items) * len(names), 0, []
+    caller = caller or runtime.sessions.new_caller("eval")
+    total, rows = len(items) * len(names), []
     started = time.perf_counter()
     if progress:
         progress(0, total, f"starting {len(items)} questions x {len(names)} methods")
+    cancelled = False
     for method in names:
         for index, item in enumerate(items):
-            final = [u for u in stream_compare(runtime, doc, item.question, [method], cfg, caller) if u.done][-1]
+            final = None if cancel is not None and cancel.is_set() else _answer(
+                runtime, doc, item.question, method, cfg, caller, cancel)
+            if final is None:
+                cancelled = True
+                break
             rows.append(_row(index, item, final, final.metrics.get("total_s") or 0.0))
-            done += 1
             if progress:
-                progress(done, total, f"{method}: {index + 1}/{len(items)}")
+                progress(len(rows), total, f"{method}: {index + 1}/{len(items)}")
+        if cancelled:
+            break
     spec = runtime.spec(cfg.model_id, cfg.load_in_4bit)
-    return {"methods": summarise(rows, names), "rows": rows, "document": doc.name, "model": spec.model_id,
+    return {"methods": summarise(rows, names, "cancelled before this method answered" if cancelled else
+                                 "no questions were asked"),
+            "rows": rows, "document": doc.name, "model": spec.model_id,
             "load_in_4bit": spec.load_in_4bit, "questions": len(items), "elapsed_s": round(time.perf_counter() - started, 2),
+            "cancelled": cancelled, "answered": len(rows), "answers": total,  # answers: questions x methods
             "settings": dataclasses.asdict(cfg)}  # chunking, top-k, token limits: what the scores were measured with
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 
 import pytest
 
@@ -113,3 +114,62 @@ def test_small_real_eval_on_embedded_model(embedded_engine, tmp_path, monkeypatc
     assert result["methods"]["cag"]["f1"] > result["methods"]["base"]["f1"]
     assert "[9/9]" in capsys.readouterr().err
     assert load_document(BUNDLED_DOC).name == result["document"]
+
+
+def test_a_cancelled_evaluation_keeps_exactly_the_rows_it_scored(tiny_engine, tmp_path):
+    """Cancel set after the second answer: the third is never asked, the two scored rows are summarised, and the
+    result says it was cancelled and after how many answers."""
+    doc = document_from_text("tiny.md", "the capital of france is paris . the river is one two three . " * 4)
+    items = load_qa(write_lines(tmp_path / "qa.jsonl", *(f'{{"question": "what is the capital {n} ?", "answer": "paris"}}'
+                                                         for n in ("one", "two", "three", "four"))))
+    cancel = threading.Event()
+
+    def progress(done, total, message):
+        if done == 2:
+            cancel.set()
+
+    result = evaluate(tiny_engine, doc, items, "base,rag", CFG, progress=progress, cancel=cancel)
+    assert result["cancelled"] is True and (result["answered"], result["answers"]) == (2, 8)
+    assert [(r["method"], r["index"]) for r in result["rows"]] == [("base", 0), ("base", 1)]
+    assert result["methods"]["base"]["n"] == 2 and result["methods"]["base"]["f1"] is not None
+    assert result["methods"]["rag"]["n"] == 0 and "cancelled" in result["methods"]["rag"]["error"]
+    # The same exports as a finished run: nothing in them breaks on the missing rows.
+    assert len(list(csv.DictReader(write_csv(result["rows"], tmp_path / "rows.csv").open()))) == 2
+
+
+def test_a_cancel_during_an_answer_drops_that_answer(tiny_engine, tmp_path, monkeypatch):
+    """Cancel arriving while an answer streams: that answer is closed, not scored, and nothing after it runs."""
+    from lab.knowledge import evaluation
+    doc = document_from_text("tiny.md", "the capital of france is paris .")
+    items = load_qa(write_lines(tmp_path / "qa.jsonl", '{"question": "what is it ?", "answer": "paris"}',
+                                '{"question": "what is the city ?", "answer": "paris"}'))
+    cancel, closed = threading.Event(), []
+    real = evaluation.stream_compare
+
+    def streamed(*args, **kwargs):
+        stream = real(*args, **kwargs)
+        try:
+            for n, update in enumerate(stream):
+                if n == 0 and args[2] == "what is the city ?":  # the second question has begun answering
+                    cancel.set()
+                yield update
+        finally:
+            closed.append(args[2])
+            stream.close()
+
+    monkeypatch.setattr(evaluation, "stream_compare", streamed)
+    result = evaluate(tiny_engine, doc, items, "base", CFG, cancel=cancel)
+    assert result["cancelled"] and len(result["rows"]) == 1 and result["rows"][0]["question"] == "what is it ?"
+    assert closed == ["what is it ?", "what is the city ?"]
+
+
+def test_without_a_qa_file_only_the_bundled_guide_has_questions(tiny_engine, tmp_path):
+    """The bundled questions are about the bundled guide: an uploaded document without a QA file is refused with
+    what to give instead, rather than scored on questions it cannot answer."""
+    mine = document_from_text("notes.md", "the capital of france is paris .")
+    with pytest.raises(ValueError, match=r"needs a QA file.*\.jsonl.*\"question\".*\"answer\""):
+        tiny_engine.evaluation_items(mine, None)
+    assert len(tiny_engine.evaluation_items(tiny_engine.bundled_document(), None)) == len(load_qa(BUNDLED_QA))
+    assert len(tiny_engine.evaluation_items(tiny_engine.bundled_document(), None, limit=3)) == 3
+    qa = write_lines(tmp_path / "qa.jsonl", '{"question": "what is the capital ?", "answer": "paris"}')
+    assert [i.question for i in tiny_engine.evaluation_items(mine, qa)] == ["what is the capital ?"]
