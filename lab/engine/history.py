@@ -179,11 +179,29 @@ class HistoryOps(KnowledgeOps, ArenaOps):
 
     def vote(self, user: str, number: int, winner: str) -> dict:
         """`user`'s vote on their own answered battle; returns what was hidden: {"a", "b", "winner", "a_error",
-        "b_error"} (names, and why a side could not answer)."""
+        "b_error"} (names, and why a side could not answer). A battle where a side failed or gave an empty answer
+        is refused (battles.unfair): it can only be discarded."""
         row = records.battle_row(self.history_db, check_name(user, "User name"), number)
         if not row["answered"]:
             raise ValueError(f"Battle {number} has not finished answering; wait for both answers, then vote.")
+        if row["winner"] is None and (why := battles.unfair((row["a_text"], row["b_text"]),
+                                                            (row["a_error"], row["b_error"]))):
+            raise ValueError(why)
         records.add_vote(self.history_db, user, row["a_name"], row["b_name"], winner, battle=number)
+        return self._reveal(row, winner)
+
+    def discard_battle(self, user: str, number: int) -> dict:
+        """Drop `user`'s battle without a vote (one side failed or said nothing, or neither answer is worth judging):
+        nothing is recorded and it leaves their History. Returns who was who (winner None): with no vote to come,
+        nothing needs hiding any more."""
+        row = records.battle_row(self.history_db, check_name(user, "User name"), number)
+        if row["winner"] is not None:
+            raise ValueError(f"Battle {number} already has your vote; delete it from your History instead.")
+        records.delete_item(self.history_db, user, f"battle-{number}")
+        return self._reveal(row, None)
+
+    @staticmethod
+    def _reveal(row: dict, winner: str | None) -> dict:
         return {"a": row["a_name"], "b": row["b_name"], "winner": winner, "a_error": row["a_error"],
                 "b_error": row["b_error"]}
 

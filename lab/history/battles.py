@@ -81,6 +81,22 @@ class SideUpdate:
     error: str | None = None
 
 
+EMPTY_ANSWER = "empty answer"
+"""How a side that finished without a word is shown and named in a refusal."""
+
+
+def unfair(texts: Sequence[str | None], errors: Sequence[str | None]) -> str | None:
+    """Why a battle's answers cannot be voted on, or None: a side that failed or said nothing is no contest, and
+    a vote on it would move both ratings on a crash rather than on an answer. Names sides A and B, never who."""
+    for side, text, error in zip(SIDES, texts, errors):
+        if error:
+            return f"Model {side} could not answer, so this battle cannot be voted on; discard it and battle again."
+        if not (text or "").strip():
+            return (f"Model {side} gave an {EMPTY_ANSWER}, so this battle cannot be voted on; discard it and battle "
+                    "again.")
+    return None
+
+
 def contestant(entry: str, document: str) -> Contestant:
     """The contestant a pool entry stands for in a battle on `document` (a knowledge method depends on it)."""
     entry = entry.strip()

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import pytest
 
-from lab.history.battles import HIDDEN_ERROR, BattleConfig
+from lab.history.battles import HIDDEN_ERROR, BattleConfig, SideUpdate
 
 DOC = "the capital of france is paris . paris is a city on a river .\n"
 
@@ -100,6 +100,44 @@ def test_a_contestants_error_is_hidden_until_the_vote_since_it_may_name_the_mode
                                  BattleConfig(max_new_tokens=4))
     failed = [u for u in engine.stream_battle("local", number) if u.error]
     assert failed and {u.error for u in failed} == {HIDDEN_ERROR}
-    reveal = engine.vote("local", number, "both_bad")
+    with pytest.raises(ValueError, match="could not answer.*discard"):  # not a fair contest: no vote counts
+        engine.vote("local", number, "both_bad")
+    reveal = engine.discard_battle("local", number)  # nothing more to hide, nothing recorded
     full_side = "a" if reveal["a"] == "full on notes.md" else "b"
-    assert "too long for CAG and full-context" in reveal[f"{full_side}_error"]
+    assert "too long for CAG and full-context" in reveal[f"{full_side}_error"] and reveal["winner"] is None
+    assert engine.ratings().total_votes == 0 and engine.history_list("local", kinds=["battle"]) == []
+
+
+def test_a_vote_on_a_battle_with_an_empty_answer_is_refused_and_it_can_be_discarded(battle_engine, monkeypatch):
+    engine = battle_engine
+    real = engine._side
+
+    def said_nothing(side):  # a generator, as every side's stream is (they are closed when the battle ends)
+        yield SideUpdate(side)
+        yield SideUpdate(side, "  ", done=True)
+
+    def one_side_empty(side, entry, *args):
+        # `full` answers nothing at all, as a model that emits its end token first would.
+        return said_nothing(side) if entry == "full" else real(side, entry, *args)
+
+    monkeypatch.setattr(engine, "_side", one_side_empty)
+    number = engine.start_battle("local", [engine.settings.model_id, "full"], "which city ?", "notes.md",
+                                 BattleConfig(max_new_tokens=4, reserve_tokens=32))
+    assert all(u.error is None for u in engine.stream_battle("local", number))
+    for winner in ("a", "b", "tie", "both_bad"):
+        with pytest.raises(ValueError, match="empty answer.*discard"):
+            engine.vote("local", number, winner)
+    assert engine.ratings().total_votes == 0
+    engine.discard_battle("local", number)
+    with pytest.raises(KeyError, match="no battle"):  # gone: neither voted on nor kept in History
+        engine.vote("local", number, "a")
+
+
+def test_a_voted_battle_cannot_be_discarded(battle_engine):
+    engine = battle_engine
+    number = engine.start_battle("local", [engine.settings.model_id, "full"], "which city ?", "notes.md",
+                                 BattleConfig(max_new_tokens=4, reserve_tokens=32))
+    list(engine.stream_battle("local", number))
+    engine.vote("local", number, "tie")
+    with pytest.raises(ValueError, match="already has your vote"):
+        engine.discard_battle("local", number)
