@@ -7,6 +7,8 @@ fine-tuned adapters, each with what it cost; and batch evaluation over a QA set.
 from __future__ import annotations
 
 import html
+import queue
+import threading
 from datetime import datetime
 
 import gradio as gr
@@ -17,7 +19,7 @@ from lab.engine import Engine
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.documents import Document
 from lab.knowledge.rag import RagConfig
-from tabs.common import GPU, USER_ERRORS, user_error, waiting_note, with_queue_position
+from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 METHOD_TITLES = {"base": "Base (no knowledge)", "rag": "RAG (retrieved chunks)", "cag": "CAG (cached document)",
                  "full": "Full context (no cache)"}
@@ -82,9 +84,63 @@ def score_chart(methods: dict[str, dict], scores) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["bar", "method", "value"]).astype({"value": "float64"})
 
 
+class PageEvaluations:
+    """The evaluations each open page runs, keyed by gradio's session hash, so that a page's Cancel button, or the
+    page closing, stops its own runs and nobody else's. One per app (the tab's build holds it), never per module."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._runs: dict[str, list[tuple[threading.Event, str]]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, page: str, caller: str) -> threading.Event:
+        cancel = threading.Event()
+        with self._lock:
+            self._runs.setdefault(page, []).append((cancel, caller))
+        return cancel
+
+    def end(self, page: str, cancel: threading.Event) -> None:
+        """Forget one run, cancelling it if it is still going (its page went away)."""
+        with self._lock:
+            runs = self._runs.get(page, [])
+            caller = next((c for event, c in runs if event is cancel), None)
+            self._runs[page] = [run for run in runs if run[0] is not cancel]
+            if not self._runs[page]:
+                del self._runs[page]
+        self._stop(cancel, caller)
+
+    def cancel(self, page: str) -> int:
+        """Cancel every run of one page; how many there were."""
+        with self._lock:
+            runs = list(self._runs.get(page, []))
+        for cancel, caller in runs:
+            self._stop(cancel, caller)
+        return len(runs)
+
+    def _stop(self, cancel: threading.Event, caller: str | None) -> None:
+        if cancel.is_set() or caller is None:
+            return
+        cancel.set()
+        # A request still waiting for the model leaves its queue now instead of being answered, then dropped.
+        self._engine.cancel_caller(caller)
+
+
+def eval_status(result: dict, stem: str) -> str:
+    """What a finished or cancelled evaluation did, and where it was saved."""
+    saved = f"saved in your workspace as `{stem}.json` and `.csv`"
+    if result["cancelled"]:
+        return (f"**Cancelled after {result['answered']} of {result['answers']} answers** (questions × methods); "
+                f"the {result['answered']} scored so far are summarised below and {saved}.")
+    return (f"Scored {result['answered']} answers ({result['questions']} questions × {len(result['methods'])} "
+            f"methods) in {result['elapsed_s']} s; {saved}.")
+
+
 def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
     """The tab's components and events; with `demo`, each page load fills the lists of the signed-in user's own
-    uploads and evaluations (they differ per user, so they cannot be part of the page the server builds once)."""
+    uploads and evaluations (they differ per user, so they cannot be part of the page the server builds once), and
+    closing or reloading a page cancels its evaluations."""
+    page_runs = PageEvaluations(engine)
+
     def use_document(source: str, upload: str | None, saved: str | None, request: gr.Request):
         """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace), or one of your
         earlier uploads by name (the latest when none is picked). A choice that names no file yet keeps the
@@ -148,26 +204,70 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             raise user_error(exc) from exc
 
     def run_eval(doc: Document | None, qa_file, limit, methods: list[str], chunk_size, overlap, top_k, max_new, short,
-                 four_bit, chunking, request: gr.Request, progress=gr.Progress()):
-        """Score a QA set; the JSON and CSV stay in the user's workspace under evaluations/."""
+                 four_bit, chunking, request: gr.Request):
+        """Score a QA set; the JSON and CSV stay in the user's workspace under evaluations/. The run goes on in a
+        thread while this generator reports its progress; Cancel, or the page going away, stops it within the
+        answer in progress, and what was scored by then is saved like a finished run."""
         try:
-            doc = doc or engine.bundled_document()
-            items = engine.load_qa(qa_file or engine.BUNDLED_QA, limit=int(limit) if limit else None)
-            cfg = config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking)
-            result = engine.evaluate(doc, items, methods or [], cfg,
-                                     progress=lambda done, total, msg: progress((done, total), desc=msg))
-            stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")
             user = engine.user_of(request.username)
-            engine.export_evaluation(result, user, stem)
-            engine.record_evaluation(user, result, cfg)  # kept in the user's History
-            kept = [str(p) for p in engine.evaluations(user)]
+            doc = doc or engine.bundled_document()
+            items = engine.evaluation_items(doc, qa_file, limit=int(limit) if limit else None)
+            cfg = config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
+        caller = engine.new_caller("eval", user, request.session_hash)
+        cancel = page_runs.start(request.session_hash, caller)
+        box: queue.Queue = queue.Queue()
+        stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")
+
+        def work():
+            try:
+                result = engine.evaluate(doc, items, methods or [], cfg, user=user, cancel=cancel, caller=caller,
+                                         progress=lambda done, total, msg: box.put(("progress", (done, total, msg))))
+                # Saved here, not by the page: a page closed mid-run still keeps what was scored, in its list.
+                engine.export_evaluation(result, user, stem)
+                engine.record_evaluation(user, result, cfg)  # kept in the user's History
+                box.put(("done", result))
+            except BaseException as exc:  # handed to the page's thread, which shows it
+                box.put(("error", exc))
+
+        threading.Thread(target=work, daemon=True, name=f"eval-{caller}").start()
+        try:
+            while True:
+                try:
+                    kind, value = box.get(timeout=0.5)
+                except queue.Empty:
+                    if position := engine.queue_position(caller):  # waiting for the model behind other work
+                        yield gr.update(), gr.update(), gr.update(), waiting_note(engine, position)
+                    continue
+                if kind == "progress":
+                    done, total, message = value
+                    yield (gr.update(), gr.update(), gr.update(),
+                           f"⏳ {done} of {total} answers ({message}). Cancel stops within the answer in progress "
+                           "and keeps the rows scored so far.")
+                elif kind == "error":
+                    raise user_error(value) if isinstance(value, USER_ERRORS) else value
+                else:
+                    result = value
+                    break
+        finally:
+            # Also reached when gradio closes this generator because the page went away (it does so at the next
+            # update after the client disconnects): the run then stops within the answer in progress.
+            page_runs.end(request.session_hash, cancel)
         table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items() if k not in ("error",)}}
                               for name, row in result["methods"].items()])
         chart = score_chart(result["methods"], engine.SCORES)
+        kept = [str(p) for p in engine.evaluations(user)]
         # Bars in the order built (grouped by metric), not sorted alphabetically across metrics.
-        return table, gr.update(value=chart, sort=list(chart["bar"])), kept
+        yield table, gr.update(value=chart, sort=list(chart["bar"])), kept, eval_status(result, stem)
+
+    def cancel_eval(request: gr.Request):
+        if page_runs.cancel(request.session_hash):
+            return "Cancelling: the answer in progress is dropped; the rows scored so far are kept and saved."
+        return "No evaluation is running on this page."
+
+    def page_closed(request: gr.Request):
+        page_runs.cancel(request.session_hash)
 
     def page_loaded(request: gr.Request):
         user = engine.user_of(request.username)
@@ -215,12 +315,17 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         cards = gr.HTML(render_cards(dict.fromkeys(engine.METHODS), "ask a question"), elem_id="compare-output")
 
         gr.Markdown("### Batch evaluation\nRun a QA set through the selected methods and score the answers "
-                    "(exact match, token F1, ROUGE-L, BLEU) with latency percentiles.")
+                    "(exact match, token F1, ROUGE-L, BLEU) with latency percentiles. Your own document needs a QA "
+                    "file about it; Cancel stops a run and keeps the answers scored so far.")
         with gr.Row():
-            qa_file = gr.File(label="QA set (.jsonl of question/answer; default: the bundled set)",
-                              file_types=[".jsonl"], height=120, scale=2)
+            qa_file = gr.File(label="QA set (.jsonl, one {\"question\": ..., \"answer\": ...} per line; needed for "
+                                    "your own document, the bundled guide has its own)",
+                              file_types=[".jsonl"], height=120, scale=2, elem_id="compare-qa")
             limit = gr.Number(10, precision=0, label="questions (0 = all)", scale=1)
-            eval_btn = gr.Button("Run evaluation", variant="primary", scale=1, elem_id="compare-eval")
+            with gr.Column(scale=1):
+                eval_btn = gr.Button("Run evaluation", variant="primary", elem_id="compare-eval")
+                cancel_btn = gr.Button("Cancel evaluation", variant="stop", elem_id="compare-eval-cancel")
+        eval_status_md = gr.Markdown(elem_id="compare-eval-status")
         eval_table = gr.Dataframe(label="Scores per method", interactive=False, elem_id="compare-eval-table")
         # No colour legend: gradio draws it below a fixed-height chart, where it is cut off; each bar's label
         # names its method instead, and a method keeps its colour in every metric's group.
@@ -241,10 +346,13 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         ask_btn.click(gpu(ask), [doc_state, question, methods, *settings], cards, api_name="compare", **GPU)
         question.submit(gpu(ask), [doc_state, question, methods, *settings], cards, api_visibility="private", **GPU)
         eval_btn.click(gpu(run_eval), [doc_state, qa_file, limit, methods, *settings],
-                       [eval_table, eval_chart, eval_files], api_name="compare_eval", show_progress_on=eval_table,
-                       **GPU)
+                       [eval_table, eval_chart, eval_files, eval_status_md], api_name="compare_eval",
+                       show_progress_on=eval_status_md, **GPU)
+        cancel_btn.click(cancel_eval, None, eval_status_md, api_name="compare_eval_cancel", **POLL)
         if demo is not None:
             demo.load(page_loaded, None, [saved, eval_files], queue=False, show_progress="hidden")
+            # Gradio calls this when the page's heartbeat connection drops (closed or reloaded).
+            demo.unload(page_closed)
         # New adapters from the Train tab appear as methods without a page reload.
         def method_choices(current: list[str], sweeps: bool):
             """Every method the lab has now; what is ticked stays ticked while it still exists."""

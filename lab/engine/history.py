@@ -72,7 +72,9 @@ class HistoryOps(KnowledgeOps, ArenaOps):
     def record_evaluation(self, user: str, result: dict, cfg: CompareConfig | None = None) -> str:
         """Keep an evaluation run (its settings, per-method scores and rows); returns its id (evaluation-N)."""
         cfg = cfg or CompareConfig()
-        settings = asdict(cfg) | {"elapsed_s": result.get("elapsed_s"), "load_in_4bit": result.get("load_in_4bit")}
+        settings = asdict(cfg) | {"elapsed_s": result.get("elapsed_s"), "load_in_4bit": result.get("load_in_4bit"),
+                                  # a cancelled run is kept too: say so, and how far it got
+                                  "cancelled": result.get("cancelled", False), "answered": result.get("answered")}
         return records.add_evaluation(self.history_db, check_name(user, "User name"), result, settings)
 
     def record_arena(self, user: str, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:

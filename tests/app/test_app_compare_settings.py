@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 def test_an_evaluation_runs_with_the_settings_picked_and_keeps_them(tiny_app, chunking):
     client = Client(tiny_app.url, verbose=False)
     # qa_file, limit, methods, chunk size, overlap, top-k, max_new_tokens, stop at answer, 4-bit, chunking
-    table, _, files = client.predict(handle_file(str(tiny_app.qa)), 1, ["base", "rag"], 300, 30, 2, 4, True, False,
+    table, _, files, status = client.predict(handle_file(str(tiny_app.qa)), 1, ["base", "rag"], 300, 30, 2, 4, True, False,
                                      chunking, api_name="/compare_eval")
-    assert [row[0] for row in table["data"]] == ["base", "rag"]
+    assert [row[0] for row in table["data"]] == ["base", "rag"] and status.startswith("Scored 2 answers")
     saved = json.loads(Path(next(f for f in files if str(f).endswith(".json"))).read_text())
     assert saved["settings"]["rag"]["chunking"] == chunking
     assert (saved["settings"]["rag"]["top_k"], saved["settings"]["rag"]["chunk_size"]) == (2, 300)
