@@ -16,7 +16,10 @@ import re
 import statistics
 import time
 
-from lab.bench.serve import ARENA_PROMPT, ARENA_TOKENS, App, ServeBenchConfig, ask_playground, warm_up
+import os
+from pathlib import Path
+
+from lab.bench.serve import ARENA_PROMPT, ARENA_TOKENS, ServeBenchConfig, ask_playground, running_app, warm_up
 from lab.inference.arena import ADAPTER_SEP, MAX_COLUMNS
 
 RATE = re.compile(r"\*\*([\d.,]+) tok/s\*\*")  # tabs/arena.py _timings
@@ -41,7 +44,13 @@ def _round(client, cfg: ServeBenchConfig, choices: list[str]) -> tuple[list[floa
     return rates, tokens, wall_s
 
 
-def bench_adapter_mix(app: App, client, cfg: ServeBenchConfig, model_id: str) -> dict:
+def bench_adapter_mix(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
+    from gradio_client import Client
+    with running_app(cfg, data_dir) as app:
+        return _measure(app, Client(app.url, verbose=False), cfg, os.environ.get("LAB_MODEL") or "embedded")
+
+
+def _measure(app, client, cfg: ServeBenchConfig, model_id: str) -> dict:
     base = [model_id] * (cfg.arena - 1)
     with_adapter = [*base, f"{model_id}{ADAPTER_SEP}{cfg.adapter}"]
     warm_up(app, lambda: (ask_playground(client, cfg, model_id, ARENA_PROMPT), _round(client, cfg, with_adapter)))
@@ -55,7 +64,7 @@ def bench_adapter_mix(app: App, client, cfg: ServeBenchConfig, model_id: str) ->
         return statistics.median(statistics.mean(rates[:n]) for rates, _, _ in rounds)
 
     n = len(base)
-    return {"workload": "arena+adapter", "arena_columns": cfg.arena, "adapter": cfg.adapter,
+    return {"load_1min": round(os.getloadavg()[0], 2), "workload": "arena+adapter", "arena_columns": cfg.arena, "adapter": cfg.adapter,
             "new_tokens": cfg.new_tokens,
             "base_tokens_per_s_alone": round(wall_rate(alone, n), 2),
             "base_tokens_per_s_with_adapter": round(wall_rate(mixed, n), 2),

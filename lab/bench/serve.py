@@ -78,11 +78,11 @@ class ServeBenchConfig:
     (the same model) against each column sent alone. 0: run the workload."""
     adapter: str | None = None
     """With --arena N: the last column uses this LoRA adapter (a folder in <data>/adapters) and the run reports the
-    base columns' tokens/s with it against without it (lab/bench/adapter_mix.py)."""
+    base columns' tokens/s with it against without it (lab/bench/adapter_mix.py, run by the CLI)."""
     noisy_neighbour: bool = False
     """Measure only fairness instead (lab/bench/neighbour.py): with sign-in on, one user's request alone against the
     same request while another user has 30 in flight, and a RAG question alone against one during another user's
-    index build."""
+    index build (run by the CLI)."""
     startup_timeout_s: float = 300.0
     """How long to wait for the app to come up (first start converts the embedded model)."""
     request_timeout_s: float = 600.0
@@ -348,17 +348,10 @@ def bench_serve(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
     """Run the load test (or, with cfg.arena, the Arena measurement) and return the JSON-ready result."""
     from gradio_client import Client
     load_before = round(os.getloadavg()[0], 2)
-    if cfg.noisy_neighbour:
-        from lab.bench.neighbour import bench_neighbour  # it imports this module
-        return bench_neighbour(cfg, data_dir) | {"load_1min_before": load_before,
-                                                 "load_1min_after": round(os.getloadavg()[0], 2)}
     model_id = os.environ.get("LAB_MODEL") or "embedded"
     with running_app(cfg, data_dir) as app:
         client = Client(app.url, verbose=False)
-        if cfg.arena and cfg.adapter:
-            from lab.bench.adapter_mix import bench_adapter_mix  # it imports this module
-            result = bench_adapter_mix(app, client, cfg, model_id)
-        elif cfg.arena:
+        if cfg.arena:
             result = _bench_arena(app, client, cfg, model_id)
         else:
             result, answers = _bench_workload(app, client, cfg, model_id)

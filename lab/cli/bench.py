@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from lab.bench.adapter_mix import bench_adapter_mix
 from lab.bench.cag import bench_cag
+from lab.bench.neighbour import bench_neighbour
 from lab.bench.served_cag import bench_served_cag
 from lab.bench.serve import ServeBenchConfig, bench_serve
 from lab.bench.train import bench_train
@@ -47,7 +49,14 @@ def _cmd_train(engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(engine, args: argparse.Namespace) -> None:
-    _print_result(bench_serve(args.config(args)), args.json)
+    cfg = args.config(args)
+    if cfg.noisy_neighbour:
+        result = bench_neighbour(cfg)
+    elif cfg.arena and cfg.adapter:
+        result = bench_adapter_mix(cfg)
+    else:
+        result = bench_serve(cfg)
+    _print_result(result, args.json)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
