@@ -13,7 +13,7 @@ import pandas as pd
 
 from lab.core.spaces import gpu
 from lab.engine import Engine
-from lab.history.battles import BattleConfig
+from lab.history.battles import EMPTY_ANSWER, BattleConfig, unfair
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 BUNDLED = "bundled guide"
@@ -34,8 +34,10 @@ def leaderboard_notice(board) -> str:
 
 
 def reveal_markdown(reveal: dict) -> str:
+    outcome = (f"your vote: {VOTES[reveal['winner']]}" if reveal["winner"] else
+               "discarded: no vote was recorded and the battle is not kept")
     lines = [f"**Model A** was **{html.escape(reveal['a'])}** · **Model B** was **{html.escape(reveal['b'])}** · "
-             f"your vote: {VOTES[reveal['winner']]}."]
+             f"{outcome}."]
     for side in "ab":
         if reveal.get(f"{side}_error"):
             lines.append(f"Model {side.upper()} could not answer: {html.escape(reveal[f'{side}_error'])}")
@@ -61,26 +63,38 @@ def build(engine: Engine) -> None:
         return leaderboard_frame(fitted), leaderboard_notice(fitted)
 
     def start(pool: list[str], document: str, prompt: str, max_new, top_k, reserve, request: gr.Request):
-        """Draw two contestants and stream both answers; the vote buttons open when both are done."""
+        """Draw two contestants and stream both answers. The vote buttons open only once both sides have finished,
+        and only when both said something: a side that failed or came back empty is shown as such, and the battle
+        can then only be discarded."""
         closed = [gr.update(interactive=False)] * len(VOTES)
+        texts = ["", ""]
         try:
             user = engine.user_of(request.username)
             cfg = BattleConfig(max_new_tokens=int(max_new or 0), top_k=int(top_k or 0), reserve_tokens=int(reserve or 0))
             number = engine.start_battle(user, pool or [], prompt, None if document in (None, "", BUNDLED) else document,
                                          cfg)
-            texts = ["", ""]
-            yield number, *texts, "Both answers are streaming; who is who stays hidden until you vote.", *closed
-            caller = engine.new_caller("battle", user)
+            yield number, *texts, "Both answers are streaming; who is who stays hidden until you vote.", *closed, \
+                gr.update(interactive=False)
+            caller = engine.new_caller("battle", user, request.session_hash)
+            raw, errors, finished = ["", ""], [None, None], [False, False]
             for kind, value in with_queue_position(engine, caller, engine.stream_battle(user, number, caller)):
                 if kind == "waiting":
-                    yield number, *texts, waiting_note(engine, value), *closed
+                    yield number, *texts, waiting_note(engine, value), *closed, gr.update(interactive=False)
                     continue
-                texts[value.side] = f"⚠️ {value.error}" if value.error else value.text
-                yield number, *texts, "Both answers are streaming…", *closed
+                side = value.side
+                raw[side], errors[side], finished[side] = value.text, value.error, value.done
+                texts[side] = (f"⚠️ {value.error}" if value.error else
+                               f"⚠️ {EMPTY_ANSWER}" if value.done and not value.text.strip() else value.text)
+                yield number, *texts, "Both answers are streaming…", *closed, gr.update(interactive=False)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
+        why = unfair(raw, errors) if all(finished) else "The answers did not finish; discard this battle."
+        if why:
+            yield number, *texts, f"⚠️ {why}", *closed, gr.update(interactive=True)
+            return
         opened = [gr.update(interactive=True)] * len(VOTES)
-        yield number, *texts, "Which answer is better? Vote to see who gave it.", *opened
+        yield number, *texts, "Which answer is better? Vote to see who gave it, or discard the battle.", *opened, \
+            gr.update(interactive=True)
 
     def vote(winner: str, number: int | None, request: gr.Request):
         if number is None:
@@ -89,12 +103,22 @@ def build(engine: Engine) -> None:
             reveal = engine.vote(engine.user_of(request.username), number, winner)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        return (reveal_markdown(reveal), *[gr.update(interactive=False)] * len(VOTES), *board())
+        return (reveal_markdown(reveal), *[gr.update(interactive=False)] * (len(VOTES) + 1), *board())
 
     def voter(winner: str):
         def cast(number: int | None, request: gr.Request):
             return vote(winner, number, request)
         return cast
+
+    def discard(number: int | None, request: gr.Request):
+        """Drop the battle without a vote; with nothing left to judge, who was who can be shown."""
+        if number is None:
+            raise gr.Error("There is no battle to discard: type a prompt and press Battle.")
+        try:
+            reveal = engine.discard_battle(engine.user_of(request.username), number)
+        except USER_ERRORS as exc:
+            raise user_error(exc) from exc
+        return None, reveal_markdown(reveal), *[gr.update(interactive=False)] * (len(VOTES) + 1)
 
     def keep_pool(pool: list[str], team: bool, request: gr.Request):
         try:
@@ -137,6 +161,7 @@ def build(engine: Engine) -> None:
             buttons = {key: gr.Button(f"{icon} {VOTES[key][0].upper()}{VOTES[key][1:]}", interactive=False,
                                       elem_id=f"battle-vote-{key}")
                        for key, icon in (("a", "👈"), ("b", "👉"), ("tie", "🤝"), ("both_bad", "👎"))}
+            discard_btn = gr.Button("🗑️ Discard (no vote)", interactive=False, elem_id="battle-discard")
         reveal = gr.Markdown(elem_id="battle-reveal")
         gr.Markdown("### Leaderboard")
         notice = gr.Markdown(elem_id="battle-notice")
@@ -146,14 +171,20 @@ def build(engine: Engine) -> None:
 
         number = gr.State(None)
         inputs = [pool, document, prompt, max_new, top_k, reserve]
-        start_btn.click(lambda: "", None, reveal, queue=False).then(
-            gpu(start), inputs, [number, answer_a, answer_b, status, *buttons.values()], api_name="battle", **GPU)
-        prompt.submit(lambda: "", None, reveal, queue=False).then(
-            gpu(start), inputs, [number, answer_a, answer_b, status, *buttons.values()], api_visibility="private",
-            **GPU)
+        judging = [*buttons.values(), discard_btn]
+        outputs = [number, answer_a, answer_b, status, *judging]
+
+        def cleared():
+            """Before the new battle is drawn: no earlier reveal, and nothing to vote on until it has answered."""
+            return "", *[gr.update(interactive=False)] * len(judging)
+
+        start_btn.click(cleared, None, [reveal, *judging], queue=False).then(
+            gpu(start), inputs, outputs, api_name="battle", **GPU)
+        prompt.submit(cleared, None, [reveal, *judging], queue=False).then(
+            gpu(start), inputs, outputs, api_visibility="private", **GPU)
         for key, button in buttons.items():
-            button.click(voter(key), number, [reveal, *buttons.values(), table, notice], api_visibility="private",
-                         **POLL)
+            button.click(voter(key), number, [reveal, *judging, table, notice], api_visibility="private", **POLL)
+        discard_btn.click(discard, number, [number, reveal, *judging], api_name="battle_discard", **POLL)
         keep_btn.click(keep_pool, [pool, team], None, api_name="battle_pool", **POLL)
         tab.select(user_state, None, [pool, document], **POLL).then(board, None, [table, notice], **POLL)
         refresh_btn.click(board, None, [table, notice], api_name="battle_leaderboard", **POLL)
