@@ -13,7 +13,7 @@ import pandas as pd
 
 from lab.core.spaces import gpu
 from lab.engine import Engine
-from lab.history.battles import EMPTY_ANSWER, BattleConfig, unfair
+from lab.history.battles import BattleConfig
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 
 BUNDLED = "bundled guide"
@@ -84,11 +84,11 @@ def build(engine: Engine) -> None:
                 side = value.side
                 raw[side], errors[side], finished[side] = value.text, value.error, value.done
                 texts[side] = (f"⚠️ {value.error}" if value.error else
-                               f"⚠️ {EMPTY_ANSWER}" if value.done and not value.text.strip() else value.text)
+                               f"⚠️ {engine.EMPTY_ANSWER}" if value.done and not value.text.strip() else value.text)
                 yield number, *texts, "Both answers are streaming…", *closed, gr.update(interactive=False)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        why = unfair(raw, errors) if all(finished) else "The answers did not finish; discard this battle."
+        why = engine.battle_vote_refusal(raw, errors) if all(finished) else "The answers did not finish; discard this battle."
         if why:
             yield number, *texts, f"⚠️ {why}", *closed, gr.update(interactive=True)
             return

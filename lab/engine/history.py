@@ -39,6 +39,9 @@ class HistoryOps(KnowledgeOps, ArenaOps):
     BATTLE_WINNERS = records.WINNERS
     KNOWLEDGE_CONTESTANTS = battles.KNOWLEDGE_METHODS
     BATTLE_SIDES = battles.SIDES
+    EMPTY_ANSWER = battles.EMPTY_ANSWER
+    battle_vote_refusal = staticmethod(battles.unfair)
+    """Why answers (texts, errors of A and B) cannot be voted on, or None: the rule `vote` applies, for a UI."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
