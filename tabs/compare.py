@@ -187,7 +187,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             user = engine.user_of(request.username)
             doc = doc or engine.bundled_document()
             cfg = config(*settings)
-            caller = engine.new_caller("compare", user)
+            caller = engine.new_caller("compare", user, request.session_hash)
             updates: dict[str, object] = dict.fromkeys(methods or [])
             stream = engine.stream_compare(doc, question, methods or [], cfg, caller, user=user)
             for kind, value in with_queue_position(engine, caller, stream):
