@@ -16,7 +16,7 @@ import json
 import sys
 
 from lab.cli.flags import add_flags
-from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
+from lab.core.settings import BUNDLED_DOC
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.evaluation import EVAL_SETS
 
@@ -78,7 +78,7 @@ def _cmd_eval(engine, args: argparse.Namespace) -> None:
     cfg: CompareConfig = args.config(args)
     doc_path, qa_path = EVAL_SETS[args.set] if args.set else (args.doc, args.qa)
     doc = engine.load_document(doc_path)
-    items = engine.load_qa(qa_path, args.limit)
+    items = engine.evaluation_items(doc, qa_path, args.limit)  # another document without --qa is refused
     # A question whose answer is one of the few-shot examples would be scored on a copied answer.
     shown = {question for question, _ in cfg.shots}
     kept = [item for item in items if item.question not in shown]
@@ -102,7 +102,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ask.set_defaults(fn=_cmd_ask)
 
     ev = subparsers.add_parser("eval", help="score a QA set through several methods (EM, F1, ROUGE-L, BLEU, latency)")
-    ev.add_argument("--qa", default=str(BUNDLED_QA), help="JSONL of {\"question\", \"answer\"} (default: the bundled set)")
+    ev.add_argument("--qa", default=None, help="JSONL of {\"question\", \"answer\"} (default: the bundled set, "
+                    "for the bundled guide only: another --doc needs its own)")
     ev.add_argument("--set", choices=sorted(EVAL_SETS), default=None,
                     help="a named document + QA pair instead of --doc/--qa: dev (tune on it), test (report only) on "
                          "the bundled guide, heldout (a second document, never tuned on)")

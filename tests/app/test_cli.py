@@ -227,6 +227,15 @@ def test_user_errors_exit_2_with_the_fields_name(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
 
 
+def test_eval_of_another_document_without_a_qa_file_asks_for_one(tmp_path, monkeypatch, capsys):
+    """It used to score the bundled guide's questions against the user's own document."""
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\n## Leave\nStaff get 25 days of leave.\n", encoding="utf-8")
+    assert main(["eval", "--doc", str(notes), "--methods", "base"]) == 2
+    assert "needs a QA file" in capsys.readouterr().err
+
+
 def test_jobs_list_on_an_empty_data_dir(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
     assert main(["jobs", "list"]) == 0
