@@ -34,6 +34,7 @@ def device_markdown(engine: Engine) -> str:
                  f"{'busy (' + queue['running'] + ')' if queue['running'] else 'idle'}"
                  + (f", {len(queue['waiting'])} waiting" if queue["waiting"] else ""))
     lines += [engine_line(e) for e in session["engines"]]
+    lines += [gate_line(key, gate) for key, gate in session["gates"].items() if gate["running"] or gate["waiting"]]
     lines.append(f"**Default model** `{info['default_model']}` · data in `{info['data_dir']}`")
     return "\n\n".join(lines)
 
@@ -44,6 +45,14 @@ def engine_line(e: dict) -> str:
             f"batch size {e['batch_size']} · {e['tokens_per_s']:,.1f} tokens/s · {e['requests_done']:,} answered · "
             f"paged cache {e['cache_mb']:,} MB ({e['cache_tokens']:,} tokens"
             f"{', prefix sharing' if e['prefix_sharing'] else ''})")
+
+
+def gate_line(key: str, gate: dict) -> str:
+    """A model's fair gate (lab.inference.fairness): who has places in its batch and how many wait for one."""
+    running = ", ".join(f"{user} {n}" for user, n in gate["running"].items()) or "nobody"
+    return (f"**Fair share** `{key.split('|')[0]}`: places in the batch {sum(gate['running'].values())} of "
+            f"{gate['slots']} (at most {gate['per_user']} per user; now {running}) · {len(gate['waiting'])} waiting, "
+            "round-robin over users")
 
 
 def held_rows(engine: Engine) -> list[list]:
@@ -173,7 +182,7 @@ def build(engine: Engine) -> None:
                                 label="Model requests in flight (answering or waiting for their turn)",
                                 elem_id="system-requests")
         with gr.Row():
-            request_id = gr.Number(value=None, precision=0, label="Request id", scale=3,
+            request_id = gr.Number(value=None, precision=0, minimum=1, label="Request id", scale=3, placeholder="id",
                                    info="your own requests, or anyone's if you are an admin (LAB_ADMINS)")
             cancel_btn = gr.Button("Cancel request", scale=1, elem_id="system-cancel")
         status = gr.Markdown(elem_id="system-status")

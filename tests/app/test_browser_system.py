@@ -32,3 +32,45 @@ def test_system_tab_and_playground_stream(browser, live_app, tmp_path):
     assert all(final.startswith(s) for s in seen)
     page.screenshot(path=str(tmp_path / "system.png"), full_page=True)
     page.close()
+
+
+def test_system_tab_lists_a_request_in_flight_and_cancels_it(browser, live_app, embedded_engine):
+    """A long answer in flight shows as a row (its id, user, model, state); typing its id and pressing Cancel stops
+    it, and the row leaves the list."""
+    import threading
+
+    from lab.core.errors import RequestCancelled
+    from lab.inference.generate import GenerationSettings
+    from support import wait_until
+
+    ended: list[str] = []
+
+    def answer():
+        caller = embedded_engine.new_caller("playground", "local")
+        try:
+            for _ in embedded_engine.generate("Write a long story about a river.", GenerationSettings(max_new_tokens=600),
+                                             caller=caller):
+                pass
+            ended.append("finished")
+        except RequestCancelled as exc:
+            ended.append(str(exc))
+
+    worker = threading.Thread(target=answer, daemon=True)
+    worker.start()
+    wait_until(lambda: [r["state"] for r in embedded_engine.running_requests()] == ["running"])
+    [row] = embedded_engine.running_requests()
+    page = browser.new_page()
+    page.goto(live_app)
+    page.get_by_role("tab", name="System").click()
+    table = page.locator("#system-requests")
+    page.wait_for_function("() => document.querySelector('#system-requests')?.innerText.includes('playground-')",
+                           timeout=30_000)  # the timer refreshes the list every 3 s
+    assert "local" in table.inner_text() and "running" in table.inner_text()
+    page.get_by_label("Request id").fill(str(row["id"]))
+    page.locator("#system-cancel").click()
+    page.locator("#system-status").get_by_text(f"Request {row['id']} cancelled").wait_for(timeout=30_000)
+    worker.join(60)
+    assert ended and "cancelled by its owner" in ended[0]
+    page.wait_for_function("() => !document.querySelector('#system-requests').innerText.includes('playground-')",
+                           timeout=30_000)
+    page.close()
