@@ -89,7 +89,8 @@ class ServeBenchConfig:
     """Upper bound on any single request, so the run always ends."""
     peer: bool = False
     """After the lab, serve the same model folder with `transformers serve --continuous-batching` and ask it the
-    same chat prompts the same way (lab.bench.peer): vs_peer is the lab's req/s over the peer's. Chat only."""
+    same chat prompts the same way: vs_peer is the lab's req/s over the peer's (lab/bench/peer.py, run by the CLI).
+    Chat only."""
 
     def __post_init__(self) -> None:
         if self.workload is None:  # frozen: the resolved default is written once, here
@@ -314,15 +315,20 @@ def running_app(cfg: ServeBenchConfig, data_dir: Path | None = None, extra_env: 
                     time.sleep(1)
             yield app
         finally:
-            try:
-                os.killpg(server.pid, 15)
-            except ProcessLookupError:
-                pass
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, 9)
-                server.wait(30)
+            end_group(server)
+
+
+def end_group(server: subprocess.Popen) -> None:
+    """End a server started with start_new_session=True, and whatever it started, by its process group id."""
+    try:
+        os.killpg(server.pid, 15)
+    except ProcessLookupError:  # the group has already gone; wait() still reaps the server
+        pass
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, 9)
+        server.wait(30)
 
 
 def warm_up(app: App, ask: Callable[[], object]) -> None:
@@ -354,11 +360,7 @@ def bench_serve(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
         if cfg.arena:
             result = _bench_arena(app, client, cfg, model_id)
         else:
-            result, answers = _bench_workload(app, client, cfg, model_id)
-    if cfg.peer:  # after the app has ended, so the two servers never share the CPU
-        from lab.bench.peer import measure_peer, peer_model_dir, versus_peer
-        peer, peer_answers = measure_peer(cfg, peer_model_dir(data_dir))
-        result = versus_peer(result, peer, answers, peer_answers)
+            result, _ = _bench_workload(app, client, cfg, model_id)
     return {"load_1min_before": load_before, **result}
 
 

@@ -3,6 +3,7 @@
     python -m lab bench cag --json
     python -m lab bench train --steps 8 --json
     python -m lab bench serve --clients 8 --json
+    python -m lab bench serve --peer --json      # the lab against `transformers serve --continuous-batching`
 
 `bench cag` takes CompareConfig's generated flags (as `ask` does) and `bench serve` takes
 ServeBenchConfig's; the benchmarks themselves live in lab/bench/ and run over the engine.
@@ -16,6 +17,7 @@ import json
 from lab.bench.adapter_mix import bench_adapter_mix
 from lab.bench.cag import bench_cag
 from lab.bench.neighbour import bench_neighbour
+from lab.bench.peer import bench_peer
 from lab.bench.served_cag import bench_served_cag
 from lab.bench.serve import ServeBenchConfig, bench_serve
 from lab.bench.train import bench_train
@@ -54,6 +56,8 @@ def _cmd_serve(engine, args: argparse.Namespace) -> None:
         result = bench_neighbour(cfg)
     elif cfg.arena and cfg.adapter:
         result = bench_adapter_mix(cfg)
+    elif cfg.peer:
+        result = bench_peer(cfg)
     else:
         result = bench_serve(cfg)
     _print_result(result, args.json)
