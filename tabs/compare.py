@@ -40,6 +40,8 @@ def render_cards(updates: dict[str, object], waiting: str = "", break_even: list
             body = f"<i>{html.escape(waiting or 'waiting for its turn…')}</i>"
         elif u.error:
             body = f"<div style='color:#b91c1c'>⚠️ {html.escape(u.error)}</div>"
+        elif getattr(u, "note", "") and not u.text and not u.done:
+            body = f"<i class='lab-note'>{html.escape(u.note)}</i>"
         else:
             m = u.metrics
             rows = [("retrieval", _fmt(m.get("retrieval_ms"), "ms", 1)), ("time to first token", _fmt(m.get("ttft_s"), "s")),

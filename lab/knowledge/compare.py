@@ -19,10 +19,11 @@ adapter, so those two run alone on the model under the session manager's exclusi
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Generator, Iterator, Sequence
 
 from lab.inference.adapters import resolve_adapter
 from lab.knowledge.cag import CagConfig, check_fits, get_cag, stream_answer
@@ -100,6 +101,8 @@ class MethodUpdate:
     """Why this method could not answer (e.g. the document is too long for CAG); other methods still run."""
     finish_reason: str | None = None
     """'answer' (stopped after the short answer), 'eos' or 'length' on the last update."""
+    note: str = ""
+    """Before the first token: what the method is doing now (e.g. building the RAG index, chunks embedded so far)."""
     chunks: list[RetrievedChunk] = field(default_factory=list)
     """RAG only: the retrieved chunks with their cosine scores, best first."""
     citation: RetrievedChunk | None = None
@@ -248,6 +251,33 @@ def _stream_endpoint(runtime: Runtime, doc: Document, question: str, method: str
     yield from _stream(method, events, time.perf_counter() - start, cfg, extra, chunks)
 
 
+def _index_with_progress(runtime: Runtime, doc: Document, cfg: RagConfig) -> Generator[MethodUpdate, None, RagIndex]:
+    """The document's index (rag_index); while a build runs, an update every half second saying how many chunks
+    are embedded, so a person waiting on a long document sees it move. Returns the index."""
+    done: dict[str, object] = {}
+    counts = [0, 0]  # chunks embedded, chunks in all
+
+    def progress(embedded: int, total: int) -> None:
+        counts[:] = [embedded, total]
+
+    def build() -> None:
+        try:
+            done["index"] = rag_index(runtime, doc, cfg, progress=progress)
+        except BaseException as exc:  # raised in the caller's thread below
+            done["error"] = exc
+
+    worker = threading.Thread(target=build, daemon=True, name="rag-index")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+        if worker.is_alive() and counts[1]:
+            yield MethodUpdate("rag", note=f"building the RAG index of {doc.name}: {counts[0]:,} of "
+                                           f"{counts[1]:,} chunks embedded")
+    if "error" in done:
+        raise done["error"]
+    return done["index"]
+
+
 def stream_method(runtime: Runtime, doc: Document, question: str, method: str, cfg: CompareConfig | None = None,
                   caller: str | None = None) -> Iterator[MethodUpdate]:
     """Answer with one method, streaming: batched (base, rag, full) or alone on the model (cag, ft:).
@@ -290,7 +320,7 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
         yield MethodUpdate(method)
         tok = loaded.tokenizer
         # Building or loading the index is a one-off like the CAG prefill: not part of the question's time.
-        index = rag_index(runtime, doc, cfg.rag) if method == "rag" else None
+        index = (yield from _index_with_progress(runtime, doc, cfg.rag)) if method == "rag" else None
         start = time.perf_counter()
         chunks, extra = None, {}
         if index is not None:

@@ -171,3 +171,26 @@ def test_an_index_build_reports_progress_and_a_reload_does_not(fake_embedder, tm
     seen.clear()
     assert build_or_load_index(doc, cfg, tmp_path, progress=lambda *a: seen.append(a)).reused
     assert seen == []
+
+
+def test_a_build_shows_its_progress_as_a_note_before_the_answer(runtime, monkeypatch):
+    """Compare's RAG card says how many chunks are embedded while the index builds (MethodUpdate.note)."""
+    from lab.knowledge import compare
+
+    release = threading.Event()
+
+    def slow_build(doc, cfg, root, progress=None, **_options):
+        progress(32, 1000)
+        assert release.wait(60), "the test never released the build"
+        return SimpleNamespace(name=doc.name, n_chunks=1)
+
+    monkeypatch.setattr(compare, "build_or_load_index", slow_build)
+    doc = document_from_text("notes.md", "# Notes\n\nsome text\n")
+    updates = compare._index_with_progress(runtime, doc, CFG)
+    first = next(updates)
+    assert first.note == "building the RAG index of notes.md: 32 of 1,000 chunks embedded"
+    release.set()
+    with pytest.raises(StopIteration) as end:
+        while True:
+            next(updates)
+    assert end.value.value.name == "notes.md"
