@@ -45,11 +45,17 @@ from transformers.generation.configuration_utils import ContinuousBatchingConfig
 from transformers.generation.continuous_batching.utils import find_head_dim, find_num_key_value_heads
 
 from lab.core.errors import ModelLoadError
-from lab.inference.generate import GenerationEvent, GenerationSettings, Timings, finish_timings, stop_ids
+from lab.inference.generate import GenerationEvent, GenerationSettings, TextStream, Timings, finish_timings, stop_ids
 from lab.inference.models import LoadedModel
 
 RATE_WINDOW_S = 5.0
 """tokens_per_s in the stats counts the tokens generated over this many last seconds."""
+
+EVENT_INTERVAL_S = 0.05
+"""Least time between two partial events of one request; the text held meanwhile goes out with the next one. At GPU
+speeds a batch makes hundreds of tokens a second, and a page update for each would cost the web process more than
+the decoding (each is a Gradio update through its queue); on a CPU a step takes longer than this, so nothing is held
+there. The first text and the final event are never held."""
 
 
 def solo_reason(settings: GenerationSettings) -> str | None:
@@ -188,7 +194,8 @@ class _Lane:
                                         **self.engine.sampling(settings)) is None:
                 raise self.engine.gone()
             timings = Timings(prompt_tokens=len(input_ids), context_tokens=len(input_ids))
-            text, started = "", asked
+            out_text = TextStream(self.engine.tokenizer)
+            sent, sent_at, started = "", 0.0, asked  # the text of the last event yielded, and when
             while not finished:
                 out = self._next(inbox)
                 if out is None or (out.error is not None and self.engine.stopped):
@@ -196,24 +203,26 @@ class _Lane:
                 if out.error is not None:
                     raise RuntimeError(f"Batched generation failed: {out.error}")
                 finished = out.is_finished()
-                tokens = list(out.generated_tokens)
-                eos = finished and bool(tokens) and tokens[-1] in stops
-                if eos:
-                    tokens.pop()
+                # generated_tokens is cumulative: only the ones not yet seen are decoded (the stop token never is).
+                kept = len(out.generated_tokens)
+                eos = finished and kept > 0 and out.generated_tokens[-1] in stops
+                kept -= eos
                 if not timings.ttft_s:
                     # lifespan[0]: when the scheduler first put the request in a batch (perf_counter clock).
                     started = out.lifespan[0] if out.lifespan[0] > 0 else asked
                     timings.queue_s = queue_s + max(0.0, started - asked)
                     first = out.timestamps[0] if out.timestamps else time.perf_counter()
                     timings.ttft_s = max(first - started, 1e-6)
-                timings.new_tokens = len(tokens)
-                new_text = self.engine.tokenizer.decode(tokens, skip_special_tokens=True)
+                timings.new_tokens = kept
+                out_text.add(out.generated_tokens[len(out_text.ids):kept])  # held while a character is unfinished
+                now = time.perf_counter()
                 if finished:
-                    yield GenerationEvent(new_text, new_text[len(text):], finish_timings(timings, started), True,
+                    final = out_text.full_text()  # the exact text; the pieces streamed are a prefix of it
+                    yield GenerationEvent(final, final[len(sent):], finish_timings(timings, started), True,
                                           "eos" if eos else "length")
-                elif not new_text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    delta, text = new_text[len(text):], new_text
-                    yield GenerationEvent(text, delta, finish_timings(timings, started))
+                elif len(out_text.text) > len(sent) and (not sent or now - sent_at >= EVENT_INTERVAL_S):
+                    yield GenerationEvent(out_text.text, out_text.text[len(sent):], finish_timings(timings, started))
+                    sent, sent_at = out_text.text, now
         finally:
             with self._lock:
                 self._inboxes.pop(rid, None)
@@ -354,8 +363,9 @@ class BatchEngine:
 
     def stream(self, input_ids: list[int], settings: GenerationSettings, queue_s: float = 0.0) -> Iterator[GenerationEvent]:
         """Submit one request and yield its events as `stream_generate` does (text so far, delta, timings; done
-        with finish_reason 'eos' or 'length' last). Closing the generator early cancels the request and frees
-        its cache blocks. `queue_s`: seconds the caller already waited before submitting."""
+        with finish_reason 'eos' or 'length' last), partial ones at most every EVENT_INTERVAL_S. Closing the
+        generator early cancels the request and frees its cache blocks. `queue_s`: seconds the caller already waited
+        before submitting."""
         reason = solo_reason(settings)
         if reason:
             raise ValueError(f"These settings cannot be batched ({reason}); run them alone.")

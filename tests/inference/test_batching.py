@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lab.core.errors import ModelLoadError
+from lab.inference.batching import base_model
 from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
 from lab.inference.session import engine_key
 from tabs.common import with_queue_position
@@ -191,6 +192,30 @@ def test_unloading_the_model_stops_its_engine_and_frees_its_bytes(tiny_engine, b
     # The next request loads the model again and starts a fresh engine.
     assert final(tiny_engine.generate("the model", GenerationSettings(max_new_tokens=2))).done
     assert sessions.engine_for(spec) is not batch and sessions.engine_for(spec).running
+
+
+@pytest.mark.parametrize("interval_s", [0.0, 60.0])
+def test_partial_events_are_spaced_and_the_final_event_is_exact(tiny_engine, batch, monkeypatch, interval_s):
+    """Held partial text goes out with the next event; the first text and the final event are never held."""
+    import lab.inference.batching
+    monkeypatch.setattr(lab.inference.batching, "EVENT_INTERVAL_S", interval_s)
+    ids, settings = ids_of(tiny_engine, "one two three four five"), GenerationSettings(max_new_tokens=12)
+    loaded = tiny_engine.sessions.model(tiny_engine.spec())
+    # Steps 20 ms apart, so that the reader keeps up and sees every output (a backlog collapses to its last).
+    hook = base_model(loaded.model).model.layers[0].register_forward_pre_hook(lambda *_: time.sleep(0.02))
+    try:
+        events = list(batch.stream(ids, settings))
+    finally:
+        hook.remove()
+    plain = generate_text(loaded.model, loaded.tokenizer, torch.tensor([ids]), settings)
+    *partial, last = events
+    assert last.done and (last.text, last.timings.new_tokens) == (plain.text, plain.timings.new_tokens)
+    assert "".join(e.delta for e in events) == last.text and all(e.delta for e in partial)
+    assert all(b.text.startswith(a.text) for a, b in zip(events, events[1:]))
+    if interval_s:  # only the first text comes before the final event
+        assert [e.timings.new_tokens for e in partial] == [1][:plain.timings.new_tokens - 1]
+    else:  # every token but the last has its own event
+        assert [e.timings.new_tokens for e in partial] == list(range(1, plain.timings.new_tokens))
 
 
 def test_engine_numbers_are_in_the_stats(tiny_engine, batch):

@@ -1,4 +1,4 @@
-"""The streaming generator: timings, greedy determinism, stops, sampling, and bad settings."""
+"""The streaming generator: timings, greedy determinism, stops, sampling, incremental text, and bad settings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lab.inference.generate import GenerationSettings, generate_text, prompt_ids, stream_generate
+from lab.inference.generate import GenerationSettings, TextStream, generate_text, prompt_ids, stream_generate
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,96 @@ def test_passed_cache_is_extended_in_place(tiny):
     assert event.timings.prompt_tokens == suffix.shape[1]
     assert event.timings.context_tokens == prefix.shape[1] + suffix.shape[1]
     assert cache.get_seq_length() >= prefix.shape[1] + suffix.shape[1]
+
+
+MIXED_TEXT = ["The café in Zürich serves crème brûlée — twice.", "東京の天気は晴れです。", "Привет, мир! 🙂🚀 done",
+              "naïve façade,  two  spaces and\nnew lines\t tabs"]
+
+
+def trained_tokenizer(kind: str):
+    """A small tokenizer trained on MIXED_TEXT. byte-level (SmolLM2's kind): too few merges to cover every
+    character, so multi-byte characters are split over tokens. metaspace (SentencePiece's kind): a decode drops the
+    leading space of its first token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    raw = Tokenizer(models.BPE())
+    if kind == "byte-level":
+        raw.pre_tokenizer, raw.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        raw.pre_tokenizer, raw.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+        alphabet = sorted(set("".join(MIXED_TEXT).replace(" ", "\u2581")))
+    raw.train_from_iterator(MIXED_TEXT, trainers.BpeTrainer(vocab_size=len(alphabet) + 40, initial_alphabet=alphabet,
+                                                            special_tokens=["<eos>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>")
+
+
+def assert_streams_like_the_full_decode(tok, ids: list[int], step: int) -> None:
+    """Fed `step` ids at a time (a batch output may carry several), the streamed text is a prefix of the full decode
+    at every point, is the pieces joined, and ends as the full decode."""
+    stream, pieces = TextStream(tok), []
+    for i in range(0, len(ids), step):
+        pieces.append(stream.add(ids[i:i + step]))
+        full = tok.decode(ids[:i + step], skip_special_tokens=True)
+        assert full.startswith(stream.text) and "".join(pieces) == stream.text
+        assert "\ufffd" not in stream.text  # half a character never goes out
+    assert stream.text == stream.full_text() == tok.decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "metaspace"])
+def test_text_stream_equals_the_full_decode(kind):
+    tok = trained_tokenizer(kind)
+    for text in MIXED_TEXT:
+        ids = tok(text, add_special_tokens=False).input_ids
+        if kind == "byte-level":
+            assert "\ufffd" in "".join(tok.decode([i]) for i in ids) or text.isascii()  # characters really are split
+        for step in (1, 3):
+            assert_streams_like_the_full_decode(tok, ids + [tok.eos_token_id], step)
+
+
+def test_text_stream_on_a_word_level_tokenizer_that_joins_with_spaces(tiny):
+    _, tok = tiny
+    ids = tok("what is the capital of france ? paris", add_special_tokens=False).input_ids
+    assert_streams_like_the_full_decode(tok, ids, 1)
+
+
+@pytest.mark.slow
+def test_text_stream_equals_the_full_decode_on_smollm2():
+    """The embedded model's own tokenizer (byte-level BPE) on English and non-ASCII text."""
+    from transformers import AutoTokenizer
+
+    from lab.core.settings import LabSettings
+    from lab.inference.models import materialise_embedded
+    tok = AutoTokenizer.from_pretrained(materialise_embedded(LabSettings().subdir("models")))
+    text = " ".join(MIXED_TEXT) + " It's 25°C — “quoted” ½ ∑ señor Ελλάδα नमस्ते 😀👍🏽 done."
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert len(ids) > len(text) // 4 and tok.decode(ids) == text
+    for step in (1, 2, 5):
+        assert_streams_like_the_full_decode(tok, ids, step)
+
+
+def test_stream_generate_pieces_join_to_the_final_text_with_a_split_character(tiny):
+    """A model whose next token is always the first half of a two-byte character, then its second half."""
+    model, _ = tiny
+    tok = trained_tokenizer("byte-level")
+    first, second = tok.convert_tokens_to_ids(["Ã", "©"])  # é is C3 A9: ByteLevel writes those bytes as Ã and ©
+    assert tok.decode([first]) == "\ufffd" and tok.decode([first, second]) == "é"
+
+    class Alternating(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config, self.generation_config, self.calls = model.config, model.generation_config, 0
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, **_):
+            logits = torch.zeros(1, input_ids.shape[1], len(tok))
+            logits[..., first if self.calls % 2 == 0 else second] = 1.0
+            self.calls += 1
+            return type("Out", (), {"logits": logits})()
+
+    events = list(stream_generate(Alternating(), tok, torch.tensor([[first]]), GenerationSettings(max_new_tokens=5)))
+    assert [e.text for e in events[:-1]] == ["é", "éé"]  # nothing went out for a half character
+    assert events[-1].done and events[-1].text == "éé\ufffd" and "".join(e.delta for e in events) == events[-1].text
 
 
 @pytest.mark.parametrize("field, value", [("max_new_tokens", 0), ("temperature", -1.0), ("top_p", 0.0),
