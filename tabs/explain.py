@@ -326,8 +326,10 @@ def _sweep_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Accordion
     sweep_pick.change(watch, sweep_pick, [table, plot, decision], queue=False)
     csv_btn.click(export, sweep_pick, csv)
     gr.Timer(3).tick(watch, sweep_pick, [table, plot, decision], **POLL)
-    tab.select(lambda current: gr.update(choices=_sweep_ids(engine), value=current), sweep_pick, sweep_pick,
-               queue=False)
+    # Choices only, never a value: the tab's select handlers answer one after another, so on a busy machine this
+    # one can answer after Start's. Handing back the value it read when the tab was selected (none yet) would then
+    # replace the sweep just started, and the table would stop following it.
+    tab.select(lambda: gr.update(choices=_sweep_ids(engine)), None, sweep_pick, queue=False)
     return box
 
 

@@ -4,10 +4,11 @@ start a tiny sweep from the Explain tab and see its table fill."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
-from support import app_thread_stacks, tiny_job_yaml
+from support import app_thread_stacks, tiny_job_yaml, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -64,10 +65,32 @@ def test_train_tab_runs_a_job_and_its_adapter_reaches_compare(browser, tiny_app)
     page.close()
 
 
-def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
+@pytest.fixture
+def late_sweep_listing(tiny_app, monkeypatch):
+    """(listed, release): the app's first sweep listing, the one the Explain tab's select refresh asks for, sets
+    `listed` and answers only once `release` is set. So the refresh answers after Start has, the order a busy
+    machine gives it (the tab's select handlers answer one after another, this one last)."""
+    listed, release = threading.Event(), threading.Event()
+    list_sweeps = tiny_app.engine.list_sweeps
+
+    def held_first_listing():
+        if not listed.is_set():
+            listed.set()
+            release.wait(300)
+        return list_sweeps()
+    monkeypatch.setattr(tiny_app.engine, "list_sweeps", held_first_listing)
+    yield listed, release
+    release.set()
+
+
+def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app, late_sweep_listing):
+    """The table follows the sweep to its decision, also when the tab's refresh of the sweep list answers after
+    Start: that late answer once set the sweep being watched back to none, and the table stopped refreshing."""
+    listed, release = late_sweep_listing
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(tiny_app.url)
     page.get_by_role("tab", name="Explain").click()
+    wait_until(listed.is_set, "the Explain tab's select refresh asked for the sweep list", timeout_s=120)
     page.locator("#explain-sweep").get_by_text("Sweep this knob").click()
     base = {"kind": "sft", "model_id": str(tiny_app.model_dir), "datasets": [{"path": str(tiny_app.qa), "format": "qa"}],
             "eval_dataset": {"path": str(tiny_app.qa), "format": "qa"}, "max_steps": 2,
@@ -78,6 +101,7 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
     page.locator("#explain-sweep-start").click()
     page.wait_for_function("() => document.querySelector('#explain-sweep-table')?.innerText.includes('r=4')",
                            timeout=60_000)
+    release.set()  # the tab's refresh answers now, after Start's answer and the table's first rows
     try:
         page.wait_for_function("() => document.querySelector('#explain-sweep-decision')?.innerText.includes('r=')"
                                " && !document.querySelector('#explain-sweep-decision').innerText.includes('finished…')",
@@ -87,6 +111,7 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app):
         logs = "\n".join(f"--- {j['id']} {j['state']} {j.get('message')}\n{tiny_app.engine.job_log(j['id'], 15)}"
                           for j in jobs)
         raise AssertionError(f"sweep decision never shown: {page.locator('#explain-sweep-decision').inner_text()}\n"
+                             f"sweep watched: {page.locator('#explain-sweep-id input').input_value()!r}\n"
                              f"{page.locator('#explain-sweep-table').inner_text()}\n{logs}\n"
                              f"toasts: {page.locator('.toast-body').all_inner_texts()}\n{app_thread_stacks()}") from exc
     table = page.locator("#explain-sweep-table").inner_text()
