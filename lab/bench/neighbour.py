@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from lab.bench.serve import CHAT_PROMPTS, ServeBenchConfig, running_app, warm_up
@@ -48,8 +49,10 @@ def _rag(client, cfg: ServeBenchConfig) -> float:
 
 
 def many_headings(path: Path, n: int = 5000) -> Path:
-    """A markdown file of n one-line sections: the document that made one user's build stall everyone."""
-    path.write_text("".join(f"## Note {i}\nItem {i} is filed under shelf {i % 97}.\n" for i in range(n)),
+    """A markdown file of n one-line sections: the document that made one user's build stall everyone. Its first
+    line is new on every call, so each run builds its index (an index is kept on disk by the document's hash)."""
+    path.write_text(f"# Shelf notes {uuid.uuid4().hex}\n"
+                    + "".join(f"## Note {i}\nItem {i} is filed under shelf {i % 97}.\n" for i in range(n)),
                     encoding="utf-8")
     return path
 
