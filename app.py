@@ -38,6 +38,12 @@ def build_app(engine: Engine) -> gr.Blocks:
             train.build(engine)
             explain.build(engine)
             system.build(engine)
+        # A closed or reloaded page cancels every model request it still has (waiting ones leave their queue,
+        # decoding ones stop at the next token); gradio calls this when the page's connection ends.
+        def page_closed(request: gr.Request) -> None:
+            engine.cancel_page(request.session_hash)
+
+        demo.unload(page_closed)
     return demo
 
 

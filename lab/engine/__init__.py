@@ -15,6 +15,8 @@ is no cycle.
 from __future__ import annotations
 
 import platform
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ __all__ = ["Engine", "config_paths"]
 class Engine(HistoryOps, KnowledgeOps, ArenaOps, ExplainOps, PlacementOps):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._pages_lock = threading.Lock()
+        self._page_callers: dict[str, dict[str, float]] = {}
+        """Browser session -> {caller id: when made}: what `cancel_page` cancels when the page goes."""
         disk.set_cap(self.settings.data_dir / "knowledge", int(self.settings.knowledge_cache_gb * 2**30))
 
     def info(self) -> dict:
@@ -60,7 +65,24 @@ class Engine(HistoryOps, KnowledgeOps, ArenaOps, ExplainOps, PlacementOps):
         gets its own fair share."""
         if session and not self.settings.sign_in_on():
             user = f"visitor-{session[:12]}"
-        return self.sessions.new_caller(kind, user)
+        caller = self.sessions.new_caller(kind, user)
+        if session:
+            with self._pages_lock:
+                live, now = {t["caller"] for t in self.sessions.board.rows()}, time.monotonic()
+                # Forget callers with nothing in flight a minute after they were made (their requests ended, or
+                # never came), so the table holds only pages with work.
+                self._page_callers = {s: kept for s, callers in self._page_callers.items()
+                                      if (kept := {c: t for c, t in callers.items() if c in live or now - t < 60})}
+                self._page_callers.setdefault(session, {})[caller] = now
+        return caller
+
+    def cancel_page(self, session: str) -> int:
+        """Cancel every model request a browser page (gradio's session hash) still has in flight: the page was
+        closed or reloaded. How many were cancelled."""
+        with self._pages_lock:
+            callers = self._page_callers.pop(session, {})
+        return sum(self.sessions.board.cancel_caller(c, "This request was cancelled: its page was closed.")
+                   for c in callers)
 
     def queue_position(self, caller: str) -> int | None:
         """1-based place of `caller` in the queue for exclusive model work (0 while it holds the model), else in its

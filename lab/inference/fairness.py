@@ -120,7 +120,7 @@ class RequestBoard:
         now = time.time()
         with self._lock:
             tickets = sorted(self._tickets.values(), key=lambda t: t.id)
-        return [{"id": t.id, "user": t.user, "kind": t.caller.partition(":")[2] or t.caller, "model": t.model,
+        return [{"id": t.id, "caller": t.caller, "user": t.user, "kind": t.caller.partition(":")[2] or t.caller, "model": t.model,
                  "what": t.what, "state": "cancelling" if t.cancelled.is_set() else t.state,
                  "age_s": round(now - t.asked, 1)} for t in tickets]
 

@@ -74,3 +74,20 @@ def test_system_tab_lists_a_request_in_flight_and_cancels_it(browser, live_app, 
     page.wait_for_function("() => !document.querySelector('#system-requests').innerText.includes('playground-')",
                            timeout=30_000)
     page.close()
+
+
+def test_reloading_the_page_cancels_its_playground_answer(browser, live_app, embedded_engine):
+    """A page that goes away takes its requests with it: the answer stops and leaves the list of requests."""
+    from support import wait_until
+
+    page = browser.new_page()
+    page.goto(live_app)
+    page.get_by_role("tab", name="System").click()
+    page.locator("#playground-prompt textarea").fill("Write a long story about a river and the town beside it.")
+    page.get_by_label("max_new_tokens").fill("1500")
+    page.locator("#playground-run").click()
+    wait_until(lambda: [r["kind"].split("-")[0] for r in embedded_engine.running_requests()] == ["playground"],
+               timeout_s=60)
+    page.reload()
+    wait_until(lambda: embedded_engine.running_requests() == [], timeout_s=60)
+    page.close()

@@ -172,3 +172,15 @@ def test_one_user_decodes_at_most_per_user_at_once_even_with_room():
         t.join(30)
     assert len(entered) == 7
     stack.close()
+
+
+def test_a_closed_page_cancels_its_requests_and_only_its_own(tiny_engine):
+    mine = tiny_engine.new_caller("arena", "local", session="page-one-session")
+    other = tiny_engine.new_caller("arena", "local", session="page-two-session")
+    board = tiny_engine.sessions.board
+    with board.track(mine, "m", "batched") as a, board.track(mine, "m", "batched") as b, \
+            board.track(other, "m", "batched") as c:
+        assert tiny_engine.cancel_page("page-one-session") == 2
+        assert a.cancelled.is_set() and b.cancelled.is_set() and not c.cancelled.is_set()
+        assert "page was closed" in a.reason
+    assert tiny_engine.cancel_page("page-one-session") == 0
