@@ -47,6 +47,21 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def save_loud_adapter(model_dir: Path, path: Path) -> Path:
+    """A LoRA adapter on the tiny model whose B matrices are large, so its answers differ from the base's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=2.0)
+    model.save_pretrained(path)
+    return path
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:

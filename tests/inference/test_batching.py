@@ -17,7 +17,7 @@ from lab.inference.batching import base_model
 from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
 from lab.inference.session import engine_key
 from tabs.common import with_queue_position
-from support import wait_until
+from support import save_loud_adapter, wait_until
 
 PROMPTS = ["what is the capital of france ?", "the model", "train the lora rank and alpha", "one two three four five",
            "the river of the city", "a question of data"]
@@ -113,18 +113,7 @@ def test_a_browser_going_away_cancels_through_the_queue_helper(tiny_engine, batc
 @pytest.fixture
 def adapter(tiny_engine, tiny_model_dir):
     """A LoRA adapter that changes the answers, saved as <data>/adapters/loud."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=2.0)
-    path = tiny_engine.settings.subdir("adapters") / "loud"
-    model.save_pretrained(path)
-    return "loud", str(path)
+    return "loud", str(save_loud_adapter(tiny_model_dir, tiny_engine.settings.subdir("adapters") / "loud"))
 
 
 def test_an_adapter_request_pauses_the_batch_and_base_answers_stay_the_base(tiny_engine, batch, adapter):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 import time
 
-import torch
 
 from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
+from support import save_loud_adapter
 
 
 def test_both_lanes_at_once_leave_plain_forwards_causal(tiny_engine):
@@ -61,18 +61,8 @@ def test_both_lanes_at_once_leave_plain_forwards_causal(tiny_engine):
 def test_an_adapter_column_answers_as_alone_in_any_mix_after_any_request(tiny_engine, tiny_model_dir):
     """The Arena of the report: base greedy, base sampled and an adapter column, three rounds; the adapter's greedy
     answer equals the adapter alone every time, token for token."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from lab.inference.arena import ArenaColumn
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=2.0)
-    model.save_pretrained(tiny_engine.settings.subdir("adapters") / "loud")
+    save_loud_adapter(tiny_model_dir, tiny_engine.settings.subdir("adapters") / "loud")
     base = tiny_engine.settings.model_id
     adapter = ArenaColumn(f"{base} + adapter loud", GenerationSettings(max_new_tokens=16))
     columns = [ArenaColumn(base, GenerationSettings(max_new_tokens=24)),
