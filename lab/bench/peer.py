@@ -24,14 +24,18 @@ What the peer does differently from the lab, for the same transformers continuou
   request through its session manager (pins, the exclusive slot, its fair admission) and per-request threads.
 - Its KV cache is sized by the library's default share of free memory (60-90% of RAM on a CPU: 13 GB of a 24 GB
   machine here); the lab's is sized for its users within a budget (lab.inference.batching.EngineConfig.for_model).
-- Only its loop thread keeps running torch operations, so its OpenMP threads spin between operations (libgomp's
-  default). The lab's process has several threads that have run torch operations (two lanes' loops, the thread
-  that loaded the model), and libgomp stops spinning early when it manages more threads than there are cores. On
-  a quiet CPU spinning hands work over a little faster; on a busy one it costs several times over: on 2 shared
-  cores under a load of 5-7, a SmolLM2 forward pass took 0.6-0.9 s with one team of threads and 0.08 s once a
-  second team was alive, and the peer answered about 10x slower than the lab. Both servers inherit this
-  process's environment; the result says which OMP_WAIT_POLICY they ran under (PASSIVE: every idle thread sleeps
-  at once, in both), so compare figures taken under the same policy and a similar load.
+- Only its loop thread keeps running torch operations, so its OpenMP threads spin-wait between operations
+  (libgomp's default). In the lab's process several threads have run torch operations (both lanes' loops, the
+  thread that built the paged caches), and libgomp spins only briefly once it manages more threads than there
+  are cores: its idle threads sleep and are woken for each operation. That is the largest difference measured
+  here, both ways (2 shared cores, noisy): a bare continuous-batching manager decoding one greedy answer alone in
+  its process was about 1.4x as fast as with a second manager alive (which was as fast as OMP_WAIT_POLICY=PASSIVE)
+  while the machine was nearly idle, and about 10x slower once other processes kept the cores busy, because a
+  spinning thread holds a core its neighbours need. The lab gives up some speed on a quiet CPU and does not
+  collapse on a shared one.
+  Both servers inherit this process's environment; the result says which OMP_WAIT_POLICY they ran under
+  (PASSIVE: every idle OpenMP thread sleeps at once, in both), so compare figures taken under the same policy and
+  a similar load.
 """
 
 from __future__ import annotations
