@@ -250,6 +250,8 @@ class _Lane:
         cancelled requests are dropped. When the loop has ended, wake every request still waiting."""
         manager = self.manager
         while True:
+            # The timeout adds no latency (a waiting get returns as soon as an output is put); it only bounds how long
+            # an idle dispatcher takes to notice that the loop has ended, since nothing is put when it stops idle.
             out = manager.get_result(timeout=0.1)
             if out is None:
                 if manager.is_running():
