@@ -211,23 +211,31 @@ class SignIn:
     def __call__(self, username: str, password: str) -> bool:
         return self.check(username, password, client_address())
 
+    def log_name(self, username: str) -> str:
+        """How the log names whoever tried: a known user by name; any other name by a short hash, because people
+        type their password into the name field, and the log must not keep it. The hash still lets an admin see
+        that the same unknown name keeps trying."""
+        if username in self.users:
+            return repr(username)
+        return f"unknown user #{hashlib.sha256(username.encode()).hexdigest()[:8]}"
+
     def check(self, username: str, password: str, address: str | None = None) -> bool:
         """True for a right password; False for a wrong one; SignInLocked while the user or address is locked."""
-        shown = username[:80]  # what the log says: a name can be anything a client sends
+        shown = self.log_name(username)
         keys = [(f"user:{username}", self.throttle.max_failures, "account")]
         if address:
             keys.append((f"address:{address}", self.throttle.max_failures_per_address, "address"))
         for key, _, what in keys:
             wait = self.throttle.seconds_locked(key)
             if wait > 0:
-                log.warning("sign-in refused while locked: user %r from %s (%s locked for %.0f s more)",
+                log.warning("sign-in refused while locked: user %s from %s (%s locked for %.0f s more)",
                             shown, address, what, wait)
                 raise SignInLocked(f"Too many failed sign-ins for this {what}; try again in {wait:.0f} s.")
         stored = self.users.get(username)
         ok = verify_password(password, stored if stored is not None else self._dummy) and stored is not None
         if ok:
             self.throttle.clear(keys[0][0])
-            log.info("sign-in: user %r from %s", shown, address)
+            log.info("sign-in: user %s from %s", shown, address)
             return True
         counts, locks = [], []
         for key, limit, what in keys:
@@ -235,7 +243,7 @@ class SignIn:
             counts.append(failures)
             if lock:
                 locks.append(f"{what} locked for {lock:.0f} s")
-        log.warning("sign-in failed: user %r from %s (%d failures for the user, %s for the address)%s",
+        log.warning("sign-in failed: user %s from %s (%d failures for the user, %s for the address)%s",
                     shown, address, counts[0], counts[1] if address else "no count",
                     f"; {', '.join(locks)}" if locks else "")
         return False

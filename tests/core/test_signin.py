@@ -189,3 +189,17 @@ def test_hash_password_command_prints_a_line_that_signs_in(monkeypatch, capsys):
     assert SignIn(users).check("alice", PASSWORD, "10.0.0.1")
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["hash-password", "alice"]) == 2 and "password is empty" in capsys.readouterr().err
+
+
+def test_an_unknown_user_name_is_never_logged(gate, caplog):
+    """A password typed into the name field must not reach the log: an unknown name is logged as a short hash."""
+    caplog.set_level(logging.INFO, logger="lab.signin")
+    assert gate.check("alicepw1", WRONG, "10.0.0.9") is False
+    fail(gate, "mallory-secret", "10.0.0.8", 5)
+    with pytest.raises(SignInLocked):
+        gate.check("mallory-secret", WRONG, "10.0.0.8")
+    text = caplog.text
+    assert "alicepw1" not in text and "mallory-secret" not in text
+    assert "unknown user" in text and "10.0.0.9" in text
+    assert gate.check("alice", WRONG, "10.0.0.7") is False
+    assert "'alice'" in caplog.text  # a known name is still named
