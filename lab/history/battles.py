@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from lab.history.records import HIDDEN_ERROR
 from lab.inference.arena import ColumnReply
 from lab.knowledge.compare import MethodUpdate
 
@@ -27,9 +28,6 @@ KNOWLEDGE_METHODS = ("rag", "cag", "full")
 
 SIDES = ("A", "B")
 
-HIDDEN_ERROR = "This contestant could not answer; why is shown with its name when you discard the battle."
-"""What the browser sees of a contestant's error until the battle is discarded (a battle with a failed side takes no
-vote): the real message often names the model or method ("too long for CAG ... on MODEL")."""
 
 TEAM_POOL = ""
 """The owner of the pool an admin keeps for the whole team (no user name is empty)."""

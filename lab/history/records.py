@@ -30,6 +30,11 @@ WINNERS = ("a", "b", "tie", "both_bad")
 EXPORT_FIELDS = ("id", "kind", "when", "title", "detail")
 """Columns of a history CSV, one line per record."""
 
+HIDDEN_ERROR = "This contestant could not answer; why is shown with its name when you discard the battle."
+"""What a contestant's error reads as until the battle is discarded, live and in History and its exports (a battle
+with a failed side takes no vote): the real message often names the model or method ("too long for CAG ... on
+MODEL")."""
+
 _ITEM_ID = re.compile(r"^(compare|evaluation|arena|battle)-([0-9]{1,18})$")
 
 
@@ -222,8 +227,15 @@ def get_item(db: HistoryDB, user: str, item_id: str) -> dict:
         settings = {k: v for k, v in settings.items() if k not in ("a_entry", "b_entry")}
     return base | {"when": _when(row["created"]), "prompt": row["prompt"], "document": row["document"],
                    "settings": settings, "winner": row["winner"],
-                   "a": {"name": row["a_name"] if voted else None, "text": row["a_text"], "error": row["a_error"]},
-                   "b": {"name": row["b_name"] if voted else None, "text": row["b_text"], "error": row["b_error"]}}
+                   "a": _side(row, "a", voted), "b": _side(row, "b", voted)}
+
+
+def _side(row: dict, side: str, voted: bool) -> dict:
+    """One side of a battle as History shows it: before the vote neither its name nor its real error (which may
+    name the model or the method) leaves the server."""
+    error = row[f"{side}_error"]
+    return {"name": row[f"{side}_name"] if voted else None, "text": row[f"{side}_text"],
+            "error": error if voted or not error else HIDDEN_ERROR}
 
 
 def delete_item(db: HistoryDB, user: str, item_id: str) -> None:
