@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the functions that probe or name a dtype, not by every importer
+    import torch
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,16 @@ class DeviceChoice:
 
 def choose_device(has_cuda: bool, has_flash_attn: bool) -> DeviceChoice:
     """The pure decision, separated from probing so tests can cover every branch without a GPU."""
+    import torch
+
     if has_cuda:
         return DeviceChoice("cuda", torch.bfloat16, "flash_attention_2" if has_flash_attn else "sdpa")
     return DeviceChoice("cpu", torch.float32, "sdpa")
 
 
 def detect_device() -> DeviceChoice:
+    import torch
+
     has_cuda = torch.cuda.is_available()
     has_flash = has_cuda and importlib.util.find_spec("flash_attn") is not None
     return choose_device(has_cuda, has_flash)
@@ -45,6 +52,8 @@ def memory_info(device: str) -> dict[str, float]:
     info = {"ram_total": float(vm.total), "ram_available": float(vm.available),
             "process_rss": float(psutil.Process().memory_info().rss)}
     if device == "cuda":
+        import torch
+
         free, total = torch.cuda.mem_get_info()
         info |= {"gpu_total": float(total), "gpu_free": float(free),
                  "gpu_allocated": float(torch.cuda.memory_allocated())}

@@ -24,10 +24,10 @@ from lab.core.checks import check_question_length
 from lab.core.errors import USER_ERRORS, user_message
 from lab.inference.endpoints import is_endpoint, stream_model
 from lab.inference.runtime import Runtime
-from lab.inference.generate import GenerationSettings, Timings, prompt_ids
+from lab.inference.configs import MAX_COLUMNS, GenerationSettings
+from lab.inference.generate import Timings, prompt_ids
 
 ADAPTER_SEP = " + adapter "
-MAX_COLUMNS = 4
 
 
 def choice_label(model_id: str, adapter: str | None = None) -> str:

@@ -31,6 +31,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PreTrainedModel
 
+from lab.knowledge.configs import CagConfig
 from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document
 from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
@@ -42,17 +43,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 """Bump when the files written by `save_cache` change, so old caches are rebuilt."""
-
-
-@dataclass(frozen=True)
-class CagConfig:
-    reserve_tokens: int = 256
-    """Tokens that must stay free after the document for a question and its answer. A document whose
-    prompt leaves fewer in the model's window is refused for CAG and full context (RAG still works)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.reserve_tokens, bool) or not isinstance(self.reserve_tokens, int) or self.reserve_tokens < 1:
-            raise ValueError(f"reserve_tokens must be a whole number >= 1, got {self.reserve_tokens!r}")
 
 
 @dataclass

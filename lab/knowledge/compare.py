@@ -26,60 +26,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Generator, Iterator, Sequence
 
 from lab.inference.adapters import resolve_adapter
-from lab.knowledge.cag import CagConfig, check_fits, get_cag, stream_answer
+from lab.knowledge.cag import check_fits, get_cag, stream_answer
+from lab.knowledge.configs import ADAPTER_PREFIX, METHODS, CompareConfig, RagConfig
 from lab.knowledge.documents import Document, load_document
 from lab.core import checks
 from lab.core.keylocks import KeyedLocks
 from lab.core.errors import USER_ERRORS
 from lab.inference.runtime import Runtime
 from lab.inference.session import watched
-from lab.inference.generate import GenerationEvent, GenerationSettings
+from lab.inference.generate import GenerationEvent
 from lab.inference.endpoints import is_endpoint, stream_model
-from lab.knowledge.prompt import _SLOT, _messages, demonstrations, read_answer, split_prompt, suffix_ids
-from lab.knowledge.rag import RagConfig, RagIndex, RetrievedChunk, build_or_load_index, cite, knowledge_text, retrieve
+from lab.knowledge.prompt import _SLOT, _messages, read_answer, split_prompt, suffix_ids
+from lab.knowledge.rag import RagIndex, RetrievedChunk, build_or_load_index, cite, knowledge_text, retrieve
 from lab.core.settings import BUNDLED_DOC
-
-METHODS = ("base", "rag", "cag", "full")
-"""The methods that need no adapter; `ft:<adapter>` adds a fine-tuned one."""
-
-ADAPTER_PREFIX = "ft:"
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    max_new_tokens: int = 48
-    """Most tokens any method may generate; short answers usually stop far earlier (see stop_at_answer)."""
-    stop_at_answer: bool = True
-    """Stop decoding once the first sentence or line of the answer is complete. The same rule applies to
-    every method, so timings stay comparable; turn off to see everything the model would say."""
-    rag: RagConfig = field(default_factory=RagConfig)
-    """Chunking and top-k of the RAG method (the index is rebuilt only when chunking changes)."""
-    cag: CagConfig = field(default_factory=CagConfig)
-    """Room kept free beside the document for CAG and full context."""
-    model_id: str | None = None
-    """Model to ask ('embedded', a local folder or a Hub id); None = the lab's default (LAB_MODEL)."""
-    load_in_4bit: bool | None = None
-    """Load the model as 4-bit NF4; None = the lab's default (LAB_LOAD_IN_4BIT)."""
-    few_shot: int = 0
-    """Question -> short answer examples (from the bundled dev set) shown before every method's question, 0-8.
-    They teach the answer format; CAG prefills them once with the document, full context pays for them on
-    every question, RAG and base on every question too."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a whole number >= 1, got {self.max_new_tokens!r}")
-        demonstrations(self.few_shot)  # validates the count
-
-    @property
-    def shots(self) -> tuple[tuple[str, str], ...]:
-        return demonstrations(self.few_shot)
-
-    @property
-    def generation(self) -> GenerationSettings:
-        """Greedy decoding: answers are reproducible and CAG can be checked against full context."""
-        return GenerationSettings(max_new_tokens=self.max_new_tokens)
-
-
 
 @dataclass
 class MethodUpdate:

@@ -1,7 +1,7 @@
 """Batch evaluation: run a QA set through several Compare methods and score the answers.
 
     python -m lab eval --qa assets/knowledge/qa.jsonl --methods base,rag,cag,full --limit 30 --out results.json
-    python -m lab eval --set heldout --methods base,rag,cag --out heldout.json     # see EVAL_SETS
+    python -m lab eval --set heldout --methods base,rag,cag --out heldout.json     # see lab.knowledge.configs.EVAL_SETS
 
 (Named evaluate_qa, not evaluate, so it never shadows the `evaluate` package.) Each line of the
 QA file is `{"question": ..., "answer": ...}`. Every (question, method) pair is answered with
@@ -26,8 +26,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lab.core.checks import check_question_length
-from lab.core.settings import BUNDLED_DOC, BUNDLED_QA, REPO_ROOT
-from lab.knowledge.compare import CompareConfig, MethodUpdate, check_request, stream_compare
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
+from lab.knowledge.compare import MethodUpdate, check_request, stream_compare
+from lab.knowledge.configs import CompareConfig
 from lab.knowledge.documents import Document, load_document
 from lab.inference.runtime import Runtime
 from lab.knowledge.metrics import score_answers, score_one
@@ -36,16 +37,6 @@ SCORES = ("exact_match", "f1", "rouge_l", "bleu")
 ROW_FIELDS = ("index", "method", "question", "reference", "answer", "raw", "error", *SCORES,
               "latency_s", "ttft_s", "retrieval_ms", "context_tokens", "new_tokens", "cache_mb", "citation")
 """Columns of a result row, in CSV order."""
-
-_KNOWLEDGE = REPO_ROOT / "assets" / "knowledge"
-EVAL_SETS = {
-    "dev": (BUNDLED_DOC, _KNOWLEDGE / "qa_dev.jsonl"),
-    "test": (BUNDLED_DOC, _KNOWLEDGE / "qa_test.jsonl"),
-    "heldout": (_KNOWLEDGE / "kestrelford_transit_handbook.md", _KNOWLEDGE / "kestrelford_transit_qa.jsonl"),
-}
-"""Named (document, QA file) pairs. dev: lines of qa.jsonl whose 1-based number is not a multiple of 3, the
-only questions prompts and answer reading may be tuned on (few-shot examples come from here too); test:
-every third line, reported only; heldout: a second document of another kind, never tuned on."""
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, message), called before the first answer and after each one."""

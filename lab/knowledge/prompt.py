@@ -24,11 +24,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import torch
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from lab.knowledge.documents import readable
+
+if TYPE_CHECKING:  # the prompt's text and few-shot examples need no torch (lab.knowledge.configs reads them)
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 PROMPT_VERSION = 2
 """Bump whenever the wording below or the knowledge's reading changes: saved CAG caches are keyed on it.
@@ -54,6 +56,8 @@ class PromptParts:
     @property
     def ids(self) -> torch.Tensor:
         """[1, P + S] the whole prompt, as the full-context and base methods prefill it."""
+        import torch
+
         return torch.cat([self.prefix_ids, self.suffix_ids], dim=1)
 
 

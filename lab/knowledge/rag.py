@@ -29,12 +29,13 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
 from lab.core.access import QuotaError
 from lab.knowledge.disk import enforce_cap
+from lab.knowledge.configs import RagConfig
 from lab.knowledge.embedder import MiniLMEmbeddings, embed_chunks, get_embedder
 from lab.knowledge.documents import Document, readable
 
@@ -55,14 +56,8 @@ INDEX_FORMAT = 3
 2: chunks carry a heading path, and the vectors embed the readable heading path + text.
 3: short markdown sections are merged (MIN_SECTION_SHARE)."""
 
-CHUNKINGS = ("markdown", "recursive")
-
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 """Heading levels that start a new section; deeper ones stay inside their section's text."""
-
-MIN_CHUNK_SIZE = 100
-"""Smallest chunk_size accepted, in characters: smaller chunks hold a few words each, which say little on their
-own, and a short page already becomes hundreds of them to embed."""
 
 MIN_SECTION_SHARE = 5
 """A markdown section shorter than chunk_size // MIN_SECTION_SHARE characters (100 at the default chunk_size) is
@@ -74,47 +69,6 @@ the number of headings."""
 _KEEP_SEPARATOR = "end"
 """Separators stay at the end of the chunk they close: a sentence keeps its '. ' instead of the
 next chunk starting with '. '. Part of the index key because it changes the chunks."""
-
-
-@dataclass(frozen=True)
-class RagConfig:
-    """How a document is chunked and how many chunks a question retrieves."""
-
-    chunk_size: int = 500
-    """Maximum chunk length in characters, at least 100 (MiniLM reads at most 256 word pieces, ~1000 chars). With
-    markdown chunking, sections shorter than a fifth of it are merged with their neighbours, so smaller values give
-    more focused chunks only down to that point; larger values give fewer, broader chunks."""
-    chunk_overlap: int = 50
-    """Characters shared by neighbouring chunks, so a fact cut at a boundary survives in one."""
-    separators: tuple[str, ...] = ("\n\n", "\n", ". ", " ", "")
-    """Split points tried in order (paragraph, line, sentence, word, character); a list is accepted."""
-    top_k: int = 3
-    """Number of chunks `retrieve` returns by default."""
-    chunking: Literal["markdown", "recursive"] = "markdown"
-    """markdown: cut at the document's headings first, then by size, each chunk keeping its heading path
-    (suits structured notes; plain text has no headings and is cut by size only). recursive: cut the whole
-    text by size, ignoring headings."""
-
-    def __post_init__(self) -> None:
-        # Lists are accepted for convenience but stored as a tuple so the config stays hashable.
-        object.__setattr__(self, "separators", tuple(self.separators))
-        for name in ("chunk_size", "chunk_overlap", "top_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an int, got {value!r}")
-        if self.chunk_size < MIN_CHUNK_SIZE:
-            raise ValueError(f"chunk_size must be >= {MIN_CHUNK_SIZE} characters, got {self.chunk_size}")
-        if not 0 <= self.chunk_overlap < self.chunk_size:
-            raise ValueError(
-                f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}), "
-                f"got {self.chunk_overlap}"
-            )
-        if not self.separators or not all(isinstance(s, str) for s in self.separators):
-            raise ValueError(f"separators must be a non-empty list of strings, got {self.separators!r}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.chunking not in CHUNKINGS:
-            raise ValueError(f"chunking must be one of {', '.join(CHUNKINGS)}, got {self.chunking!r}")
 
 
 @dataclass(frozen=True)

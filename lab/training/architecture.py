@@ -7,9 +7,12 @@ Pretraining builds its model from these configs; the Explain tab counts their pa
 
 from __future__ import annotations
 
-from transformers import ArceeConfig, LlamaConfig, PretrainedConfig, StableLmConfig, Starcoder2Config
+from typing import TYPE_CHECKING
 
 from lab.core.checks import check
+
+if TYPE_CHECKING:  # the checks need no transformers; a PretrainConfig validates with them alone
+    from transformers import PretrainedConfig
 
 GATED_ACTIVATIONS = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh", "reglu": "relu"}
 """Gated MLPs (down(act(gate(x)) * up(x))): three matrices of d_model x d_ff."""
@@ -24,6 +27,8 @@ def _backend_config(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, 
     rmsnorm + gated -> Llama; rmsnorm + plain -> Arcee; layernorm + gated -> StableLM;
     layernorm + plain -> Starcoder2. Their bias switches differ, see `architecture_formula`.
     """
+    from transformers import ArceeConfig, LlamaConfig, StableLmConfig, Starcoder2Config
+
     gated = activation in GATED_ACTIVATIONS
     act = GATED_ACTIVATIONS[activation] if gated else PLAIN_ACTIVATIONS[activation]
     common = dict(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
@@ -44,6 +49,14 @@ def architecture_config(d_model: int, n_layers: int, n_heads: int, n_kv_heads: i
 
     n_kv_heads = n_heads is multi-head attention, 1 is multi-query, anything between is grouped-query.
     """
+    check_architecture(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, activation, norm)
+    return _backend_config(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,
+                           activation, norm, attention_bias)
+
+
+def check_architecture(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int, vocab_size: int,
+                       activation: str = "swiglu", norm: str = "rmsnorm") -> None:
+    """A ValueError naming d_model, n_heads, n_kv_heads, activation or norm when no backend can build the shape."""
     for name, value in (("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads),
                         ("n_kv_heads", n_kv_heads), ("d_ff", d_ff), ("vocab_size", vocab_size)):
         check(isinstance(value, int) and value >= 1, name, "must be a whole number >= 1", value)
@@ -54,5 +67,3 @@ def architecture_config(d_model: int, n_layers: int, n_heads: int, n_kv_heads: i
     check(activation in GATED_ACTIVATIONS or activation in PLAIN_ACTIVATIONS, "activation",
            f"must be one of {', '.join([*GATED_ACTIVATIONS, *PLAIN_ACTIVATIONS])}", activation)
     check(norm in ("rmsnorm", "layernorm"), "norm", "must be rmsnorm or layernorm", norm)
-    return _backend_config(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,
-                           activation, norm, attention_bias)

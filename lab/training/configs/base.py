@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from transformers.trainer_utils import SchedulerType
 
 from lab.core.checks import MAX_MODEL_ID_CHARS, MAX_TOKENS, check, check_finite_fields, check_whole, is_safe_name
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
@@ -32,7 +31,11 @@ ACCELERATE_CONFIG_DIR = REPO_ROOT / "assets" / "accelerate"
 CHAT_FORMATS = ("messages", "instruction", "prompt_completion", "qa")
 """Formats that become a chat prompt and an assistant answer (SFT learns the answer; GRPO/PPO score against it)."""
 DATASET_FORMATS = (*CHAT_FORMATS, "preference", "text")
-SCHEDULERS = tuple(s.value for s in SchedulerType)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay", "greedy")
+"""transformers' SchedulerType values, written out so a config validates without importing transformers;
+tests/training/test_train_config.py fails when the installed transformers adds or drops one."""
 
 OPTIMIZERS: dict[str, str] = {
     "adamw_torch": "AdamW from PyTorch: two fp32 moments per weight (8 bytes each). The safe default.",

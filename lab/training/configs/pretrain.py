@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lab.core.checks import MAX_TOKENS, check, check_whole
 from lab.core.settings import EMBEDDED_MODEL
-from lab.training.architecture import architecture_config
+from lab.training.architecture import check_architecture
 from lab.training.configs.base import TrainConfig
 
 SCRATCH = "scratch"
@@ -86,8 +86,8 @@ class PretrainConfig(TrainConfig):
         check(self.tokenizer in (TRAIN_TOKENIZER, EMBEDDED_MODEL) or Path(self.tokenizer).expanduser().is_dir(),
                "tokenizer", "must be 'train', 'embedded' or an existing local folder", self.tokenizer)
         # Raises naming d_model, n_heads, n_kv_heads, activation or norm when the shape cannot be built.
-        architecture_config(self.d_model, self.n_layers, self.n_heads, self.n_kv_heads, self.d_ff,
-                            self.tokenizer_vocab_size, self.tied_embeddings, self.activation, self.norm)
+        check_architecture(self.d_model, self.n_layers, self.n_heads, self.n_kv_heads, self.d_ff,
+                           self.tokenizer_vocab_size, self.activation, self.norm)
         check(self.rope_theta > 0, "rope_theta", "must be > 0", self.rope_theta)
         check_whole(self.max_seq_len, "max_seq_len", 8, MAX_TOKENS)
         check(self.max_length <= self.max_seq_len, "max_length",

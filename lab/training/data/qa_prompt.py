@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Collection
 
-from lab.knowledge.rag import RagConfig
+from lab.knowledge.configs import RagConfig
 
 SYSTEM_PROMPT = "You write quiz questions about a text. Every answer is copied from the text."
 
