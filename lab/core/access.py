@@ -19,22 +19,18 @@ error says where in the file it is, never what the line holds.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import yaml
 
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT, LabSettings
-from lab.core.users import LOCAL_USER, check_name
+from lab.core.names import LOCAL_USER, WAITING_OR_ACTIVE_STATES, is_hub_id, user_name
 
 ASSETS = REPO_ROOT / "assets"
 OUTPUT_DIRS = ("jobs", "adapters", "models")
 """The lab's own outputs under the data directory, readable by every job (it is one shared box). Not `knowledge`:
 its caches hold the text of other users' documents."""
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-"""owner/name (or a bare name): what the Hub accepts as a repository id."""
 
 
 class QuotaError(PermissionError):
@@ -51,7 +47,7 @@ def resolve(path: str | Path, base: Path = REPO_ROOT) -> Path:
 def allowed_roots(settings: LabSettings, user: str) -> list[Path]:
     """assets/, the user's own workspace and the lab's outputs, as real paths (nothing is created)."""
     data = Path(settings.data_dir)
-    return [resolve(ASSETS), resolve(data / "users" / check_name(user, "User name")),
+    return [resolve(ASSETS), resolve(data / "users" / user_name(user)),
             *(resolve(data / name) for name in OUTPUT_DIRS)]
 
 
@@ -76,7 +72,7 @@ def allowed_model(settings: LabSettings, user: str, model_id: str, what: str = "
     if user == LOCAL_USER or model_id in (EMBEDDED_MODEL, settings.model_id.strip()):
         return
     local = Path(model_id).expanduser()
-    if _HUB_ID.match(model_id) and not model_id.startswith(".") and not local.exists():
+    if is_hub_id(model_id) and not model_id.startswith(".") and not local.exists():
         return  # a Hub id: the loader fetches it (or says the Hub cannot be reached); no file here is named
     allowed_path(settings, user, model_id, what, base=Path.cwd())
 
@@ -102,12 +98,22 @@ def unload_refusal(settings: LabSettings, user: str) -> str | None:
     return None
 
 
+def owner_refusal(admins: Collection[str], user: str, owner: str | None, what: str, action: str) -> str | None:
+    """Why `user` may not `action` `what` (a job, a sweep, an adapter, a model request) that belongs to `owner`, or
+    None when they may: it is their own, or they are among `admins` (settings.admin_names(), LAB_ADMINS). What was
+    made before sign-in has no owner and belongs to the local user. The one rule and message for every such check."""
+    owner = owner or LOCAL_USER
+    if user == owner or user in admins:
+        return None
+    return f"{what} belongs to {owner}; only they (or an admin, LAB_ADMINS) can {action} it."
+
+
 def cancel_refusal(settings: LabSettings, user: str, owner: str) -> str | None:
     """Why `user` may not cancel a model request of `owner`, or None when they may: their own, or anyone's for an
-    admin (LAB_ADMINS) or the one local user without sign-in."""
-    if not settings.sign_in_on() or user == owner or is_admin(settings, user):
+    admin (LAB_ADMINS) or for the one local user without sign-in (requests then belong to browser sessions)."""
+    if not settings.sign_in_on():
         return None
-    return f"Only {owner} or an admin (LAB_ADMINS) can cancel this request."
+    return owner_refusal(settings.admin_names(), user, owner, "This request", "cancel")
 
 
 # ---- limits -----------------------------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def check_sweep_points(settings: LabSettings, points: int) -> None:
 
 def check_queued_jobs(settings: LabSettings, user: str, jobs: Iterable[dict]) -> None:
     """Refuse a new job or sweep while `user` already has max_queued_jobs queued or running."""
-    active = sum(j.get("owner") == user and j["state"] in ("queued", "running", "stopping") for j in jobs)
+    active = sum(j.get("owner") == user and j["state"] in WAITING_OR_ACTIVE_STATES for j in jobs)
     if active >= settings.max_queued_jobs:
         raise _refuse(f"{user} already has {active} queued or running jobs, the most one user may have",
                       settings.max_queued_jobs, "LAB_MAX_QUEUED_JOBS", "Wait for one to finish or stop one")
@@ -147,7 +153,7 @@ def folder_bytes(folder: Path) -> int:
 
 def check_workspace_quota(settings: LabSettings, user: str, adding: int = 0) -> None:
     """Refuse when `user`'s workspace, plus `adding` bytes about to be written, is over workspace_quota_mb."""
-    used = folder_bytes(Path(settings.data_dir) / "users" / check_name(user, "User name"))
+    used = folder_bytes(Path(settings.data_dir) / "users" / user_name(user))
     if used + adding > settings.workspace_quota_mb * 2**20:
         raise _refuse(f"{user}'s workspace holds {_size(used)} and this adds {_size(adding)}, over the "
                       f"{settings.workspace_quota_mb:g} MB each user may keep", settings.workspace_quota_mb,

@@ -13,31 +13,19 @@ only: folders 0700, files 0600.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 from pathlib import Path
 from typing import Collection
 
+from lab.core.access import owner_refusal
+from lab.core.names import LOCAL_USER, check_name, file_name, user_name
 from lab.core.settings import LabSettings
-
-LOCAL_USER = "local"
-"""The user every request belongs to when sign-in is off."""
-
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def check_name(name: str, what: str) -> str:
-    """A user, file or job name that cannot escape its folder ('..', '/', hidden or empty)."""
-    if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
-        raise ValueError(f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' only, "
-                         "with no path separators or '..'.")
-    return name
 
 
 def user_of(username: str | None) -> str:
     """The lab user behind a request (gradio's request.username, None without sign-in)."""
-    return check_name(username, "User name") if username else LOCAL_USER
+    return user_name(username) if username else LOCAL_USER
 
 
 def load_users(settings: LabSettings) -> list[tuple[str, str]]:
@@ -56,7 +44,7 @@ def load_users(settings: LabSettings) -> list[tuple[str, str]]:
                 raise ValueError(f"{path} line {number} is not 'user:password'.")
             pairs.append((user, password))
     for user, _ in pairs:
-        check_name(user, "User name")
+        user_name(user)
         if user == LOCAL_USER:
             raise ValueError(f"'{LOCAL_USER}' is reserved for the lab's own user (no sign-in, the command line); "
                              "choose another sign-in name.")
@@ -79,7 +67,7 @@ def private_file(path: str | Path) -> Path:
 def workspace(settings: LabSettings, user: str) -> Path:
     """The user's own folder (created on first use, 0700 like <data>/users/ above it)."""
     private_dir(settings.subdir("users"))
-    return private_dir(settings.data_dir / "users" / check_name(user, "User name"))
+    return private_dir(settings.data_dir / "users" / user_name(user))
 
 
 def workspace_dir(settings: LabSettings, user: str, name: str) -> Path:
@@ -93,7 +81,7 @@ def uploads_dir(settings: LabSettings, user: str) -> Path:
 
 def save_upload(settings: LabSettings, user: str, source: str | Path, name: str | None = None) -> Path:
     """Copy an uploaded file into the user's workspace under a checked name (0600); returns its new path."""
-    target = uploads_dir(settings, user) / check_name(name or Path(source).name, "File name")
+    target = uploads_dir(settings, user) / file_name(name or Path(source).name)
     # Written beside the target and renamed over it only when complete: a copy that fails halfway (a full disk)
     # leaves an earlier file of the same name whole. Opened 0600 from the start, never readable by others.
     partial = target.with_name(f".{target.name}.part-{os.getpid()}-{threading.get_ident()}")
@@ -125,7 +113,7 @@ def latest_upload(settings: LabSettings, user: str) -> str | None:
 def upload_path(settings: LabSettings, user: str, name: str) -> Path:
     """The path of one of the user's own uploads. Another user's file cannot be named: the name
     may not contain a path, and the lookup happens only inside the asker's folder."""
-    path = uploads_dir(settings, user) / check_name(name, "File name")
+    path = uploads_dir(settings, user) / file_name(name)
     if not path.is_file():
         raise ValueError(f"You have no upload named {name!r}; your uploads: "
                          f"{', '.join(list_uploads(settings, user)) or 'none'}.")
@@ -133,8 +121,7 @@ def upload_path(settings: LabSettings, user: str, name: str) -> Path:
 
 
 def check_job_owner(status: dict, user: str, action: str, admins: Collection[str] = ()) -> None:
-    """Only the owner of a job (or an admin) may change it; jobs from before sign-in belong to the local user."""
-    owner = status.get("owner") or LOCAL_USER
-    if owner != user and user not in admins:
-        raise PermissionError(f"Job {status.get('id')} belongs to {owner}; only they (or an admin, LAB_ADMINS) "
-                              f"can {action} it.")
+    """Only the owner of a job (or an admin) may change it (access.owner_refusal); PermissionError otherwise."""
+    refusal = owner_refusal(admins, user, status.get("owner"), f"Job {status.get('id')}", action)
+    if refusal:
+        raise PermissionError(refusal)

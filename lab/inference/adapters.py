@@ -27,11 +27,11 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from lab.core.names import adapter_name, is_adapter_name
 from lab.inference.models import resolve_model_path
 
 ADAPTER_META = "adapter_meta.json"
 ADAPTER_CONFIG = "adapter_config.json"
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TRAIN_HINT = ("Train one in the Train tab with \"teach this document\", or run `python -m lab train` "
               "with a LoRA config; finished adapters are saved under <data>/adapters/<name>.")
 
@@ -90,7 +90,7 @@ def resolve_adapter(data_dir: str | Path, ref: str) -> tuple[str, Path]:
     if ("/" in ref or ref.startswith(("~", "."))) and is_adapter(path):
         # peft names adapters after module attributes: keep letters, digits, '_' and '-'.
         return re.sub(r"[^A-Za-z0-9_-]", "_", path.resolve().name)[:64] or "adapter", path
-    if _ADAPTER_NAME.match(ref) and is_adapter(adapters_dir(data_dir) / ref):
+    if is_adapter_name(ref) and is_adapter(adapters_dir(data_dir) / ref):
         return ref, adapters_dir(data_dir) / ref
     known = available_adapters(data_dir)
     if known:
@@ -139,10 +139,7 @@ def register_adapter(output_dir: Path, name: str, base_model_id: str, job_id: st
 
 def check_adapter_name(name: str) -> str:
     """`name` when it can name an adapter (a folder name peft also accepts), else a ValueError saying what can."""
-    if not _ADAPTER_NAME.match(name or ""):
-        raise ValueError(f"Adapter name {name!r} is not allowed: use 1-64 letters, digits, '_' and '-', starting "
-                         f"with a letter or digit.")
-    return name
+    return adapter_name(name)
 
 
 def rename_adapter(data_dir: str | Path, name: str, new_name: str) -> Path:

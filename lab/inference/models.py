@@ -14,7 +14,6 @@ import fcntl
 import functools
 import importlib.util
 import os
-import re
 import shutil
 import socket
 import threading
@@ -30,10 +29,10 @@ from lab.core.checks import MAX_MODEL_ID_CHARS
 from lab.core.device import DeviceChoice
 from lab.core.settings import EMBEDDED_MODEL
 from lab.core.errors import ModelLoadError
+from lab.core.names import is_hub_id
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 def check_model_id_length(model_id: str) -> None:
@@ -163,7 +162,7 @@ def resolve_model_path(model_id: str, models_dir: Path) -> str:
             raise ModelLoadError(f"The folder {path} has no config.json, so it is not a transformers model. "
                                  "Use 'embedded', a local model folder, or a Hub id.")
         return str(path)
-    if model_id.startswith(("/", ".", "~")) or not _HUB_ID.match(model_id):
+    if model_id.startswith(("/", ".", "~")) or not is_hub_id(model_id):
         raise ModelLoadError(f"'{model_id}' is neither an existing local folder nor a valid Hugging Face id "
                              "(owner/name). Use 'embedded', a local model folder, or a Hub id.")
     if not hub_reachable():

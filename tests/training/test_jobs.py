@@ -211,9 +211,9 @@ def test_job_too_big_for_the_memory_budget_fails_before_starting(tmp_path, tiny_
 
 @pytest.mark.parametrize("bad_id", ["../escape", "..", "a/b", "/etc/passwd", "", "x/../../y", ".hidden"])
 def test_job_ids_cannot_leave_the_jobs_folder(tmp_path, bad_id):
-    with pytest.raises(ValueError, match="invalid job id"):
+    with pytest.raises(ValueError, match="Job id .* is not allowed"):
         job_dir(tmp_path, bad_id)
-    with pytest.raises(ValueError, match="invalid job id"):
+    with pytest.raises(ValueError, match="Job id .* is not allowed"):
         stop_job(tmp_path, bad_id)
 
 

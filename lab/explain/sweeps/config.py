@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.core.access import load_yaml_file
+from lab.core.names import sweep_name
 from lab.explain import catalog
 from lab.core.settings import REPO_ROOT
 from lab.training.configs import CONFIG_KINDS, config_from_dict
@@ -94,7 +95,6 @@ DEFAULT_BASE = "sft_lora_qa"
 QUICK_OVERRIDES = {"max_steps": 20, "eval_steps": 10, "save_steps": 20}
 """A suggested sweep runs the bundled QA preset for 20 steps per point instead of its 55."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _TIE = re.compile(rf"^\s*(?:(?P<factor>{_NUMBER})\s*\*\s*)?(?P<root>sqrt\(\s*)?(?P<knob>[A-Za-z_][A-Za-z0-9_]*)"
                   rf"(?(root)\s*\))\s*$"  # 2*r, r, 2*sqrt(r)
@@ -228,8 +228,7 @@ class SweepConfig:
     measured by lab.explain.sweeps.plan.measure_packing; needed by budget 'examples' when a point packs."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"name may use letters, digits, '_' and '-' only (up to 32), got {self.name!r}")
+        sweep_name(self.name)
         if not isinstance(self.grid, dict) or not self.grid:
             raise ValueError("grid is empty: give at least one knob with a list of values, e.g. {r: [8, 16, 32]}")
         self._base = self._load_base()

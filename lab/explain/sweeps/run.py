@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -24,7 +23,8 @@ from typing import Any, Callable
 
 import yaml
 
-from lab.core.users import LOCAL_USER
+from lab.core import names
+from lab.core.names import LOCAL_USER
 from lab.explain.sweeps.config import (SPIKE, SweepConfig, SweepPoint, _finite, _resolve, sweep_from_dict,
                                        sweep_to_dict)
 from lab.explain.sweeps.decide import Decision, decide
@@ -36,8 +36,6 @@ RESULT_FIELDS = ("point", "state", "job_id", "step", "max_steps", "final_train_l
                  "diverged", "spiked", "message")
 """Columns of a result row after the point's knob columns (CSV order)."""
 
-_SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
 Progress = Callable[[int, int, str], None]
 """progress(done, total, message), as in lab.knowledge.evaluation."""
 
@@ -45,9 +43,7 @@ Progress = Callable[[int, int, str], None]
 # ---- the sweep folder ---------------------------------------------------------------------------
 def sweep_dir(data_dir: str | Path, sweep_id: str) -> Path:
     """<data>/sweeps/<id>; ids that could leave that folder are refused."""
-    if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id) or ".." in sweep_id:
-        raise ValueError(f"invalid sweep id {sweep_id!r}: use the id `sweep` printed")
-    return Path(data_dir) / "sweeps" / sweep_id
+    return Path(data_dir) / "sweeps" / names.sweep_id(sweep_id)
 
 
 def _existing(data_dir: str | Path, sweep_id: str) -> Path:

@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from lab.core.checks import MAX_MODEL_ID_CHARS, MAX_TOKENS, check, check_finite_fields, check_whole, is_safe_name
+from lab.core.checks import MAX_MODEL_ID_CHARS, MAX_TOKENS, check, check_finite_fields, check_whole
+from lab.core.names import is_safe_name
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
 
 ACCELERATE_CONFIG_DIR = REPO_ROOT / "assets" / "accelerate"

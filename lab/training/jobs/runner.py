@@ -24,7 +24,6 @@ import fcntl
 import fnmatch
 import logging
 import os
-import re
 import secrets
 import shlex
 import signal
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import torch
 
+from lab.core import names
 from lab.core.errors import MemoryBudgetError
 from lab.core.settings import REPO_ROOT
 from lab.training.configs.base import TrainConfig, save_config
@@ -54,8 +54,6 @@ from lab.training.jobs.status import ACTIVE_STATES, FINAL_STATES, JobState, JobS
 if TYPE_CHECKING:  # only an annotation: listing jobs need not load the inference stack
     from lab.inference.session import SessionManager
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
 JOB_ENV_HIDDEN = ("LAB_AUTH", "LAB_USERS_FILE", "*PASSWORD*", "*PASSWD*", "*SECRET*", "*API_KEY*")
 """Environment variables (fnmatch patterns) the web process never hands to a training job. A job runs a user's
 config, data and model code, so it must not learn the sign-in passwords (LAB_AUTH), where the password file is
@@ -65,10 +63,7 @@ job whose model_id is a Hub id needs it to download the weights."""
 # ---- folders and files ------------------------------------------------------------------------
 def job_dir(data_dir: str | Path, job_id: str) -> Path:
     """The folder of a job; ids that could leave <data>/jobs/ ('..', '/', empty) are refused."""
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id) or ".." in job_id:
-        raise ValueError(f"invalid job id {job_id!r}: use the id shown by `jobs list` "
-                         "(letters, digits, '.', '_' and '-')")
-    return Path(data_dir) / "jobs" / job_id
+    return Path(data_dir) / "jobs" / names.job_id(job_id)
 
 
 def existing_job_dir(data_dir: str | Path, job_id: str) -> Path:

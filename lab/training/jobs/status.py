@@ -16,32 +16,14 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from lab.core.checks import check
+from lab.core.names import ACTIVE_STATES, FINAL_STATES, JobState  # noqa: F401 (the states live with the lab's names)
 from lab.training.jobs.files import STATUS_FILE, now_iso
 
 LOCK_FILE = ".status.lock"
-
-
-class JobState(StrEnum):
-    """queued -> running -> completed | failed | stopped, with stopping between running and stopped while
-    the trainer saves a checkpoint. A str, so `status["state"] == "running"` and JSON work unchanged."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-ACTIVE_STATES = (JobState.RUNNING, JobState.STOPPING)
-"""A process is training the job (or should be: a dead one is turned into failed when the job is read)."""
-FINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.STOPPED)
-"""Nothing runs any more; stopped and failed jobs can be resumed (queued again)."""
 
 
 @dataclass
