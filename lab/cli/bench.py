@@ -6,7 +6,8 @@
     python -m lab bench serve --peer --json      # the lab against `transformers serve --continuous-batching`
 
 `bench cag` takes CompareConfig's generated flags (as `ask` does) and `bench serve` takes
-ServeBenchConfig's; the benchmarks themselves live in lab/bench/ and run over the engine.
+ServeBenchConfig's; the benchmarks themselves live in lab/bench/ and are imported by the handler that
+runs one. `bench train` and `bench serve` start their own processes and build no Engine here.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lab.bench.adapter_mix import bench_adapter_mix
-from lab.bench.cag import bench_cag
-from lab.bench.neighbour import bench_neighbour
-from lab.bench.peer import bench_peer
-from lab.bench.served_cag import bench_served_cag
-from lab.bench.serve import ServeBenchConfig, bench_serve
-from lab.bench.train import bench_train
+from lab.bench.configs import ServeBenchConfig
 from lab.cli.flags import add_flags
 from lab.cli.knowledge import add_compare_flags
 from lab.core.settings import BUNDLED_QA
@@ -31,6 +26,9 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 
 def _cmd_cag(engine, args: argparse.Namespace) -> None:
+    from lab.bench.cag import bench_cag
+    from lab.bench.served_cag import bench_served_cag
+
     cfg = args.config(args)
     doc = engine.load_document(args.doc)
     questions = [item.question for item in engine.load_qa(args.qa)]
@@ -47,18 +45,28 @@ def _cmd_cag(engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_train(engine, args: argparse.Namespace) -> None:
+    from lab.bench.train import bench_train
+
     _print_result(bench_train(args.model, args.steps), args.json)
 
 
 def _cmd_serve(engine, args: argparse.Namespace) -> None:
     cfg = args.config(args)
     if cfg.noisy_neighbour:
+        from lab.bench.neighbour import bench_neighbour
+
         result = bench_neighbour(cfg)
     elif cfg.arena and cfg.adapter:
+        from lab.bench.adapter_mix import bench_adapter_mix
+
         result = bench_adapter_mix(cfg)
     elif cfg.peer:
+        from lab.bench.peer import bench_peer
+
         result = bench_peer(cfg)
     else:
+        from lab.bench.serve import bench_serve
+
         result = bench_serve(cfg)
     _print_result(result, args.json)
 
@@ -85,9 +93,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                                             "(default: %(default)s)")
     train.add_argument("--model", default=None, help="model id (default: the preset's, the embedded model)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
-    train.set_defaults(fn=_cmd_train)
+    train.set_defaults(fn=_cmd_train, needs_engine=False)
 
     serve = verbs.add_parser("serve", help="N concurrent clients against the app: latency, errors, memory")
     serve.add_argument("--json", action="store_true", help="print one JSON object")
-    serve.set_defaults(fn=_cmd_serve, config=add_flags(serve, ServeBenchConfig,
+    serve.set_defaults(fn=_cmd_serve, needs_engine=False, config=add_flags(serve, ServeBenchConfig,
                                                        rename={"requests_per_client": "requests"}))

@@ -19,7 +19,7 @@ import json
 from lab.cli.flags import add_flags
 from lab.cli.knowledge import progress
 from lab.core.settings import BUNDLED_DOC
-from lab.training.data.builder import BuilderConfig
+from lab.training.data.qa_prompt import BuilderConfig
 
 
 def _cmd_build(engine, args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import json
 
 from lab.cli.flags import add_flags
 from lab.core.users import LOCAL_USER
-from lab.history.ratings import RatingsConfig
+from lab.history.configs import RatingsConfig
 from lab.history.records import KINDS, WINNERS
 
 

@@ -17,8 +17,7 @@ import sys
 
 from lab.cli.flags import add_flags
 from lab.core.settings import BUNDLED_DOC
-from lab.knowledge.compare import CompareConfig
-from lab.knowledge.evaluation import EVAL_SETS
+from lab.knowledge.configs import EVAL_SETS, CompareConfig
 
 METHODS_HELP = "comma list of base, rag, cag, full, ft:ADAPTER"
 

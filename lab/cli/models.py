@@ -14,7 +14,7 @@ import json
 import sys
 
 from lab.cli.flags import add_flags
-from lab.inference.generate import GenerationSettings
+from lab.inference.configs import GenerationSettings
 
 MODEL_HELP = "'embedded', a local folder or a Hub id (default: LAB_MODEL)"
 

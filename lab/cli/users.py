@@ -38,4 +38,4 @@ def _cmd_hash_password(engine, args: argparse.Namespace) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cmd = subparsers.add_parser("hash-password", help="print a 'user:scrypt$...' line for LAB_USERS_FILE")
     cmd.add_argument("user", help="the user name the line signs in")
-    cmd.set_defaults(fn=_cmd_hash_password)
+    cmd.set_defaults(fn=_cmd_hash_password, needs_engine=False)
