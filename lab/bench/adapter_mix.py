@@ -5,18 +5,17 @@
 Through the running app, in one run: an Arena round of N-1 greedy base columns alone, then the same round with an
 Nth column on the LoRA adapter NAME (a folder in <data>/adapters). Prints the base columns' tokens per second of
 the round's wall time both ways and `adapter_mix_ratio` (with the adapter ÷ alone; target at least 0.5), and
-their decode tokens/s as the columns report it (which leaves out a wait before a column's first token). An adapter request decodes alone on the model while the
-batch pauses (lab/inference/batching.py says why), so the base columns stand still while it decodes: the ratio
-shows what that costs.
+their decode tokens/s as the columns report it (which leaves out a wait before a column's first token). An
+adapter request decodes alone on the model while the batch pauses (lab/inference/batching.py says why), so the
+base columns stand still while it decodes: the ratio shows what that costs.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
-
-import os
 from pathlib import Path
 
 from lab.bench.serve import ARENA_PROMPT, ARENA_TOKENS, ServeBenchConfig, ask_playground, running_app, warm_up
@@ -64,8 +63,8 @@ def _measure(app, client, cfg: ServeBenchConfig, model_id: str) -> dict:
         return statistics.median(statistics.mean(rates[:n]) for rates, _, _ in rounds)
 
     n = len(base)
-    return {"load_1min": round(os.getloadavg()[0], 2), "workload": "arena+adapter", "arena_columns": cfg.arena, "adapter": cfg.adapter,
-            "new_tokens": cfg.new_tokens,
+    return {"load_1min": round(os.getloadavg()[0], 2), "workload": "arena+adapter", "arena_columns": cfg.arena,
+            "adapter": cfg.adapter, "new_tokens": cfg.new_tokens,
             "base_tokens_per_s_alone": round(wall_rate(alone, n), 2),
             "base_tokens_per_s_with_adapter": round(wall_rate(mixed, n), 2),
             "adapter_mix_ratio": round(wall_rate(mixed, n) / wall_rate(alone, n), 2),

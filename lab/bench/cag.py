@@ -14,16 +14,16 @@ import os
 import platform
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from lab.inference.generate import GenerationSettings, generate_text
+from lab.inference.runtime import Runtime
 from lab.knowledge.cag import crop_to, get_cag, stream_answer
 from lab.knowledge.compare import CompareConfig, rag_index
 from lab.knowledge.documents import Document
-from lab.inference.runtime import Runtime
-from lab.inference.generate import GenerationSettings, generate_text
 from lab.knowledge.prompt import split_prompt
 from lab.knowledge.rag import retrieve
 

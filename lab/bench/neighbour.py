@@ -94,7 +94,8 @@ def bench_neighbour(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict
             time.sleep(HEAD_START_S)
             rag_during = _rag(alice, cfg)
             builder.join(cfg.request_timeout_s)
-        return {"load_1min": round(os.getloadavg()[0], 2), "neighbour_requests": NEIGHBOUR_REQUESTS, "new_tokens": NEW_TOKENS,
+        return {"load_1min": round(os.getloadavg()[0], 2), "neighbour_requests": NEIGHBOUR_REQUESTS,
+                "new_tokens": NEW_TOKENS,
                 "alone_latency_s": round(alone, 3), "neighbour_latency_s": round(neighbour, 3),
                 "neighbour_ratio": round(neighbour / alone, 2), "neighbour_errors": errors,
                 "rag_alone_s": round(rag_alone, 3), "rag_during_build_s": round(rag_during, 3),

@@ -50,8 +50,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lab.bench.serve import (CHAT_PROMPTS, App, Phase, ServeBenchConfig, _bench_workload, _free_port, _rss_mb,
-                             end_group, greedy_check, percentile, plan, run_phase, running_app, warm_up)
+from lab.bench.serve import (
+    CHAT_PROMPTS,
+    App,
+    Phase,
+    ServeBenchConfig,
+    _bench_workload,
+    _free_port,
+    _rss_mb,
+    end_group,
+    greedy_check,
+    percentile,
+    plan,
+    run_phase,
+    running_app,
+    warm_up,
+)
 from lab.core.settings import REPO_ROOT, LabSettings
 
 PEER_FLAGS = ("serve", "--continuous-batching", "--dtype", "float32", "--device", "cpu", "--log-level", "warning")

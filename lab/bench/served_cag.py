@@ -19,8 +19,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Callable, Iterator, Sequence
 
 from lab.inference.batching import BatchEngine, EngineConfig
 from lab.inference.generate import GenerationEvent, GenerationSettings
@@ -48,7 +48,7 @@ def _concurrent(ask: Ask, questions: Sequence[str]) -> dict:
                     first[i] = time.perf_counter() - start
                 texts[i] = event.text
             last[i] = time.perf_counter() - start
-        except Exception as exc:  # noqa: BLE001 - reported, the other threads finish
+        except Exception as exc:  # reported, the other threads finish
             errors.append(f"{type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(questions))]
@@ -108,7 +108,7 @@ def bench_served_cag(runtime: Runtime, doc: Document, questions: Sequence[str], 
         config = replace(base, cache_tokens=max(base.cache_tokens, pages * base.page_size))
         shared = _engine_mode(loaded, replace(config, prefix_sharing=True), doc, questions, settings)
         unshared = _engine_mode(loaded, replace(config, prefix_sharing=False), doc, questions, settings)
-    agree = sum(a == b == c for a, b, c in zip(explicit["texts"], shared["texts"], unshared["texts"]))
+    agree = sum(a == b == c for a, b, c in zip(explicit["texts"], shared["texts"], unshared["texts"], strict=True))
     modes = {"explicit_cag": explicit, "served_cag": shared, "full_no_sharing": unshared}
     out = {f"{name}_{key}": value for name, mode in modes.items() for key, value in mode.items() if key != "texts"}
     return out | {

@@ -33,9 +33,9 @@ from typing import Any
 import psutil
 
 from lab.core.settings import REPO_ROOT, LabSettings
-from lab.training.configs.sft import SftConfig
 from lab.training.configs import load_config
 from lab.training.configs.base import save_config
+from lab.training.configs.sft import SftConfig
 from lab.training.jobs.files import EFFECTIVE_ARGS_FILE
 
 DEFAULT_PRESET = REPO_ROOT / "assets" / "presets" / "sft_lora_qa.yaml"
@@ -75,10 +75,10 @@ def plain_trl(config_path: str, out_path: str) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from lab.core.device import detect_device
+    from lab.core.settings import LabSettings
+    from lab.inference.models import resolve_model_path
     from lab.training.data.datasets import load_train_eval
     from lab.training.kinds.common import effective_arguments
-    from lab.inference.models import resolve_model_path
-    from lab.core.settings import LabSettings
 
     cfg = load_config(config_path)
     device = detect_device()
@@ -164,7 +164,9 @@ def _lab_run(cfg: SftConfig, work: Path, name: str) -> tuple[float | None, float
 def differences(a: dict[str, Any], b: dict[str, Any], allowed: set[str] = BOOKKEEPING) -> dict[str, list]:
     """Effective arguments (as effective_arguments writes them) that differ between two runs: name -> [a, b].
     Arguments in `allowed` are left out; the model's dtype and attention kernel are compared too."""
-    flat = lambda e: {**e["args"], **{k: v for k, v in e.items() if k != "args"}}  # noqa: E731
+    def flat(e: dict[str, Any]) -> dict[str, Any]:
+        return {**e["args"], **{k: v for k, v in e.items() if k != "args"}}
+
     fa, fb = flat(a), flat(b)
     return {k: [fa.get(k), fb.get(k)] for k in sorted((set(fa) | set(fb)) - allowed) if fa.get(k) != fb.get(k)}
 
@@ -203,7 +205,10 @@ def bench_train(model_id: str | None = None, steps: int = 8) -> dict:
                                + "; ".join(f"{k}: lab {a!r}, trl {b!r}" for k, (a, b) in differ.items()))
         trl = tokens_per_s(plain["rows"])
         packed, packed_rss, packed_args = _lab_run(bench_config(model_id, steps, True), work, "packing")
-    r = lambda x: None if x is None else round(x, 1)  # noqa: E731
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 1)
+
     return {"lab_tokens_per_s": r(lab), "trl_tokens_per_s": r(trl),
             "ratio": round(lab / trl, 3) if lab and trl else None, "args_equal": not differ,
             "packing_tokens_per_s": r(packed), "no_packing_tokens_per_s": r(lab),

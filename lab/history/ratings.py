@@ -19,8 +19,8 @@ below `min_votes` a contestant's row carries a notice.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
