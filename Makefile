@@ -1,4 +1,4 @@
-# LLM Lab: `make run` serves the lab, `make test` runs the whole suite. Both set everything up
+# LLM Lab: `make run` serves the lab, `make test` lints (`make lint`) and runs the whole suite. Both set everything up
 # first (virtual environment, pinned packages, embedded model, Chromium for `test`) and skip
 # whatever is already done, so running them again is quick.
 
@@ -12,13 +12,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 EMBEDDED := $(LAB_DATA_DIR)/models/SmolLM2-135M-Instruct/config.json
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-fast setup chromium clean-venv
+.PHONY: run test test-fast lint setup chromium clean-venv
 
 run: setup
 	$(PY) app.py
 
-test: setup chromium
+test: setup chromium lint
 	$(PY) -m pytest
+
+# ruff over the repository and mypy over the packages pyproject.toml names: seconds, so a style or
+# type slip fails before the minutes of tests.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser"
