@@ -1,7 +1,10 @@
-"""The shape of the code: packages without import cycles, small files, no hidden lazy imports.
+"""The shape of the code: which lab package may import which, no import cycles, small files, no hidden lazy imports.
+
+    python -m pytest -q tests/test_layout.py
 
 These read the source with `ast` rather than importing it, so they also see imports made inside
-functions (a lazy import hides a cycle from Python but not from the graph here).
+functions (a lazy import hides a cycle from Python but not from the graph here). docs/ARCHITECTURE.md
+draws ALLOWED as its layer diagram; change both together.
 """
 
 from __future__ import annotations
@@ -14,37 +17,97 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LAB = REPO / "lab"
 
+LOW = {"core", "inference", "knowledge", "training", "history", "explain"}
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),
+    "inference": {"core"},
+    "knowledge": {"core", "inference"},
+    "training": {"core", "inference", "knowledge"},
+    "history": {"core", "inference", "knowledge"},
+    "explain": {"core", "inference", "knowledge", "training"},
+    "engine": LOW,
+    "bench": LOW,
+    "cli": LOW | {"engine", "bench"},
+    "__main__": {"cli"},
+    "lab": set(),
+}
+"""Package -> the other lab packages its modules may import. A package is a folder lab/<name>/;
+lab/__main__.py counts as "__main__" and lab/__init__.py as "lab". History and training sit side by side
+above knowledge; the bench sits beside the Engine (it measures the packages directly, or the running app
+over HTTP) and only the CLI reaches the Engine. Importing `lab` itself is always allowed: Python loads it
+before any of its packages anyway."""
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+WEB_APP = {"gradio", "tabs", "app"}
+"""Top-level modules of the web app. It is built on the Engine, so nothing at or below the Engine imports
+them; the CLI, beside the web app on top, serves app.py in-process for `python -m lab screenshots`.
+(gradio_client, the HTTP client the bench drives the app with, is another package.)"""
+
+
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def lab_modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(LAB.rglob("*.py"))}
+def package_of(module: str) -> str:
+    """lab.knowledge.rag -> knowledge, lab.__main__ -> __main__, lab -> lab."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
 
 
-def imported_modules(path: Path, known: set[str]) -> set[str]:
-    """Every lab module this file imports, anywhere in it (top level, functions, TYPE_CHECKING blocks).
+def lab_modules(root: Path = REPO) -> dict[str, Path]:
+    return {module_name(p, root): p for p in sorted((root / "lab").rglob("*.py"))}
 
-    `from lab.a import b` counts as lab.a.b when b is a module, else as lab.a. The parent packages
-    Python loads on the way are not counted: that is how every package works, and the test below
-    keeps package __init__ files from importing back into their own children's importers.
-    """
-    found: set[str] = set()
+
+def imports(path: Path, module: str) -> list[tuple[int, str, list[str]]]:
+    """(line, imported module, names) for every import in the file `module`, anywhere in it (top level,
+    functions, TYPE_CHECKING blocks), relative imports made absolute, and `import_module("lab...")` or
+    `__import__(...)` calls with a literal name. `import a.b` gives ("a.b", []); `from a import b` ("a", [b])."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[int, str, list[str]]] = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name in known}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("lab"):
-            for alias in node.names:
-                child = f"{node.module}.{alias.name}"
-                found.add(child if child in known else node.module)
-    return found & known
+            found += [(node.lineno, a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            # `from ..x import y` in package a.b.c: level 2 climbs to a.b, then x.
+            anchor = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join([*anchor, *([node.module] if node.module else [])])
+            found.append((node.lineno, target, [a.name for a in node.names]))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            found.append((node.lineno, node.args[0].value, []))
+    return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = lab_modules()
-    return {name: imported_modules(path, set(modules)) - {name} for name, path in modules.items()}
+def lab_imports(path: Path, module: str, known: set[str]) -> list[tuple[int, str]]:
+    """(line, lab module) for each lab module the file imports. `from lab.a import b` counts as lab.a.b
+    when b is a module, else as lab.a. The parent packages Python loads on the way are not counted: that
+    is how every package works, and ALLOWED keeps package __init__ files from importing upwards."""
+    found: list[tuple[int, str]] = []
+    for line, target, names in imports(path, module):
+        children = [f"{target}.{n}" for n in names if f"{target}.{n}" in known]
+        found += [(line, child) for child in children]
+        if len(children) < len(names) or not names:
+            found.append((line, target))
+    return [(line, target) for line, target in found if target in known]
+
+
+def import_graph(root: Path = REPO) -> dict[str, set[str]]:
+    modules = lab_modules(root)
+    return {name: {t for _, t in lab_imports(path, name, set(modules))} - {name} for name, path in modules.items()}
+
+
+def forbidden_edges(root: Path = REPO) -> list[str]:
+    """Each import of a lab module that ALLOWED does not grant its importer, as 'lab/a/b.py:LINE: a imports lab.c'."""
+    modules = lab_modules(root)
+    bad = []
+    for name, path in modules.items():
+        mine = package_of(name)
+        for line, target in lab_imports(path, name, set(modules)):
+            theirs = package_of(target)
+            if theirs not in (mine, "lab") and theirs not in ALLOWED.get(mine, set()):
+                bad.append(f"{path.relative_to(root)}:{line}: {mine} imports {target}")
+    return bad
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -70,20 +133,63 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_cycle_finder_finds_a_planted_cycle():
+def plant(root: Path, files: dict[str, str]) -> Path:
+    """A lab tree under root: {'lab/core/x.py': source}, with the package __init__ files it needs."""
+    for name, source in files.items():
+        path = root / name
+        for folder in [path.parent, *path.parent.parents]:
+            if folder == root:
+                break
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "__init__.py").touch()
+        path.write_text(source)
+    return root
+
+
+def test_the_table_is_layered_and_names_every_package():
+    """A new package gets a row here and a place in docs/ARCHITECTURE.md's diagram on purpose."""
+    assert find_cycle(ALLOWED) is None
+    assert set().union(*ALLOWED.values()) <= set(ALLOWED)
+    assert {package_of(name) for name in lab_modules()} <= set(ALLOWED)
+
+
+def test_lab_packages_import_only_what_the_table_allows():
+    assert forbidden_edges() == []
+
+
+def test_the_edge_check_sees_lazy_relative_and_importlib_imports(tmp_path):
+    root = plant(tmp_path, {
+        "lab/engine/__init__.py": "",
+        "lab/knowledge/rag.py": "",
+        "lab/inference/lazy.py": "def f():\n    from lab.engine import Engine\n",
+        "lab/inference/relative.py": "from ..knowledge import rag\nfrom . import lazy\n",
+        "lab/core/dynamic.py": "import importlib\nimportlib.import_module('lab.inference.lazy')\n",
+        "lab/training/ok.py": "import lab.knowledge.rag\nfrom lab import core\n",
+    })
+    assert forbidden_edges(root) == ["lab/core/dynamic.py:2: core imports lab.inference.lazy",
+                                     "lab/inference/lazy.py:2: inference imports lab.engine",
+                                     "lab/inference/relative.py:1: inference imports lab.knowledge.rag"]
+
+
+def test_the_cycle_finder_finds_a_planted_cycle(tmp_path):
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    root = plant(tmp_path, {"lab/core/a.py": "def f():\n    from lab.core import b\n",
+                            "lab/core/b.py": "import lab.core.a\n"})
+    assert find_cycle(import_graph(root)) == ["lab.core.a", "lab.core.b", "lab.core.a"]
 
 
 def test_no_import_cycle_under_lab():
+    """Within a package too, where the table has nothing to say."""
     assert find_cycle(import_graph()) is None
 
 
-def test_the_graph_sees_imports_inside_functions(tmp_path):
-    source = tmp_path / "m.py"
-    source.write_text("def f():\n    from lab.core import settings\n    import lab.engine\n")
-    assert imported_modules(source, set(lab_modules())) == {"lab.core.settings", "lab.engine"}
+def test_only_the_cli_imports_the_web_app():
+    bad = [f"{path.relative_to(REPO)}:{line}: {target}" for name, path in lab_modules().items()
+           if package_of(name) not in ("cli", "__main__")
+           for line, target, _ in imports(path, name) if target.split(".")[0] in WEB_APP]
+    assert bad == []
 
 
 def test_at_most_eight_top_level_modules_in_lab():
@@ -104,10 +210,3 @@ def test_no_module_level_getattr():
                  if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
                         for n in ast.parse(path.read_text()).body)]
     assert not offenders
-
-
-def test_lower_layers_never_import_the_engine():
-    """The Engine is the facade over everything else; a package that imports it back would form a cycle."""
-    importers = [name for name, deps in import_graph().items() if "lab.engine" in deps
-                 and not name.startswith(("lab.cli", "lab.bench", "lab.__main__"))]
-    assert not importers
