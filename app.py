@@ -41,7 +41,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         # A closed or reloaded page cancels every model request it still has (waiting ones leave their queue,
         # decoding ones stop at the next token); gradio calls this when the page's connection ends.
         def page_closed(request: gr.Request) -> None:
-            engine.cancel_page(request.session_hash)
+            engine.requests.cancel_page(request.session_hash)
 
         demo.unload(page_closed)
     return demo
@@ -50,7 +50,7 @@ def build_app(engine: Engine) -> gr.Blocks:
 def sign_in_options(engine: Engine) -> dict:
     """launch() arguments for sign-in: gradio's auth as a throttled, logged check of plain or hashed passwords and
     the middleware that gives it the client's address and answers a lock with 429 (lab/core/signin.py)."""
-    users = engine.sign_in_users()
+    users = engine.uploads.sign_in_users()
     if not users:
         return {"auth": None, "auth_message": None}
     return {"auth": SignIn(users), "auth_message": "LLM Lab sign-in",
@@ -81,7 +81,7 @@ def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
     # of jobs that kept running through a restart is reserved again. A data directory the lab cannot write is
     # reported in the UI at the first request that needs it, so the app still starts.
     try:
-        engine.jobs
+        engine.jobs.runner
     except USER_ERRORS as exc:
         logging.getLogger("lab").warning("job runner not started: %s", exc)
     if not getattr(networking.url_ok, "patient", False):
@@ -96,7 +96,7 @@ def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
 def preload(engine: Engine) -> None:
     """Load the default model in the background so the first question does not wait for it."""
     try:
-        engine.load()
+        engine.models.load()
     except USER_ERRORS as exc:  # the UI shows the same message when someone asks
         logging.getLogger("lab").warning("could not preload %s: %s", engine.settings.model_id, exc)
 

@@ -30,7 +30,7 @@ def _timings(reply) -> str:
 
 
 def build(engine: Engine) -> None:
-    max_cols = engine.MAX_ARENA_COLUMNS
+    max_cols = engine.arena.MAX_COLUMNS
 
     def columns_from(n: int, values: list) -> list[ArenaColumn]:
         cols = []
@@ -45,11 +45,11 @@ def build(engine: Engine) -> None:
         histories = [list(h) if chat_mode else [] for h in histories]
         try:
             columns = columns_from(n, list(values))
-            user = engine.user_of(request.username)
-            caller = engine.new_caller("arena", user, request.session_hash)
+            user = engine.uploads.user_of(request.username)
+            caller = engine.requests.new_caller("arena", user, request.session_hash)
             shown = [list(h) for h in histories]
             notes = [""] * max_cols
-            stream = engine.stream_arena(prompt, columns, histories[: len(columns)], caller, user=user)
+            stream = engine.arena.stream(prompt, columns, histories[: len(columns)], caller, user=user)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     notes = [waiting_note(engine, value)] * len(columns) + notes[len(columns):]
@@ -61,7 +61,7 @@ def build(engine: Engine) -> None:
                     if value.done and not value.error:
                         histories[i] = shown[i]
                 yield *shown, *notes, histories
-            engine.record_arena(user, columns, histories[: len(columns)])  # kept in the user's History
+            engine.history.record_arena(user, columns, histories[: len(columns)])  # kept in the user's History
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -70,7 +70,7 @@ def build(engine: Engine) -> None:
             columns = columns_from(n, list(values))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        transcript = engine.arena_transcript_json if fmt == "JSON" else engine.arena_transcript_markdown
+        transcript = engine.arena.transcript_json if fmt == "JSON" else engine.arena.transcript_markdown
         text = transcript(columns, histories[: len(columns)])
         suffix = ".json" if fmt == "JSON" else ".md"
         path = Path(tempfile.mkdtemp(prefix="arena-")) / f"arena-transcript{suffix}"
@@ -82,7 +82,7 @@ def build(engine: Engine) -> None:
 
     def refresh_models():
         """Choices only: what a column shows stays picked (or typed) while new adapters join the list."""
-        choices = engine.arena_model_labels()
+        choices = engine.arena.choice_labels()
         return [gr.update(choices=choices) for _ in range(max_cols)]
 
     with gr.Tab("Arena", id="arena") as tab:
@@ -98,7 +98,7 @@ def build(engine: Engine) -> None:
         with gr.Row():
             for i in range(max_cols):
                 with gr.Column(visible=i < 2, elem_id=f"arena-col-{i}") as box:
-                    choices = engine.arena_model_labels()
+                    choices = engine.arena.choice_labels()
                     choice = gr.Dropdown(choices, value=choices[min(i, len(choices) - 1)][1], allow_custom_value=True,
                                          label=f"Model {i + 1}", elem_id=f"arena-model-{i}",
                                          info="model id, 'MODEL + adapter NAME', or ft:NAME as in Compare")

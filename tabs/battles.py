@@ -47,17 +47,17 @@ def reveal_markdown(reveal: dict) -> str:
 def build(engine: Engine) -> None:
     def user_state(request: gr.Request):
         """What differs per user: their pool and their uploads (the page itself is built once for everyone)."""
-        user = engine.user_of(request.username)
+        user = engine.uploads.user_of(request.username)
         try:
-            pool, uploads = engine.battle_pool(user), engine.uploads(user)
+            pool, uploads = engine.battles.pool(user), engine.uploads.names(user)
         except USER_ERRORS:  # an unwritable data directory: the first battle says so
             return gr.update(), gr.update()
-        return (gr.update(choices=engine.battle_choices(), value=pool),
+        return (gr.update(choices=engine.battles.choices(), value=pool),
                 gr.update(choices=[BUNDLED, *uploads]))
 
     def board():
         try:
-            fitted = engine.ratings()
+            fitted = engine.battles.ratings()
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return leaderboard_frame(fitted), leaderboard_notice(fitted)
@@ -69,26 +69,27 @@ def build(engine: Engine) -> None:
         closed = [gr.update(interactive=False)] * len(VOTES)
         texts = ["", ""]
         try:
-            user = engine.user_of(request.username)
+            user = engine.uploads.user_of(request.username)
             cfg = BattleConfig(max_new_tokens=int(max_new or 0), top_k=int(top_k or 0), reserve_tokens=int(reserve or 0))
-            number = engine.start_battle(user, pool or [], prompt, None if document in (None, "", BUNDLED) else document,
-                                         cfg)
+            upload = None if document in (None, "", BUNDLED) else document
+            number = engine.battles.start(user, pool or [], prompt, upload, cfg)
             yield number, *texts, "Both answers are streaming; who is who stays hidden until you vote.", *closed, \
                 gr.update(interactive=False)
-            caller = engine.new_caller("battle", user, request.session_hash)
+            caller = engine.requests.new_caller("battle", user, request.session_hash)
             raw, errors, finished = ["", ""], [None, None], [False, False]
-            for kind, value in with_queue_position(engine, caller, engine.stream_battle(user, number, caller)):
+            for kind, value in with_queue_position(engine, caller, engine.battles.stream(user, number, caller)):
                 if kind == "waiting":
                     yield number, *texts, waiting_note(engine, value), *closed, gr.update(interactive=False)
                     continue
                 side = value.side
                 raw[side], errors[side], finished[side] = value.text, value.error, value.done
                 texts[side] = (f"⚠️ {value.error}" if value.error else
-                               f"⚠️ {engine.EMPTY_ANSWER}" if value.done and not value.text.strip() else value.text)
+                               f"⚠️ {engine.battles.EMPTY_ANSWER}" if value.done and not value.text.strip() else value.text)
                 yield number, *texts, "Both answers are streaming…", *closed, gr.update(interactive=False)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        why = engine.battle_vote_refusal(raw, errors) if all(finished) else "The answers did not finish; discard this battle."
+        why = (engine.battles.vote_refusal(raw, errors) if all(finished)
+               else "The answers did not finish; discard this battle.")
         if why:
             yield number, *texts, f"⚠️ {why}", *closed, gr.update(interactive=True)
             return
@@ -100,7 +101,7 @@ def build(engine: Engine) -> None:
         if number is None:
             raise gr.Error("Start a battle first: type a prompt and press Battle.")
         try:
-            reveal = engine.vote(engine.user_of(request.username), number, winner)
+            reveal = engine.battles.vote(engine.uploads.user_of(request.username), number, winner)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return (reveal_markdown(reveal), *[gr.update(interactive=False)] * (len(VOTES) + 1), *board())
@@ -115,14 +116,14 @@ def build(engine: Engine) -> None:
         if number is None:
             raise gr.Error("There is no battle to discard: type a prompt and press Battle.")
         try:
-            reveal = engine.discard_battle(engine.user_of(request.username), number)
+            reveal = engine.battles.discard(engine.uploads.user_of(request.username), number)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return None, reveal_markdown(reveal), *[gr.update(interactive=False)] * (len(VOTES) + 1)
 
     def keep_pool(pool: list[str], team: bool, request: gr.Request):
         try:
-            kept = engine.save_battle_pool(engine.user_of(request.username), pool or [], team=bool(team))
+            kept = engine.battles.save_pool(engine.uploads.user_of(request.username), pool or [], team=bool(team))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         gr.Info(f"Kept {'for the whole team' if team else 'as your pool'}: {', '.join(kept)}.")
@@ -133,7 +134,7 @@ def build(engine: Engine) -> None:
                     "their names appear. Every vote, from every user, feeds the leaderboard below: Bradley–Terry "
                     "ratings (Elo-like, 1000 on average) with 95% bootstrap intervals. rag, cag and full answer from "
                     "the document you pick.")
-        choices = engine.battle_choices()
+        choices = engine.battles.choices()
         with gr.Row():
             pool = gr.CheckboxGroup(choices, value=choices, label="Pool: who may be drawn", scale=3,
                                     elem_id="battle-pool", info="models, adapters and endpoints as in the Arena; "

@@ -29,7 +29,7 @@ __all__ = ["GPU", "POLL", "USER_ERRORS", "user_error", "waiting_note"]
 def waiting_note(engine, position: int | str) -> str:
     """Where a request stands in the model queue, naming the device the models really run on (on a machine
     without a GPU, "waiting for the GPU" would send people looking for one); a str is what the request waits
-    for instead (a training job's memory, Engine.memory_wait), shown as it is."""
+    for instead (a training job's memory, engine.requests.memory_wait), shown as it is."""
     if isinstance(position, str):
         return f"⏳ {position}"
     device = engine.device.device
@@ -40,7 +40,7 @@ def waiting_note(engine, position: int | str) -> str:
 def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
     """Run a model stream in a worker thread and yield ('item', x) as it produces, or
     ('waiting', position) while it is still queued behind other GPU work, or ('waiting', note) while
-    it waits for memory a training job holds (Engine.memory_wait), so a UI can say where the user
+    it waits for memory a training job holds (engine.requests.memory_wait), so a UI can say where the user
     stands. Errors raised by the stream are re-raised here. When this generator
     is closed (the browser went away), every request of `caller` is cancelled: one still waiting leaves its queue
     within half a second, one decoding stops at its next token and frees its place in the batch."""
@@ -69,10 +69,11 @@ def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
             try:
                 kind, value = box.get(timeout=poll_s)
             except queue.Empty:
-                position = engine.queue_position(caller)
+                position = engine.requests.queue_position(caller)
                 if position:
                     yield "waiting", position
-                elif position == 0 and (note := engine.memory_wait(caller)):  # it holds the slot, not the memory
+                # it holds the slot, not the memory
+                elif position == 0 and (note := engine.requests.memory_wait(caller)):
                     yield "waiting", note
                 continue
             if kind == "end":
@@ -82,4 +83,4 @@ def with_queue_position(engine, caller: str, items, poll_s: float = 0.5):
             yield kind, value
     finally:
         stop.set()
-        engine.cancel_caller(caller)
+        engine.requests.cancel_caller(caller)

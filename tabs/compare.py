@@ -124,7 +124,7 @@ class PageEvaluations:
             return
         cancel.set()
         # A request still waiting for the model leaves its queue now instead of being answered, then dropped.
-        self._engine.cancel_caller(caller)
+        self._engine.requests.cancel_caller(caller)
 
 
 def eval_status(result: dict, stem: str) -> str:
@@ -147,23 +147,23 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         """Pick the knowledge document: the bundled guide, a new upload (kept in your workspace), or one of your
         earlier uploads by name (the latest when none is picked). A choice that names no file yet keeps the
         bundled guide and says so, rather than raising an error with nothing to act on."""
-        user = engine.user_of(request.username)
+        user = engine.uploads.user_of(request.username)
         try:
-            mine = engine.uploads(user)
+            mine = engine.uploads.names(user)
             if source == "upload" and upload is None:
                 return None, f"Drop a .md, .txt or .pdf file in the box. {BUNDLED_IN_USE}", gr.update(choices=mine)
             if source == "upload":
-                doc = engine.save_upload(user, upload)  # checks type, size and content before anything is kept
-                mine = engine.uploads(user)
+                doc = engine.uploads.save(user, upload)  # checks type, size and content before anything is kept
+                mine = engine.uploads.names(user)
                 saved = doc.name if doc.name in mine else saved
             elif source == "my uploads":
                 if not saved and not mine:
                     return (None, f"You have no uploads yet: choose \"upload\" and drop a file. {BUNDLED_IN_USE}",
                             gr.update(choices=mine, value=None))
-                saved = saved or engine.latest_upload(user)
-                doc = engine.open_upload(user, saved)
+                saved = saved or engine.uploads.latest(user)
+                doc = engine.uploads.open(user, saved)
             else:
-                doc = engine.bundled_document()
+                doc = engine.knowledge.bundled_document()
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return (doc, f"Using **{doc.name}** ({source}) · {doc.n_chars:,} characters · hash `{doc.sha256[:12]}`",
@@ -186,12 +186,12 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
 
     def ask(request: gr.Request, doc: Document | None, question: str, methods: list[str], *settings):
         try:
-            user = engine.user_of(request.username)
-            doc = doc or engine.bundled_document()
+            user = engine.uploads.user_of(request.username)
+            doc = doc or engine.knowledge.bundled_document()
             cfg = config(*settings)
-            caller = engine.new_caller("compare", user, request.session_hash)
+            caller = engine.requests.new_caller("compare", user, request.session_hash)
             updates: dict[str, object] = dict.fromkeys(methods or [])
-            stream = engine.stream_compare(doc, question, methods or [], cfg, caller, user=user)
+            stream = engine.knowledge.stream_compare(doc, question, methods or [], cfg, caller, user=user)
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     yield render_cards(updates, waiting_note(engine, value))
@@ -199,8 +199,8 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
                     updates[value.method] = value
                     yield render_cards(updates)
             finals = [u for u in updates.values() if u is not None and u.done]
-            engine.record_compare(user, doc, question, cfg, finals)  # kept in the user's History
-            lines = engine.break_even({u.method: u.metrics for u in finals if not u.error})
+            engine.history.record_compare(user, doc, question, cfg, finals)  # kept in the user's History
+            lines = engine.knowledge.break_even({u.method: u.metrics for u in finals if not u.error})
             yield render_cards(updates, break_even=[line.sentence() for line in lines])
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
@@ -211,24 +211,25 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         thread while this generator reports its progress; Cancel, or the page going away, stops it within the
         answer in progress, and what was scored by then is saved like a finished run."""
         try:
-            user = engine.user_of(request.username)
-            doc = doc or engine.bundled_document()
-            items = engine.evaluation_items(doc, qa_file, limit=int(limit) if limit else None)
+            user = engine.uploads.user_of(request.username)
+            doc = doc or engine.knowledge.bundled_document()
+            items = engine.knowledge.evaluation_items(doc, qa_file, limit=int(limit) if limit else None)
             cfg = config(chunk_size, overlap, top_k, max_new, short, four_bit, chunking)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        caller = engine.new_caller("eval", user, request.session_hash)
+        caller = engine.requests.new_caller("eval", user, request.session_hash)
         cancel = page_runs.start(request.session_hash, caller)
         box: queue.Queue = queue.Queue()
         stem = datetime.now().strftime("eval-%Y%m%d-%H%M%S-%f")
 
         def work():
             try:
-                result = engine.evaluate(doc, items, methods or [], cfg, user=user, cancel=cancel, caller=caller,
-                                         progress=lambda done, total, msg: box.put(("progress", (done, total, msg))))
+                result = engine.knowledge.evaluate(
+                    doc, items, methods or [], cfg, user=user, cancel=cancel, caller=caller,
+                    progress=lambda done, total, msg: box.put(("progress", (done, total, msg))))
                 # Saved here, not by the page: a page closed mid-run still keeps what was scored, in its list.
-                engine.export_evaluation(result, user, stem)
-                engine.record_evaluation(user, result, cfg)  # kept in the user's History
+                engine.knowledge.export_evaluation(result, user, stem)
+                engine.history.record_evaluation(user, result, cfg)  # kept in the user's History
                 box.put(("done", result))
             except BaseException as exc:  # handed to the page's thread, which shows it
                 box.put(("error", exc))
@@ -239,7 +240,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
                 try:
                     kind, value = box.get(timeout=0.5)
                 except queue.Empty:
-                    if position := engine.queue_position(caller):  # waiting for the model behind other work
+                    if position := engine.requests.queue_position(caller):  # waiting for the model behind other work
                         yield gr.update(), gr.update(), gr.update(), waiting_note(engine, position)
                     continue
                 if kind == "progress":
@@ -258,8 +259,8 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             page_runs.end(request.session_hash, cancel)
         table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items() if k not in ("error",)}}
                               for name, row in result["methods"].items()])
-        chart = score_chart(result["methods"], engine.SCORES)
-        kept = [str(p) for p in engine.evaluations(user)]
+        chart = score_chart(result["methods"], engine.knowledge.SCORES)
+        kept = [str(p) for p in engine.knowledge.evaluations(user)]
         # Bars in the order built (grouped by metric), not sorted alphabetically across metrics.
         yield table, gr.update(value=chart, sort=list(chart["bar"])), kept, eval_status(result, stem)
 
@@ -272,9 +273,10 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         page_runs.cancel(request.session_hash)
 
     def page_loaded(request: gr.Request):
-        user = engine.user_of(request.username)
+        user = engine.uploads.user_of(request.username)
         try:
-            return gr.update(choices=engine.uploads(user)), [str(p) for p in engine.evaluations(user)] or None
+            kept = [str(p) for p in engine.knowledge.evaluations(user)]
+            return gr.update(choices=engine.uploads.names(user)), kept or None
         except USER_ERRORS:  # an unwritable data directory: the first action that needs it says so
             return gr.update(), None
 
@@ -291,7 +293,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
                                 elem_id="compare-saved")
         doc_info = gr.Markdown("Using the bundled guide on RAG, CAG and fine-tuning.", elem_id="compare-doc")
         with gr.Row():
-            methods = gr.CheckboxGroup(engine.compare_method_labels(), value=list(engine.METHODS), label="Methods",
+            methods = gr.CheckboxGroup(engine.knowledge.compare_method_labels(), value=list(engine.knowledge.METHODS), label="Methods",
                                        elem_id="compare-methods", scale=5,
                                        info="ft:NAME columns are LoRA adapters trained in the Train tab")
             with_sweeps = gr.Checkbox(False, label="show sweep adapters", scale=1, elem_id="compare-with-sweeps",
@@ -314,7 +316,8 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             question = gr.Textbox(label="Question", placeholder="What does CAG store in the KV cache?", scale=4,
                                   elem_id="compare-question")
             ask_btn = gr.Button("Ask every method", variant="primary", scale=1, elem_id="compare-ask")
-        cards = gr.HTML(render_cards(dict.fromkeys(engine.METHODS), "ask a question"), elem_id="compare-output")
+        cards = gr.HTML(render_cards(dict.fromkeys(engine.knowledge.METHODS), "ask a question"),
+                        elem_id="compare-output")
 
         gr.Markdown("### Batch evaluation\nRun a QA set through the selected methods and score the answers "
                     "(exact match, token F1, ROUGE-L, BLEU) with latency percentiles. Your own document needs a QA "
@@ -358,7 +361,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         # New adapters from the Train tab appear as methods without a page reload.
         def method_choices(current: list[str], sweeps: bool):
             """Every method the lab has now; what is ticked stays ticked while it still exists."""
-            labels = engine.compare_method_labels(include_sweeps=bool(sweeps))
+            labels = engine.knowledge.compare_method_labels(include_sweeps=bool(sweeps))
             offered = {method for _, method in labels}
             return gr.update(choices=labels, value=[m for m in current or [] if m in offered])
 

@@ -38,28 +38,28 @@ def _guard(fn):
 
 def _live(engine: Engine, name: str | None) -> str | None:
     """The calculator panel an entry shows (None for entries without one, or no entry)."""
-    return engine.catalog_entry(name).live if name else None
+    return engine.explain.catalog_entry(name).live if name else None
 
 
 def _choices(engine: Engine, query: str, group: str) -> list[tuple[str, str]]:
-    found = engine.catalog_search(query) if query and query.strip() else engine.catalog_entries()
+    found = engine.explain.catalog_search(query) if query and query.strip() else engine.explain.catalog_entries()
     return [(f"{e.title} ({e.name})", e.name) for e in found if group in ("all", e.group)]
 
 
 def _sweepable(engine: Engine, name: str | None) -> bool:
-    return bool(name) and name in engine.SUGGESTED_SWEEPS
+    return bool(name) and name in engine.sweeps.SUGGESTED
 
 
 def _suggested_yaml(engine: Engine, name: str | None) -> str:
     if not _sweepable(engine, name):
         return ""
     try:
-        sweep = engine.suggest_sweep(name)
+        sweep = engine.sweeps.suggest(name)
     except ValueError as exc:  # a grid whose points would be identical jobs: say why instead of offering it
         return "# No sweep suggested for this knob here:\n" + "".join(f"# {line}\n" for line in textwrap.wrap(str(exc)))
-    body = yaml.safe_dump(engine.sweep_to_dict(sweep), sort_keys=False)
+    body = yaml.safe_dump(engine.sweeps.to_dict(sweep), sort_keys=False)
     try:  # the plan reads the model's tokenizer: a data directory the lab cannot write must not stop the page
-        plan = engine.plan_sweep(sweep)
+        plan = engine.sweeps.plan(sweep)
     except (*USER_ERRORS, OSError) as exc:
         return f"# (no plan: {str(exc).splitlines()[0][:160]})\n" + body
     lines = [f"# {p['point']}: {p['max_steps']} steps, {p['examples']:g} examples"
@@ -69,7 +69,7 @@ def _suggested_yaml(engine: Engine, name: str | None) -> str:
 
 
 def _sweep_ids(engine: Engine) -> list[str]:
-    return [s["id"] for s in engine.list_sweeps()]
+    return [s["id"] for s in engine.sweeps.all()]
 
 
 def _wire_panel(engine: Engine, key: str, tab: gr.Tab, pick: gr.Dropdown, fn, inputs: list, outputs: list,
@@ -93,10 +93,10 @@ def _entry_picker(engine: Engine) -> tuple[gr.Dropdown, gr.Markdown]:
     with gr.Row():
         with gr.Column(scale=1):
             query = gr.Textbox(label="Search", placeholder="rank, warmup, GQA, beta…", elem_id="explain-search")
-            group = gr.Radio(["all", *engine.CATALOG_GROUPS], value="all", label="Group")
+            group = gr.Radio(["all", *engine.explain.CATALOG_GROUPS], value="all", label="Group")
             pick = gr.Dropdown(_choices(engine, "", "all"), value=FIRST_ENTRY, label="Entry", elem_id="explain-entry")
         with gr.Column(scale=2):
-            text = gr.Markdown(engine.explain(FIRST_ENTRY), elem_id="explain-text")
+            text = gr.Markdown(engine.explain.markdown(FIRST_ENTRY), elem_id="explain-text")
 
     def refresh_list(q: str, g: str):
         choices = _choices(engine, q, g)
@@ -110,8 +110,8 @@ def _entry_picker(engine: Engine) -> tuple[gr.Dropdown, gr.Markdown]:
 def _batch_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def batch_math(batch, accum, devices, size, seq_len, epochs, warmup_ratio, max_steps):
-        r = engine.batch_math(int(batch), int(accum), int(devices), int(size), int(seq_len), float(epochs),
-                              max_steps=int(max_steps), warmup_ratio=float(warmup_ratio))
+        r = engine.explain.batch_math(int(batch), int(accum), int(devices), int(size), int(seq_len), float(epochs),
+                                      max_steps=int(max_steps), warmup_ratio=float(warmup_ratio))
         return (f"| effective batch | steps / epoch | total steps | warmup steps | tokens / step | epochs covered |\n"
                 f"|---|---|---|---|---|---|\n| **{r.effective_batch}** | {r.steps_per_epoch} | **{r.total_steps}** | "
                 f"{r.warmup_steps} | {r.tokens_per_step:,} | {r.epochs_covered:.2f} |")
@@ -136,7 +136,7 @@ def _batch_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
 def _lr_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def lr_curve(scheduler, lr, total, warmup):
-        points = engine.lr_curve(scheduler, float(lr), int(total), int(warmup))
+        points = engine.explain.lr_curve(scheduler, float(lr), int(total), int(warmup))
         frame = pd.DataFrame(points, columns=["step", "learning_rate"])
         peak = frame["learning_rate"].max()
         return frame, (f"`{scheduler}`: peak {peak:.3g} · first {points[0][1]:.3g} · last {points[-1][1]:.3g} "
@@ -144,7 +144,7 @@ def _lr_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
 
     with gr.Group(visible=_live(engine, pick.value) == "lr_curve") as panel:
         with gr.Row():
-            scheduler = gr.Dropdown(list(engine.SCHEDULER_TYPES), value="cosine", label="lr_scheduler_type")
+            scheduler = gr.Dropdown(list(engine.explain.SCHEDULER_TYPES), value="cosine", label="lr_scheduler_type")
             lr = gr.Number(2e-4, label="learning_rate")
             total = gr.Number(200, precision=0, label="total steps")
             warmup = gr.Number(10, precision=0, label="warmup_steps")
@@ -159,9 +159,9 @@ def _scale_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def lora_scale(r, alpha):
         r, alpha = int(r), float(alpha)
-        plain, rs = engine.lora_scale(r, alpha, False), engine.lora_scale(r, alpha, True)
+        plain, rs = engine.explain.lora_scale(r, alpha, False), engine.explain.lora_scale(r, alpha, True)
         ranks = [2 ** k for k in range(0, 9)]
-        frame = pd.DataFrame([{"r": x, "scale": engine.lora_scale(x, alpha * x / r, use), "kind": label}
+        frame = pd.DataFrame([{"r": x, "scale": engine.explain.lora_scale(x, alpha * x / r, use), "kind": label}
                               for x in ranks for use, label in ((False, "alpha/r"), (True, "rsLoRA alpha/sqrt(r)"))])
         return (f"With r={r}, alpha={alpha:g}: peft puts **{plain:.4g}** (alpha/r) on each LoRA layer, or "
                 f"**{rs:.4g}** with rsLoRA (alpha/sqrt(r)). The plot keeps alpha = {alpha / r:g}·r as r grows: "
@@ -180,7 +180,7 @@ def _scale_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
 def _trainable_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def trainable_params(model_id, r, preset, request: gr.Request):
-        t = engine.trainable_params(model_id, int(r), preset, user=engine.user_of(request.username))
+        t = engine.explain.trainable_params(model_id, int(r), preset, user=engine.uploads.user_of(request.username))
         return (f"**{t.trainable:,}** trainable of {t.total:,} parameters (**{100 * t.share:.3f}%**), "
                 f"{t.adapted_layers} adapted layers: {', '.join(t.target_modules)} — counted by peft on "
                 f"`{model_id}`.")
@@ -200,16 +200,16 @@ def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def memory_estimate(model_id, mode, bits, optimizer, batch, seq_len, ckpt, r, preset, autocast,
                         request: gr.Request):
-        est, free, v = engine.training_memory(model_id, mode, int(bits), optimizer, int(batch), int(seq_len),
-                                              bool(ckpt), int(r), preset, bool(autocast),
-                                              user=engine.user_of(request.username))
+        est, free, v = engine.explain.training_memory(model_id, mode, int(bits), optimizer, int(batch), int(seq_len),
+                                                      bool(ckpt), int(r), preset, bool(autocast),
+                                                      user=engine.uploads.user_of(request.username))
         frame = pd.DataFrame({"part": ["weights", "gradients", "optimizer", "activations"],
                               "GiB": [x / 2**30 for x in (est.weights, est.gradients, est.optimizer_state,
                                                           est.activations)]})
-        fmt = engine.format_bytes
+        fmt = engine.explain.format_bytes
         return frame, (f"Estimated **{fmt(est.total)}** against {fmt(free)} free on {engine.device.device}: "
                        f"**{v.label}** (margin {fmt(v.margin_bytes)}).\n\n"
-                       + "\n".join(f"- {a}" for a in engine.MEMORY_ASSUMPTIONS))
+                       + "\n".join(f"- {a}" for a in engine.explain.MEMORY_ASSUMPTIONS))
 
     with gr.Group(visible=_live(engine, pick.value) == "memory_estimate") as panel:
         with gr.Row():
@@ -217,7 +217,7 @@ def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
             mode = gr.Radio(["full", "lora"], value="lora", label="training")
             bits = gr.Radio([32, 16, 8, 4], value=16, label="weight bits (full: 32 = fp32 master weights, "
                                                             "16 = pure bf16)")
-            optimizer = gr.Dropdown(list(engine.OPTIMIZER_STATES), value="adamw_torch", label="optim")
+            optimizer = gr.Dropdown(list(engine.explain.OPTIMIZER_STATES), value="adamw_torch", label="optim")
         with gr.Row():
             batch = gr.Number(4, precision=0, label="batch")
             seq_len = gr.Number(512, precision=0, label="max_length")
@@ -236,8 +236,8 @@ def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
 def _architecture_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def architecture_params(d_model, layers, heads, kv_heads, d_ff, vocab, tied, activation, norm, bias):
-        a = engine.architecture_params(int(d_model), int(layers), int(heads), int(kv_heads), int(d_ff), int(vocab),
-                                       bool(tied), activation, norm, bool(bias))
+        a = engine.explain.architecture_params(int(d_model), int(layers), int(heads), int(kv_heads), int(d_ff), int(vocab),
+                                               bool(tied), activation, norm, bool(bias))
         kind = "MHA" if kv_heads == heads else "MQA" if kv_heads == 1 else "GQA"
         parts = " · ".join(f"{k} {v:,}" for k, v in a.parts.items())
         return (f"**{a.instantiated:,}** parameters ({a.instantiated / 1e6:.1f} M) built as `{a.backend}` on the "
@@ -253,7 +253,7 @@ def _architecture_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Gr
             vocab = gr.Number(49152, precision=0, label="vocab_size")
         with gr.Row():
             tied = gr.Checkbox(True, label="tied embeddings")
-            activation = gr.Dropdown(list(engine.ACTIVATIONS), value="swiglu", label="activation")
+            activation = gr.Dropdown(list(engine.explain.ACTIVATIONS), value="swiglu", label="activation")
             norm = gr.Radio(["rmsnorm", "layernorm"], value="rmsnorm", label="norm")
             bias = gr.Checkbox(False, label="attention_bias")
         out = gr.Markdown(elem_id="explain-arch-out")
@@ -266,7 +266,7 @@ def _show_entry(engine: Engine, pick: gr.Dropdown, text: gr.Markdown, panels: di
     """Picking an entry shows its text and only the panel its `live` field names."""
     def show(name: str | None) -> dict:
         live = _live(engine, name)
-        shown = {text: engine.explain(name) if name else "Pick an entry."}
+        shown = {text: engine.explain.markdown(name) if name else "Pick an entry."}
         return shown | {panel: gr.update(visible=bool(name) and live == key) for key, panel in panels.items()}
 
     pick.change(show, pick, [text, *panels.values()], queue=False)
@@ -292,8 +292,8 @@ def _sweep_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Accordion
 
     def start(text: str, request: gr.Request):
         try:
-            sweep = engine.sweep_from_dict(yaml.safe_load(text), source="the sweep editor")
-            sweep_id = engine.start_sweep(sweep, engine.user_of(request.username))
+            sweep = engine.sweeps.from_dict(yaml.safe_load(text), source="the sweep editor")
+            sweep_id = engine.sweeps.start(sweep, engine.uploads.user_of(request.username))
         except (*USER_ERRORS, yaml.YAMLError) as exc:
             raise user_error(exc) from exc
         return gr.update(choices=_sweep_ids(engine), value=sweep_id)
@@ -302,10 +302,10 @@ def _sweep_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Accordion
         if not sweep_id:
             return gr.skip(), gr.skip(), gr.skip()
         try:
-            rows = engine.sweep_results(sweep_id)
-            curve = pd.DataFrame(engine.sweep_curves(sweep_id), columns=["point", "step", "loss", "eval_loss"])
+            rows = engine.sweeps.results(sweep_id)
+            curve = pd.DataFrame(engine.sweeps.curves(sweep_id), columns=["point", "step", "loss", "eval_loss"])
             done = rows and all(r["state"] in ("completed", "failed", "stopped") for r in rows)
-            explanation = (engine.sweep_decision(sweep_id, rows).explanation if done
+            explanation = (engine.sweeps.decision(sweep_id, rows).explanation if done
                            else f"{sum(r['state'] == 'completed' for r in rows)} of {len(rows)} points finished…")
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
@@ -317,7 +317,7 @@ def _sweep_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Accordion
         if not sweep_id:
             raise gr.Error("Pick a sweep first.")
         try:
-            return str(engine.export_sweep(sweep_id, Path(tempfile.mkdtemp(prefix="lab-sweep-")) / f"{sweep_id}.csv"))
+            return str(engine.sweeps.export(sweep_id, Path(tempfile.mkdtemp(prefix="lab-sweep-")) / f"{sweep_id}.csv"))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -337,7 +337,7 @@ def _explain_api(engine: Engine) -> None:
     def explain_entry(name: str, trainer: str = "") -> str:
         """The catalog entry for a knob, as Markdown (what `python -m lab explain NAME [--trainer KIND]` prints)."""
         try:
-            return engine.explain(name, trainer or None)
+            return engine.explain.markdown(name, trainer or None)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 

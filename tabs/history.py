@@ -101,7 +101,7 @@ def render_record(item: dict) -> str:
 def build(engine: Engine) -> None:
     def listing(search: str, kinds: list[str], request: gr.Request):
         try:
-            items = engine.history_list(engine.user_of(request.username), search or "", kinds or [])
+            items = engine.history.items(engine.uploads.user_of(request.username), search or "", kinds or [])
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         frame = pd.DataFrame([[i[c] for c in LIST_COLUMNS] for i in items], columns=LIST_COLUMNS)
@@ -112,7 +112,7 @@ def build(engine: Engine) -> None:
         if not item_id:
             return "<i>Pick a record from the list.</i>"
         try:
-            return render_record(engine.history_item(engine.user_of(request.username), item_id))
+            return render_record(engine.history.item(engine.uploads.user_of(request.username), item_id))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -120,7 +120,7 @@ def build(engine: Engine) -> None:
         if not item_id:
             raise gr.Error("Pick a record to delete first.")
         try:
-            engine.delete_history(engine.user_of(request.username), item_id)
+            engine.history.delete(engine.uploads.user_of(request.username), item_id)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         gr.Info(f"Deleted {item_id}.")
@@ -129,7 +129,7 @@ def build(engine: Engine) -> None:
     def export(search: str, request: gr.Request):
         stem = datetime.now().strftime("history-%Y%m%d-%H%M%S")
         try:
-            return [str(p) for p in engine.export_history(engine.user_of(request.username), stem, search or "")]
+            return [str(p) for p in engine.history.export(engine.uploads.user_of(request.username), stem, search or "")]
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -144,7 +144,7 @@ def build(engine: Engine) -> None:
         with gr.Row():
             search = gr.Textbox(label="Search", placeholder="words from a question, prompt, answer or document",
                                 scale=3, elem_id="history-search")
-            kinds = gr.CheckboxGroup(list(engine.HISTORY_KINDS), value=list(engine.HISTORY_KINDS), label="Show",
+            kinds = gr.CheckboxGroup(list(engine.history.KINDS), value=list(engine.history.KINDS), label="Show",
                                      scale=2)
             refresh_btn = gr.Button("Refresh", scale=1, elem_id="history-refresh")
         table = gr.Dataframe(pd.DataFrame(columns=LIST_COLUMNS), interactive=False, label="Your history, newest first",

@@ -18,7 +18,7 @@ DEVICE_HEADERS = ["device", "memory", "training jobs (owner, kind, time left)", 
 
 
 def device_markdown(engine: Engine) -> str:
-    info = engine.info()
+    info = engine.devices.info()
     mem = info["memory_mb"]
     lines = [f"**Device** `{info['device']}` · dtype `{info['dtype']}` · attention `{info['attn_implementation']}`"
              + (f" · {info['gpu_name']}" if info["gpu_name"] else ""),
@@ -57,13 +57,13 @@ def gate_line(key: str, gate: dict) -> str:
 
 def held_rows(engine: Engine) -> list[list]:
     return [[e["label"], e["kind"], e["mb"], e["idle_s"],
-             "yes" if e["pinned"] else ""] for e in engine.stats()["entries"]]
+             "yes" if e["pinned"] else ""] for e in engine.devices.stats()["entries"]]
 
 
 def request_rows(engine: Engine) -> list[list]:
-    """Every model request in flight (Engine.running_requests), oldest first."""
+    """Every model request in flight (engine.requests.running_requests), oldest first."""
     return [[r["id"], r["user"], r["kind"], r["model"], r["what"], r["state"], r["age_s"]]
-            for r in engine.running_requests()]
+            for r in engine.requests.running_requests()]
 
 
 def _time_left(seconds: float | None) -> str:
@@ -71,13 +71,13 @@ def _time_left(seconds: float | None) -> str:
 
 
 def device_rows(engine: Engine) -> list[list]:
-    """One row per device (Engine.device_holdings): what training jobs, served models and reservations hold
+    """One row per device (engine.devices.device_holdings): what training jobs, served models and reservations hold
     there, and what requests wait for, so whoever waits sees whom for."""
     try:
-        holdings = engine.device_holdings()
+        holdings = engine.devices.device_holdings()
     except USER_ERRORS as exc:  # an unwritable data dir (no job list): the tab still builds and says why
         return [["", str(exc), "", "", ""]]
-    session = engine.stats()
+    session = engine.devices.stats()
     rows = []
     for d in holdings:
         if d["total_mb"] is not None:
@@ -95,7 +95,7 @@ def device_rows(engine: Engine) -> list[list]:
 
 def entry_choices(engine: Engine) -> list[tuple[str, str]]:
     """(what the table calls it, the key unload takes) for each loaded entry: people read the first."""
-    return [(f"{e['label']} ({e['kind']})", e["key"]) for e in engine.stats()["entries"]]
+    return [(f"{e['label']} ({e['kind']})", e["key"]) for e in engine.devices.stats()["entries"]]
 
 
 def timings_markdown(t) -> str:
@@ -112,7 +112,7 @@ def build(engine: Engine) -> None:
 
     def load(model_id: str, four_bit: bool, request: gr.Request):
         try:
-            loaded = engine.load(model_id, four_bit, user=engine.user_of(request.username))
+            loaded = engine.models.load(model_id, four_bit, user=engine.uploads.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         status = (f"Loaded `{loaded.spec.model_id}` ({loaded.nbytes / 2**20:,.0f} MB, "
@@ -123,7 +123,7 @@ def build(engine: Engine) -> None:
         if not key:
             raise gr.Error("Nothing selected to unload.")
         try:  # the engine decides: admins only with sign-in on, and never what a request is using
-            unloaded = engine.unload(key, engine.user_of(request.username))
+            unloaded = engine.models.unload(key, engine.uploads.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return (f"Unloaded `{key}`." if unloaded else f"`{key}` was not loaded."), *refresh()
@@ -132,7 +132,7 @@ def build(engine: Engine) -> None:
         try:
             if request_id is None:
                 raise ValueError("Type the id of a request from the list above.")
-            done = engine.cancel_request(int(request_id), engine.user_of(request.username))
+            done = engine.requests.cancel_request(int(request_id), engine.uploads.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         note = (f"Request {int(request_id)} cancelled: it stops at its next token." if done
@@ -141,15 +141,16 @@ def build(engine: Engine) -> None:
 
     def unload_allowed(request: gr.Request):
         """On page load: the Unload button is disabled, with the reason beside it, for whoever may not unload."""
-        refusal = engine.unload_refusal(engine.user_of(request.username))
+        refusal = engine.models.unload_refusal(engine.uploads.user_of(request.username))
         return gr.update(interactive=refusal is None), (f"🔒 {refusal}" if refusal else "")
 
     def playground(prompt: str, max_new_tokens: float, temperature: float, model_id: str, request: gr.Request):
         try:
             settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
-            caller = engine.new_caller("playground", engine.user_of(request.username), request.session_hash)
-            stream = engine.generate(prompt, settings, model_id=model_id or None, caller=caller,
-                                     user=engine.user_of(request.username))
+            caller = engine.requests.new_caller("playground", engine.uploads.user_of(request.username),
+                                                request.session_hash)
+            stream = engine.models.generate(prompt, settings, model_id=model_id or None, caller=caller,
+                                            user=engine.uploads.user_of(request.username))
             for kind, event in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     yield "", waiting_note(engine, event)
@@ -210,7 +211,7 @@ def build(engine: Engine) -> None:
                       api_visibility="private", **GPU)
         def system_stats() -> dict:
             """What the session manager holds and who is using or waiting for the GPU."""
-            return engine.stats()
+            return engine.devices.stats()
 
         gr.api(system_stats, api_name="system_stats", concurrency_limit=None)
         # Choices only (no value) so a selection the user is making survives the refresh.

@@ -30,7 +30,7 @@ def _config_from_yaml(engine: Engine, text: str):
         raise ValueError(f"The config is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError("The config must be a YAML mapping of field: value lines.")
-    return engine.config_from_dict(data, source="the config editor")
+    return engine.jobs.config_from_dict(data, source="the config editor")
 
 
 def _eta(status: dict) -> str:
@@ -57,7 +57,7 @@ def newest_first(jobs: list[dict]) -> list[dict]:
 
 
 def _starts(job: dict, starts: dict[str, float | None]) -> str:
-    """When a queued job should start (Engine.queue_estimates), else its time left while it trains."""
+    """When a queued job should start (engine.devices.queue_estimates), else its time left while it trains."""
     if job.get("state") != "queued" or job.get("id") not in starts:
         return _eta(job)
     seconds = starts[job["id"]]
@@ -116,20 +116,20 @@ def build(engine: Engine) -> None:
         if not name:
             return gr.update()
         try:
-            return engine.preset_yaml(name)
+            return engine.jobs.preset_yaml(name)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
     def kind_changed(kind: str):
-        names = engine.presets(kind)
-        docs = engine.field_docs(engine.CONFIG_KINDS[kind])
+        names = engine.jobs.presets(kind)
+        docs = engine.jobs.field_docs(engine.jobs.CONFIG_KINDS[kind])
         table = "\n".join(f"| `{k}` | {v} |" for k, v in docs.items())
         return (gr.update(choices=names, value=names[0] if names else None),
                 f"| field | what it does |\n|---|---|\n{table}")
 
     def show_command(text: str) -> str:
         try:
-            return engine.command_preview(_config_from_yaml(engine, text))
+            return engine.jobs.command_preview(_config_from_yaml(engine, text))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -140,7 +140,7 @@ def build(engine: Engine) -> None:
             if cfg.kind != "pretrain":
                 return ("Parameter counts and memory estimates for fine-tuning are in the Explain tab "
                         "(trainable parameters, memory estimate).")
-            p = engine.pretrain_preview(cfg, engine.settings.data_dir)
+            p = engine.explain.pretrain_preview(cfg)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         parts = ", ".join(f"{k} {v:,}" for k, v in p["params_by_part"].items())
@@ -152,21 +152,22 @@ def build(engine: Engine) -> None:
 
     def launch(text: str, request: gr.Request):
         try:
-            job_id = engine.submit_job(_config_from_yaml(engine, text), engine.user_of(request.username))
+            job_id = engine.jobs.submit(_config_from_yaml(engine, text), engine.uploads.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return refresh(job_id)
 
     def teach(request: gr.Request):
-        return launch(engine.preset_yaml(engine.TEACH_PRESET), request)
+        return launch(engine.jobs.preset_yaml(engine.jobs.TEACH_PRESET), request)
 
     def refresh(selected: str | None):
         """The job list, newest first; the watched job stays unless it is gone (then the newest is watched)."""
-        jobs = newest_first(engine.list_jobs())
+        jobs = newest_first(engine.jobs.all())
         ids = [j["id"] for j in jobs]
         selected = selected if selected in ids else (ids[0] if ids else None)
         line, *watched = watch(selected)
-        return line, job_rows(jobs, engine.queue_estimates(jobs)), gr.update(choices=ids, value=selected), *watched
+        rows = job_rows(jobs, engine.devices.queue_estimates(jobs))
+        return line, rows, gr.update(choices=ids, value=selected), *watched
 
     def watch(job_id: str | None):
         """The watched job's state line, progress, curves and log; redrawn on every poll, so the line above the
@@ -174,16 +175,16 @@ def build(engine: Engine) -> None:
         if not job_id:
             empty = curve_frame([])
             return "", "", curve_frame([], LOSS_SERIES), empty, empty, ""
-        status = engine.job_status(job_id)
-        loss, lr, grad = curves(engine.job_metrics(job_id))
+        status = engine.jobs.status(job_id)
+        loss, lr, grad = curves(engine.jobs.metrics(job_id))
         return (f"Job `{job_id}` is {state_line(status)}.", progress_html(status), loss, lr, grad,
-                engine.job_log(job_id, lines=30))
+                engine.jobs.log(job_id, lines=30))
 
     def control(action: str, job_id: str | None, request: gr.Request):
         if not job_id:
             raise gr.Error("Select a job first.")
         try:
-            engine.control_job(action, job_id, engine.user_of(request.username))
+            engine.jobs.control(action, job_id, engine.uploads.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         if action == "delete":  # the list loses it; the newest job is watched instead
@@ -192,11 +193,11 @@ def build(engine: Engine) -> None:
 
     def adapters_table():
         """Adapters trained on purpose first (newest first), then each sweep's points together under its id."""
-        found = [a for a in engine.list_adapters() if a.job_id]
-        sweeps = engine.adapter_sweeps(found)
+        found = [a for a in engine.adapters.all() if a.job_id]
+        sweeps = engine.adapters.sweeps(found)
         ordered = [a for a in found if a.name not in sweeps] + sorted(
             (a for a in found if a.name in sweeps), key=lambda a: (sweeps[a.name], a.name))
-        return [[a.name, engine.adapter_summary(a), sweeps.get(a.name, ""), engine.adapter_owner(a), a.job_id,
+        return [[a.name, engine.adapters.summary(a), sweeps.get(a.name, ""), engine.adapters.owner(a), a.job_id,
                  a.created] for a in ordered]
 
     def change_adapter(action: str):
@@ -204,11 +205,11 @@ def build(engine: Engine) -> None:
             if not name or not name.strip():
                 raise gr.Error(f"Type the name of an adapter from the table to {action}.")
             try:
-                user = engine.user_of(request.username)
+                user = engine.uploads.user_of(request.username)
                 if action == "rename":
-                    done = f"Renamed `{name.strip()}` to `{engine.rename_adapter(name, new_name or '', user).name}`."
+                    done = f"Renamed `{name.strip()}` to `{engine.adapters.rename(name, new_name or '', user).name}`."
                 else:
-                    engine.delete_adapter(name, user)
+                    engine.adapters.delete(name, user)
                     done = f"Deleted adapter `{name.strip()}`."
             except USER_ERRORS as exc:
                 raise user_error(exc) from exc
@@ -219,17 +220,17 @@ def build(engine: Engine) -> None:
         if not name or not name.strip():
             raise gr.Error("Type the name of an adapter from the table to merge.")
         try:
-            out = engine.merge_adapter(name)
+            out = engine.adapters.merge(name)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         return f"Merged into `{out}` (safetensors + tokenizer); use that folder as a model id in Arena."
 
     def build_qa(doc_file: str | None, pairs: float, max_chunks: float, progress=gr.Progress()):
         try:
-            doc = engine.load_document(doc_file) if doc_file else engine.bundled_document()
+            doc = engine.knowledge.load_document(doc_file) if doc_file else engine.knowledge.bundled_document()
             cfg = BuilderConfig(pairs_per_chunk=int(pairs), max_chunks=int(max_chunks) if max_chunks else None)
-            result = engine.build_qa_dataset(doc, cfg,
-                                             progress=lambda done, total, msg: progress((done, total), desc=msg))
+            result = engine.datasets.build_qa_dataset(
+                doc, cfg, progress=lambda done, total, msg: progress((done, total), desc=msg))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         rows = [[p.question, p.answer] for p in result.pairs]
@@ -239,13 +240,13 @@ def build(engine: Engine) -> None:
     def save_qa(table, name: str, request: gr.Request):
         try:
             rows = table.values.tolist() if isinstance(table, pd.DataFrame) else list(table or [])
-            path = engine.save_qa_pairs(engine.user_of(request.username), rows, name)
+            path = engine.datasets.save_qa_pairs(engine.uploads.user_of(request.username), rows, name)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
         saved = sum(1 for q, a in rows if str(q).strip() and str(a).strip())  # the rows save_qa_pairs keeps
         return f"Saved {saved} pairs to `{path}`; use it in a job config as `datasets: [{{path: {path}, format: qa}}]`."
 
-    kinds = list(engine.CONFIG_KINDS)
+    kinds = list(engine.jobs.CONFIG_KINDS)
     with gr.Tab("Train", id="train"):
         gr.Markdown("Launch fine-tuning jobs in the background and watch them learn. Jobs survive closing the "
                     "browser or restarting the app; as many run at once as fit (GPUs by memory, or LAB_CPU_JOB_SLOTS "
@@ -257,8 +258,8 @@ def build(engine: Engine) -> None:
             with gr.Column(scale=2):
                 with gr.Row():
                     kind = gr.Radio(kinds, value="sft", label="Kind")
-                    preset = gr.Dropdown(engine.presets("sft"), value=engine.TEACH_PRESET, label="Preset")
-                editor = gr.Code(engine.preset_yaml(engine.TEACH_PRESET), language="yaml", label="Job config (edit any field)",
+                    preset = gr.Dropdown(engine.jobs.presets("sft"), value=engine.jobs.TEACH_PRESET, label="Preset")
+                editor = gr.Code(engine.jobs.preset_yaml(engine.jobs.TEACH_PRESET), language="yaml", label="Job config (edit any field)",
                                  lines=18, elem_id="train-config")
                 with gr.Row():
                     preview_btn = gr.Button("Preview size and memory")
@@ -346,13 +347,13 @@ def build(engine: Engine) -> None:
 
         def list_jobs() -> list[dict]:
             """Every job with its status, as the job folders on disk say."""
-            return engine.list_jobs()
+            return engine.jobs.all()
 
         def job_detail(job_id: str) -> dict:
             """One job's status, metrics and log tail."""
             try:
-                return {"status": engine.job_status(job_id), "metrics": engine.job_metrics(job_id),
-                        "log": engine.job_log(job_id, lines=40)}
+                return {"status": engine.jobs.status(job_id), "metrics": engine.jobs.metrics(job_id),
+                        "log": engine.jobs.log(job_id, lines=40)}
             except USER_ERRORS as exc:
                 raise user_error(exc) from exc
 

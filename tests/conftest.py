@@ -49,7 +49,7 @@ def embedded_engine():
 @pytest.fixture(scope="session")
 def live_app(embedded_engine):
     """The app over the embedded model, with the model already loaded, served on a free port."""
-    embedded_engine.load()
+    embedded_engine.models.load()
     demo, url = launch_app(embedded_engine)
     yield url
     demo.close()

@@ -94,7 +94,7 @@ def make_engine(data_dir, model_dir, **settings):
                                         load_in_4bit=False, auth="alice:a1,bob:b2,carol:c3", admins="carol")
                                    | settings)),
                     device=choose_device(has_cuda=False, has_flash_attn=False))
-    engine.jobs.max_running = 0  # jobs that get through stay queued: nothing here trains
+    engine.jobs.runner.max_running = 0  # jobs that get through stay queued: nothing here trains
     return engine
 
 
@@ -103,7 +103,7 @@ def upload(engine, user: str, name: str, text: str, tmp_path: Path) -> Path:
     source = tmp_path / "incoming" / user / name
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_text(text)
-    engine.save_upload(user, source)
+    engine.uploads.save(user, source)
     return engine.settings.data_dir / "users" / user / "uploads" / name
 
 

@@ -30,13 +30,13 @@ def _cmd_cag(engine, args: argparse.Namespace) -> None:
     from lab.bench.served_cag import bench_served_cag
 
     cfg = args.config(args)
-    doc = engine.load_document(args.doc)
-    questions = [item.question for item in engine.load_qa(args.qa)]
-    result = bench_cag(engine, doc, questions[:args.questions], questions, cfg, new_tokens=args.new_tokens)
+    doc = engine.knowledge.load_document(args.doc)
+    questions = [item.question for item in engine.knowledge.load_qa(args.qa)]
+    result = bench_cag(engine.runtime, doc, questions[:args.questions], questions, cfg, new_tokens=args.new_tokens)
     if args.concurrent:
         if len(questions) < args.concurrent:
             raise ValueError(f"--concurrent {args.concurrent} needs that many questions; {args.qa} has {len(questions)}.")
-        result |= bench_served_cag(engine, doc, questions[:args.concurrent], cfg, new_tokens=args.new_tokens)
+        result |= bench_served_cag(engine.runtime, doc, questions[:args.concurrent], cfg, new_tokens=args.new_tokens)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

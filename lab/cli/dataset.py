@@ -6,7 +6,7 @@
         --base-url http://localhost:8000/v1 --endpoint-model Qwen/Qwen2.5-7B-Instruct
 
 `add_commands(subparsers)` adds `dataset build` to the lab's parser; its handler is
-`fn(engine, args)` and calls Engine.build_qa_dataset. Every BuilderConfig field is a flag, generated
+`fn(engine, args)` and calls engine.datasets.build_qa_dataset. Every BuilderConfig field is a flag, generated
 with its docstring as help (lab.cli.flags). Progress goes to stderr, the summary (or with --json one
 JSON object) to stdout; the written file loads as the `qa` training format.
 """
@@ -24,12 +24,12 @@ from lab.training.data.qa_prompt import BuilderConfig
 
 def _cmd_build(engine, args: argparse.Namespace) -> None:
     cfg: BuilderConfig = args.config(args)  # validate the options before loading anything
-    doc = engine.load_document(args.doc)
-    result = engine.build_qa_dataset(doc, cfg, progress)
+    doc = engine.knowledge.load_document(args.doc)
+    result = engine.datasets.build_qa_dataset(doc, cfg, progress)
     if not result.pairs:
         raise ValueError(f"no pair passed validation ({len(result.rejected)} rejected); nothing written to {args.out}. "
                          "Try more --retries, a larger --chunk-size or a stronger --model.")
-    path = engine.write_qa_jsonl(result.pairs, args.out)
+    path = engine.datasets.write_qa_jsonl(result.pairs, args.out)
     summary = result.summary() | {"out": str(path), "document": doc.name}
     if args.json:
         summary["rejected_items"] = [{"chunk_id": r.chunk_id, "attempt": r.attempt, "reason": r.reason, "item": r.item}

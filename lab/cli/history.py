@@ -21,12 +21,12 @@ from lab.history.records import KINDS, WINNERS
 
 
 def _cmd_vote(engine, args: argparse.Namespace) -> None:
-    number = engine.record_vote(args.user, args.a, args.b, args.winner)
+    number = engine.battles.record_vote(args.user, args.a, args.b, args.winner)
     print(f"vote {number} recorded: {args.a} vs {args.b}, winner {args.winner}")
 
 
 def _cmd_ratings(engine, args: argparse.Namespace) -> None:
-    board = engine.ratings(args.config(args))
+    board = engine.battles.ratings(args.config(args))
     if args.json:
         rows = [{"name": r.name, "rating": r.rating, "ci_low": r.ci_low, "ci_high": r.ci_high, "votes": r.votes}
                 for r in board.ratings]
@@ -42,7 +42,7 @@ def _cmd_ratings(engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_history_list(engine, args: argparse.Namespace) -> None:
-    items = engine.history_list(args.user, args.search, args.kind or engine.HISTORY_KINDS)
+    items = engine.history.items(args.user, args.search, args.kind or engine.history.KINDS)
     if args.json:
         print(json.dumps({"history": items}, indent=2, ensure_ascii=False))
         return

@@ -43,9 +43,9 @@ def _print_costs(metrics: dict) -> None:
 
 def _cmd_ask(engine, args: argparse.Namespace) -> None:
     cfg: CompareConfig = args.config(args)
-    doc = engine.load_document(args.doc)
+    doc = engine.knowledge.load_document(args.doc)
     finals, shown = [], {}
-    for update in engine.stream_compare(doc, args.question, args.methods, cfg):
+    for update in engine.knowledge.stream_compare(doc, args.question, args.methods, cfg):
         if not args.json:
             if update.method not in shown:
                 shown[update.method] = 0
@@ -69,26 +69,26 @@ def _cmd_ask(engine, args: argparse.Namespace) -> None:
                                                               "heading": u.citation.heading}}
                 for u in finals]
         print(json.dumps({"question": args.question, "document": doc.name,
-                          "model": engine.spec(cfg.model_id, cfg.load_in_4bit).model_id, "methods": rows},
+                          "model": engine.runtime.spec(cfg.model_id, cfg.load_in_4bit).model_id, "methods": rows},
                          indent=2, ensure_ascii=False))
 
 
 def _cmd_eval(engine, args: argparse.Namespace) -> None:
     cfg: CompareConfig = args.config(args)
     doc_path, qa_path = EVAL_SETS[args.set] if args.set else (args.doc, args.qa)
-    doc = engine.load_document(doc_path)
-    items = engine.evaluation_items(doc, qa_path, args.limit)  # another document without --qa is refused
+    doc = engine.knowledge.load_document(doc_path)
+    items = engine.knowledge.evaluation_items(doc, qa_path, args.limit)  # another document without --qa is refused
     # A question whose answer is one of the few-shot examples would be scored on a copied answer.
     shown = {question for question, _ in cfg.shots}
     kept = [item for item in items if item.question not in shown]
     if len(kept) < len(items):
         print(f"left out {len(items) - len(kept)} question(s) used as few-shot examples", file=sys.stderr)
         items = kept
-    result = engine.evaluate(doc, items, args.methods, cfg, progress)
+    result = engine.knowledge.evaluate(doc, items, args.methods, cfg, progress)
     if args.out:
-        print(f"wrote {engine.write_evaluation_json(result, args.out)}", file=sys.stderr)
+        print(f"wrote {engine.knowledge.write_evaluation_json(result, args.out)}", file=sys.stderr)
     if args.csv:
-        print(f"wrote {engine.write_evaluation_csv(result['rows'], args.csv)}", file=sys.stderr)
+        print(f"wrote {engine.knowledge.write_evaluation_csv(result['rows'], args.csv)}", file=sys.stderr)
     print(json.dumps(result["methods"], indent=2))
 
 

@@ -20,22 +20,22 @@ MODEL_HELP = "'embedded', a local folder or a Hub id (default: LAB_MODEL)"
 
 
 def _cmd_info(engine, args: argparse.Namespace) -> None:
-    print(json.dumps(engine.info(), indent=2))
+    print(json.dumps(engine.devices.info(), indent=2))
 
 
 def _cmd_prepare(engine, args: argparse.Namespace) -> None:
-    print(f"embedded model ready at {engine.prepare_embedded()}")
+    print(f"embedded model ready at {engine.models.prepare_embedded()}")
 
 
 def _cmd_generate(engine, args: argparse.Namespace) -> None:
     settings: GenerationSettings = args.config(args)
     final = None
-    for event in engine.generate(args.prompt, settings, model_id=args.model):
+    for event in engine.models.generate(args.prompt, settings, model_id=args.model):
         if not args.json:
             print(event.delta, end="", flush=True)
         final = event
     if args.json:
-        print(json.dumps({"model": engine.spec(args.model).model_id, "answer": final.text,
+        print(json.dumps({"model": engine.runtime.spec(args.model).model_id, "answer": final.text,
                           "finish_reason": final.finish_reason, "timings": final.timings.as_dict()}, indent=2))
     else:
         t = final.timings

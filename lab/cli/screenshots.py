@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 def _job_yaml(engine, model_id: str) -> str:
     """The 'teach this document' preset cut to a few short steps, so the Train tab shows a finished job."""
-    cfg = yaml.safe_load(engine.preset_yaml(engine.TEACH_PRESET))
+    cfg = yaml.safe_load(engine.jobs.preset_yaml(engine.jobs.TEACH_PRESET))
     cfg |= {"model_id": model_id, "output_name": JOB_NAME, "max_steps": 4, "per_device_train_batch_size": 2,
             "max_length": 64, "eval_steps": 2, "save_steps": 100, "logging_steps": 1}
     return yaml.safe_dump(cfg, sort_keys=False)
@@ -150,7 +150,7 @@ def _cmd_screenshots(engine, args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The embedded model is converted once into the usual data directory; the app itself starts on an empty one.
-    model_id = args.model or str(engine.prepare_embedded())
+    model_id = args.model or str(engine.models.prepare_embedded())
     chromium = args.chromium or (CHROMIUM if Path(CHROMIUM).exists() else None)
     with tempfile.TemporaryDirectory(prefix="lab-screenshots-") as data:
         os.environ["LAB_DATA_DIR"] = data  # app.py's own module-level engine must not touch the real data either

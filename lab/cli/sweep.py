@@ -42,39 +42,39 @@ def _cmd_sweep(engine, args: argparse.Namespace) -> None:
     if sum(x is not None for x in (args.sweep, args.resume, args.suggest)) != 1:
         raise ValueError("give one of: a sweep file (python -m lab sweep SWEEP.yaml), --suggest KNOB or --resume ID")
     if args.plan or args.suggest:
-        sweep = engine.suggest_sweep(args.suggest) if args.suggest else engine.load_sweep_file(args.sweep)
+        sweep = engine.sweeps.suggest(args.suggest) if args.suggest else engine.sweeps.load_file(args.sweep)
         if args.plan:  # the points and their controlled variables, nothing run
-            plan = engine.plan_sweep(sweep)
+            plan = engine.sweeps.plan(sweep)
             print(json.dumps(plan, indent=1) if args.json else "\n".join(
                 f"{p['point']}: max_steps {p['max_steps']}, examples {p['examples']:g}, tokens {p['tokens']}, "
                 f"lora_scale {p['lora_scale']}" for p in plan))
             return
     if args.resume:
-        for label, action in engine.resume_sweep(args.resume).items():
+        for label, action in engine.sweeps.resume(args.resume).items():
             print(f"{label}: {action}", file=sys.stderr)
         sweep_id = args.resume
     else:
-        sweep = engine.suggest_sweep(args.suggest) if args.suggest else engine.load_sweep_file(args.sweep)
-        sweep_id = engine.start_sweep(sweep)
+        sweep = engine.sweeps.suggest(args.suggest) if args.suggest else engine.sweeps.load_file(args.sweep)
+        sweep_id = engine.sweeps.start(sweep)
         progress(0, 1, f"sweep {sweep_id}: {len(sweep.points())} points queued")
-    report = engine.finish_sweep(sweep_id, progress, args.timeout)
+    report = engine.sweeps.finish(sweep_id, progress, args.timeout)
     print(f"sweep {report.sweep_id} ({engine.settings.data_dir / 'sweeps' / report.sweep_id})")
     print_table(report.rows)
     print(f"\nDecision: {report.decision.choice or 'none yet'}\n{report.decision.explanation}")
     if args.csv:
-        print(f"wrote {engine.export_sweep(report.sweep_id, args.csv)}", file=sys.stderr)
+        print(f"wrote {engine.sweeps.export(report.sweep_id, args.csv)}", file=sys.stderr)
 
 
 def _cmd_explain(engine, args: argparse.Namespace) -> None:
     # An unknown name raises KeyError with close matches; lab.cli.main prints it and exits with 2.
     if args.search is not None:
-        for entry in engine.catalog_search(args.search):
+        for entry in engine.explain.catalog_search(args.search):
             print(f"{entry.name:32} {entry.title}")
     elif args.name is None:
-        for entry in engine.catalog_entries():
+        for entry in engine.explain.catalog_entries():
             print(f"{entry.group:14} {entry.name:32} {entry.title}")
     else:
-        print(engine.explain(args.name, args.trainer))
+        print(engine.explain.markdown(args.name, args.trainer))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

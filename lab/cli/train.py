@@ -28,19 +28,19 @@ def _print_status(status: dict) -> None:
 
 
 def _cmd_train(engine, args: argparse.Namespace) -> None:
-    status = engine.train_here(args.config, resume=args.resume)
+    status = engine.jobs.train_here(args.config, resume=args.resume)
     _print_status(status)
     if status.get("state") == "failed":
         raise ValueError(f"job {status['id']} failed: {status.get('message')}")
 
 
 def _cmd_submit(engine, args: argparse.Namespace) -> None:
-    job_id = engine.submit_job(engine.load_config(args.config))
-    _print_status(engine.wait_job(job_id, args.timeout) if args.wait else engine.job_status(job_id))
+    job_id = engine.jobs.submit(engine.jobs.load_config(args.config))
+    _print_status(engine.jobs.wait(job_id, args.timeout) if args.wait else engine.jobs.status(job_id))
 
 
 def _cmd_list(engine, args: argparse.Namespace) -> None:
-    jobs = engine.list_jobs()
+    jobs = engine.jobs.all()
     if args.json:
         print(json.dumps(jobs, indent=1))
         return
@@ -54,7 +54,7 @@ def _cmd_list(engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_plan(engine, args: argparse.Namespace) -> None:
-    plan = engine.plan_jobs(args.configs, args.inventory)
+    plan = engine.jobs.plan(args.configs, args.inventory)
     if args.json:
         print(json.dumps(plan, indent=1))
         return
@@ -66,33 +66,33 @@ def _cmd_plan(engine, args: argparse.Namespace) -> None:
 
 
 def _cmd_show(engine, args: argparse.Namespace) -> None:
-    _print_status(engine.job_status(args.job_id))
-    print("\n" + engine.job_log(args.job_id, args.lines))
+    _print_status(engine.jobs.status(args.job_id))
+    print("\n" + engine.jobs.log(args.job_id, args.lines))
 
 
 def _cmd_stop(engine, args: argparse.Namespace) -> None:
-    _print_status(engine.control_job("stop", args.job_id))
+    _print_status(engine.jobs.control("stop", args.job_id))
 
 
 def _cmd_kill(engine, args: argparse.Namespace) -> None:
-    _print_status(engine.control_job("kill", args.job_id))
+    _print_status(engine.jobs.control("kill", args.job_id))
 
 
 def _cmd_resume(engine, args: argparse.Namespace) -> None:
-    status = engine.control_job("resume", args.job_id)
-    _print_status(engine.wait_job(args.job_id, args.timeout) if args.wait else status)
+    status = engine.jobs.control("resume", args.job_id)
+    _print_status(engine.jobs.wait(args.job_id, args.timeout) if args.wait else status)
 
 
 def _cmd_delete(engine, args: argparse.Namespace) -> None:
-    _print_status(engine.control_job("delete", args.job_id))
+    _print_status(engine.jobs.control("delete", args.job_id))
 
 
 def _cmd_merge(engine, args: argparse.Namespace) -> None:
-    print(f"merged model written to {engine.export_merged(args.adapter, args.out, base_model_id=args.base)}")
+    print(f"merged model written to {engine.adapters.export_merged(args.adapter, args.out, base_model_id=args.base)}")
 
 
 def _cmd_show_command(engine, args: argparse.Namespace) -> None:
-    print(engine.command_preview(engine.load_config(args.config)))
+    print(engine.jobs.command_preview(engine.jobs.load_config(args.config)))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

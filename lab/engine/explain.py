@@ -1,43 +1,50 @@
-"""The Engine's Explain operations: the catalog, live calculators and sweeps (a grid of jobs and a decision)."""
+"""Explain: the hyperparameter catalog and the live calculators beside each entry.
+
+    python -m lab explain lora_r
+
+A catalog entry is text written once (assets/catalog.yaml); its live panel calls a calculator here, which
+asks transformers, peft or TRL for the number. Calculators that read a model folder check first that the
+user may name it. Sweeps, the Explain tab's other half, are lab/engine/sweeps.py.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig
-
-from lab.core import access
-from lab.core.spaces import refuse_training_on_zero_gpu
+from lab.core.device import DeviceChoice, memory_info
+from lab.core.settings import LabSettings
 from lab.core.users import LOCAL_USER
-from lab.engine.training import Progress, TrainingOps
-from lab.explain import calculators, catalog, sweeps
-from lab.explain.sweeps.config import grid_size
-from lab.explain.sweeps.run import sweep_owner
+from lab.engine.uploads import Uploads
+from lab.explain import calculators, catalog
 from lab.inference.models import resolve_model_path
+from lab.training.configs.pretrain import PretrainConfig
 
 
-class ExplainOps(TrainingOps):
-    """Explainers read the catalog; sweeps are jobs, checked exactly as submit_job checks one."""
+class Explain:
+    """The catalog and the calculators, as the Explain and Train tabs use them."""
     CATALOG_GROUPS = catalog.GROUPS
-    catalog_entries = staticmethod(catalog.entries)
-    catalog_search = staticmethod(catalog.search)
-    catalog_entry = staticmethod(catalog.get)
     SCHEDULER_TYPES = calculators.SCHEDULER_TYPES
     OPTIMIZER_STATES = calculators.OPTIMIZER_STATES
     ACTIVATIONS = (*calculators.GATED_ACTIVATIONS, *calculators.PLAIN_ACTIVATIONS)
     MEMORY_ASSUMPTIONS = calculators.MEMORY_ASSUMPTIONS
-    batch_math = staticmethod(calculators.batch_math)
-    lr_curve = staticmethod(calculators.lr_curve)
-    lora_scale = staticmethod(calculators.lora_scale)
-    memory_estimate = staticmethod(calculators.memory_estimate)
-    memory_verdict = staticmethod(calculators.verdict)
-    architecture_params = staticmethod(calculators.architecture_params)
-    format_bytes = staticmethod(calculators.format_bytes)
 
-    catalog_lookup = staticmethod(catalog.lookup)
+    def __init__(self, settings: LabSettings, device: DeviceChoice, uploads: Uploads) -> None:
+        self.settings, self.device, self.uploads = settings, device, uploads
 
-    def explain(self, name: str, kind: str | None = None) -> str:
+    # ---- the catalog ------------------------------------------------------------------------------------------
+    def catalog_entries(self, group: str | None = None) -> list[catalog.Entry]:
+        """All entries in catalog order, or those of one group."""
+        return catalog.entries(group)
+
+    def catalog_search(self, text: str) -> list[catalog.Entry]:
+        """Entries containing every word of `text`, best first."""
+        return catalog.search(text)
+
+    def catalog_entry(self, name: str) -> catalog.Entry:
+        """The entry called `name` or one of its aliases; KeyError with close matches."""
+        return catalog.get(name)
+
+    def markdown(self, name: str, kind: str | None = None) -> str:
         """The catalog entry for a knob, as Markdown (what `python -m lab explain NAME [--trainer KIND]` prints).
         With `kind`, the entry for that trainer's config field; a name that means different knobs per trainer
         and no kind to settle it gives the list of its meanings, each entry in full."""
@@ -46,13 +53,48 @@ class ExplainOps(TrainingOps):
         except catalog.AmbiguousName:
             return catalog.render_meanings(name)
 
+    # ---- calculators that need no model -----------------------------------------------------------------------
+    def batch_math(self, per_device_batch: int, grad_accum: int, devices: int, dataset_size: int, seq_len: int,
+                   epochs: float = 1.0, warmup_steps: float = 0.0, max_steps: int = -1,
+                   warmup_ratio: float | None = None) -> calculators.BatchMath:
+        """Effective batch, optimizer steps and warmup for a Trainer run."""
+        return calculators.batch_math(per_device_batch, grad_accum, devices, dataset_size, seq_len, epochs,
+                                      warmup_steps, max_steps, warmup_ratio)
+
+    def lr_curve(self, scheduler_type: str, learning_rate: float, total_steps: int,
+                 warmup_steps: int = 0) -> list[tuple[int, float]]:
+        """(step, learning rate) pairs from transformers' scheduler on a dummy optimizer."""
+        return calculators.lr_curve(scheduler_type, learning_rate, total_steps, warmup_steps)
+
+    def lora_scale(self, r: int, alpha: float, use_rslora: bool = False) -> float:
+        """The factor peft multiplies the adapter's output by: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        return calculators.lora_scale(r, alpha, use_rslora)
+
+    def architecture_params(self, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int,
+                            vocab_size: int, tied_embeddings: bool = False, activation: str = "swiglu",
+                            norm: str = "rmsnorm", attention_bias: bool = False) -> calculators.ArchitectureParams:
+        """Parameter count of a decoder-only architecture, built in transformers on the meta device."""
+        return calculators.architecture_params(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size,
+                                               tied_embeddings, activation, norm, attention_bias)
+
+    def pretrain_preview(self, cfg: PretrainConfig) -> dict[str, Any]:
+        """What the Train tab shows before a pretraining launch: backend class, parameters, memory estimate."""
+        return calculators.pretrain_preview(cfg, self.settings.data_dir)
+
+    def format_bytes(self, n: float) -> str:
+        """1536 -> '1.5 KiB'; for labels next to the numbers."""
+        return calculators.format_bytes(n)
+
+    # ---- calculators over a model folder ----------------------------------------------------------------------
+    def _model_source(self, model_id: str | None, user: str) -> str:
+        self.uploads.check_model_access(model_id, user)
+        return resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
+
     def trainable_params(self, model_id: str | None, r: int, preset: str,
                          user: str = LOCAL_USER) -> calculators.TrainableParams:
         """Trainable and total parameters of LoRA rank `r` on `preset` layers of a model (the default when empty);
         a model folder `user` may not read is refused."""
-        self.check_model_access(model_id, user)
-        source = resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
-        return calculators.trainable_params(source, r, preset)
+        return calculators.trainable_params(self._model_source(model_id, user), r, preset)
 
     def training_memory(self, model_id: str | None, mode: str, bits: int, optimizer: str, batch: int, seq_len: int,
                         grad_checkpointing: bool, r: int, preset: str, autocast: bool = True,
@@ -63,8 +105,9 @@ class ExplainOps(TrainingOps):
         bits is how the base's weights are stored (full fine-tuning: 32 = fp32 master weights, 16 = pure bf16);
         autocast = matmuls in bf16, as the lab trains on a GPU. A 4- or 8-bit base keeps its embeddings, head and
         norms in 16 bits, counted on the model. A model folder `user` may not read is refused."""
-        self.check_model_access(model_id, user)
-        source = resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
+        from transformers import AutoConfig  # transformers loads only when a panel asks for a model's shape
+
+        source = self._model_source(model_id, user)
         cfg = AutoConfig.from_pretrained(source)
         adapted = calculators.trainable_params(source, r, preset)
         n_params = adapted.total - adapted.trainable  # the base model alone
@@ -74,81 +117,6 @@ class ExplainOps(TrainingOps):
             n_heads=cfg.num_attention_heads, n_kv_heads=cfg.num_key_value_heads, vocab_size=cfg.vocab_size,
             lora_r=r, lora_modules=preset, autocast=autocast,
             unquantized_params=calculators.unquantized_params(cfg) if bits in (4, 8) else 0)
-        mem = self.memory_info()
+        mem = memory_info(self.device.device)
         free = int(mem.get("gpu_free", mem["ram_available"]))
         return est, free, calculators.verdict(est.total, free)
-
-    SUGGESTED_SWEEPS = sweeps.SUGGESTED_GRIDS
-    sweep_to_dict = staticmethod(sweeps.sweep_to_dict)
-
-    @property
-    def _models_dir(self) -> Path:
-        return self.settings.data_dir / "models"
-
-    def suggest_sweep(self, knob: str, base: str | dict = sweeps.DEFAULT_BASE,
-                      overrides: dict | None = None) -> sweeps.SweepConfig:
-        """The suggested first sweep for a knob, its controlled variables filled in (packing measured on the data);
-        ValueError saying why when its points would be identical jobs (bias on a model without biases, rsLoRA at
-        matched gain)."""
-        return sweeps.suggest(knob, self._models_dir, base, overrides)
-
-    def plan_sweep(self, sweep: sweeps.SweepConfig) -> list[dict]:
-        """Per point, without running it: overrides, max_steps, examples, planned tokens and LoRA scale."""
-        sweeps.check_effective(sweep, self._models_dir)
-        return [p.as_dict() for p in sweeps.plan_sweep(sweep, self._models_dir)]
-
-    def sweep_from_dict(self, data: Any, source: str = "sweep") -> sweeps.SweepConfig:
-        """A sweep from a mapping (the Explain tab's editor). Its base is a preset name or an inline config, never a
-        path; a grid over LAB_MAX_SWEEP_POINTS is refused before any point is built."""
-        if isinstance(data, dict):
-            access.check_sweep_points(self.settings, grid_size(data.get("grid")))
-            data = sweeps.fill_packing(data, self._models_dir)
-        return sweeps.sweep_from_dict(data, source)
-
-    def load_sweep_file(self, path: str | Path) -> sweeps.SweepConfig:
-        """A sweep YAML file (the command line); a YAML error names the file and the place, never a line of it."""
-        return self.sweep_from_dict(access.load_yaml_file(path), str(path))
-
-    def list_sweeps(self) -> list[dict]:
-        return sweeps.list_sweeps(self.settings.data_dir)
-
-    def start_sweep(self, sweep: sweeps.SweepConfig, user: str = LOCAL_USER) -> str:
-        """Queue every point of a sweep as a job owned by `user`; returns the sweep id. Refused before anything is
-        written when the grid is over LAB_MAX_SWEEP_POINTS, the user is at LAB_MAX_QUEUED_JOBS, or a point's
-        config (or eval_qa) names a path the user may not read, exactly as submit_job checks a job."""
-        refuse_training_on_zero_gpu()
-        access.check_sweep_points(self.settings, grid_size(sweep.grid))
-        access.check_queued_jobs(self.settings, user, self.jobs.list())
-        sweeps.check_effective(sweep, self._models_dir)
-        for point in sweep.points():
-            self.check_config_paths(point.config, user)
-        if sweep.eval_qa is not None and user != LOCAL_USER:
-            access.allowed_path(self.settings, user, sweep.eval_qa, "eval_qa")
-        return sweeps.start_sweep(sweep, self.settings.data_dir, self.jobs, owner=user)
-
-    def resume_sweep(self, sweep_id: str, user: str = LOCAL_USER) -> dict[str, str]:
-        """Re-attach a sweep to its jobs after a restart (rerun what did not finish); point label -> what was done.
-        Only the user who started it (or an admin, LAB_ADMINS) may."""
-        refuse_training_on_zero_gpu()
-        owner = sweep_owner(sweep_id, self.settings.data_dir)
-        if owner != user and not access.is_admin(self.settings, user):
-            raise PermissionError(f"Sweep {sweep_id} belongs to {owner}; only they (or an admin, LAB_ADMINS) can "
-                                  "resume it.")
-        return sweeps.resume_sweep(sweep_id, self.settings.data_dir, self.jobs)
-
-    def finish_sweep(self, sweep_id: str, progress: Progress | None = None,
-                     timeout_s: float = 24 * 3600) -> sweeps.SweepReport:
-        """Block until every point's job ends, score the adapters on the sweep's QA set, and decide."""
-        return sweeps.finish_sweep(sweep_id, self.settings.data_dir, self.jobs, self, progress, timeout_s)
-
-    def sweep_results(self, sweep_id: str) -> list[dict]:
-        return sweeps.sweep_results(sweep_id, self.settings.data_dir)
-
-    def sweep_curves(self, sweep_id: str) -> list[dict]:
-        return sweeps.overlay_curves(sweep_id, self.settings.data_dir)
-
-    def sweep_decision(self, sweep_id: str, rows: list[dict] | None = None) -> sweeps.Decision:
-        return sweeps.sweep_decision(sweep_id, self.settings.data_dir, rows)
-
-    def export_sweep(self, sweep_id: str, path: str | Path) -> Path:
-        return sweeps.export_csv(self.sweep_results(sweep_id), path)

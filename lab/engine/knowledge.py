@@ -1,76 +1,91 @@
-"""The Engine's knowledge operations: documents, Compare's streamed answers, evaluations and their exports."""
+"""Knowledge: documents, Compare's streamed answers, evaluations and their exports, the break-even lines.
+
+    python -m lab ask --question "What is LoRA?" --methods base,rag,cag,full
+
+Compare and evaluation run over a document through the shared Runtime; `ft:<adapter>` methods come from the
+trained adapters, and a user may name only the model and adapter folders they may read.
+"""
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
 
 from lab.core import access
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
 from lab.core.users import LOCAL_USER, check_name, workspace_dir
-from lab.engine.training import Progress, TrainingOps
-from lab.inference import adapters
+from lab.engine.adapters import Adapters
+from lab.engine.jobs import Progress
+from lab.engine.uploads import Uploads
+from lab.inference.runtime import Runtime
 from lab.knowledge import breakeven, compare, evaluation
 from lab.knowledge.compare import CompareConfig, MethodUpdate
 from lab.knowledge.documents import Document, load_document
 
 
-class KnowledgeOps(TrainingOps):
-    """Compare and evaluation over a document; `ft:<adapter>` methods come from the trained adapters."""
+class Knowledge:
+    """Compare and evaluation over a document, and the evaluations running now."""
     METHODS = compare.METHODS
     """Knowledge methods that need no adapter; `ft:<adapter>` adds a fine-tuned one."""
     SCORES = evaluation.SCORES
     BUNDLED_QA = BUNDLED_QA
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, runtime: Runtime, uploads: Uploads, adapters: Adapters) -> None:
+        self.runtime, self.settings, self.uploads, self.adapters = runtime, runtime.settings, uploads, adapters
         # Evaluations in progress, by a number of their own: who runs it, how far it got, whether it was cancelled.
-        # Read by stats(), so a page (or a test) can see that a closed page's evaluation really ended.
+        # Read by running_evaluations, so a page (or a test) can see that a closed page's evaluation really ended.
         self._evaluations: dict[int, tuple[dict, threading.Event]] = {}
         self._evaluation_numbers = itertools.count(1)
         self._evaluations_lock = threading.Lock()
 
-    def stats(self) -> dict:
-        """The session manager's stats, plus the evaluations running now (user, answered, answers, cancelled)."""
+    def running_evaluations(self) -> list[dict]:
+        """The evaluations running now (user, answered, answers, cancelled)."""
         with self._evaluations_lock:
-            running = [entry | {"cancelled": cancel.is_set()} for entry, cancel in self._evaluations.values()]
-        return super().stats() | {"evaluations": running}
+            return [entry | {"cancelled": cancel.is_set()} for entry, cancel in self._evaluations.values()]
 
+    # ---- documents and methods --------------------------------------------------------------------------------
     def bundled_document(self) -> Document:
         return load_document(BUNDLED_DOC)
 
-    load_document = staticmethod(load_document)
+    def load_document(self, path: str | Path) -> Document:
+        """A document file (md, txt, pdf) the caller may read (the command line's --doc)."""
+        return load_document(path)
 
     def compare_methods(self, include_sweeps: bool = False) -> list[str]:
         """What Compare offers: the plain methods and one `ft:<name>` per trained adapter (a sweep's adapters only
         with include_sweeps; any adapter can still be run by its name)."""
-        return [*compare.METHODS, *(f"{compare.ADAPTER_PREFIX}{name}" for name in self.adapter_names(include_sweeps))]
+        return [*compare.METHODS, *(f"{compare.ADAPTER_PREFIX}{name}" for name in self.adapters.names(include_sweeps))]
 
     def compare_method_labels(self, include_sweeps: bool = False) -> list[tuple[str, str]]:
-        """compare_methods as (what the list shows, the method): an adapter's says what it is (adapter_summary)."""
-        listed = sorted(self.list_adapters(include_sweeps), key=lambda a: a.name)  # one listing, as compare_methods
+        """compare_methods as (what the list shows, the method): an adapter's says what it is (Adapters.summary)."""
+        listed = sorted(self.adapters.all(include_sweeps), key=lambda a: a.name)  # one listing, as compare_methods
+        prefix = compare.ADAPTER_PREFIX
         return [*((m, m) for m in compare.METHODS),
-                *((f"{compare.ADAPTER_PREFIX}{a.name} — {self.adapter_summary(a)}", f"{compare.ADAPTER_PREFIX}{a.name}")
-                  for a in listed)]
+                *((f"{prefix}{a.name} — {self.adapters.summary(a)}", f"{prefix}{a.name}") for a in listed)]
 
-    def stream_compare(self, doc: Document, question: str, methods: str | Sequence[str], cfg: CompareConfig | None = None,
-                caller: str | None = None, user: str = LOCAL_USER) -> Iterator[MethodUpdate]:
+    # ---- Compare ----------------------------------------------------------------------------------------------
+    def stream_compare(self, doc: Document, question: str, methods: str | Sequence[str],
+                       cfg: CompareConfig | None = None, caller: str | None = None,
+                       user: str = LOCAL_USER) -> Iterator[MethodUpdate]:
         """Stream every method's answer to one question about `doc`, with its costs."""
-        self._check_compare_access(methods, cfg, user)
-        return compare.stream_compare(self, doc, question, methods, cfg, caller=caller)
+        self._check_access(methods, cfg, user)
+        return compare.stream_compare(self.runtime, doc, question, methods, cfg, caller=caller)
 
-    def _check_compare_access(self, methods: str | Sequence[str], cfg: CompareConfig | None, user: str) -> None:
+    def _check_access(self, methods: str | Sequence[str], cfg: CompareConfig | None, user: str) -> None:
         """Refuse, before anything runs, a model folder (cfg.model_id) or `ft:` adapter folder `user` may not read."""
         if user == LOCAL_USER:
             return
-        self.check_model_access(cfg.model_id if cfg else None, user)
+        self.uploads.check_model_access(cfg.model_id if cfg else None, user)
         for name in compare.parse_methods(methods):
             if name.startswith(compare.ADAPTER_PREFIX):
                 access.allowed_adapter(self.settings, user, name[len(compare.ADAPTER_PREFIX):])
 
-    load_qa = staticmethod(evaluation.load_qa)
+    # ---- evaluation -------------------------------------------------------------------------------------------
+    def load_qa(self, path: str | Path, limit: int | None = None) -> list[evaluation.QAItem]:
+        """A QA JSONL file's items, the first `limit` of them; a malformed line is refused naming the line."""
+        return evaluation.load_qa(path, limit)
 
     def evaluation_items(self, doc: Document, qa_file: str | Path | None, limit: int | None = None
                          ) -> list[evaluation.QAItem]:
@@ -83,8 +98,8 @@ class KnowledgeOps(TrainingOps):
                  cancel: threading.Event | None = None, caller: str | None = None) -> dict:
         """Score a QA set through several methods (exact match, F1, ROUGE-L, BLEU, latency). Setting `cancel`
         stops it within the answer in progress; the result keeps the rows scored so far and says cancelled.
-        `caller` (new_caller) names its requests; by default one of `user`'s."""
-        self._check_compare_access(methods, cfg, user)
+        `caller` (Requests.new_caller) names its requests; by default one of `user`'s."""
+        self._check_access(methods, cfg, user)
         cancel = cancel or threading.Event()
         number = next(self._evaluation_numbers)
         entry = {"user": user, "answered": 0, "answers": None}
@@ -98,8 +113,8 @@ class KnowledgeOps(TrainingOps):
         with self._evaluations_lock:
             self._evaluations[number] = (entry, cancel)
         try:
-            return evaluation.evaluate(self, doc, items, methods, cfg, track, cancel,
-                                       caller or self.sessions.new_caller("eval", user))
+            return evaluation.evaluate(self.runtime, doc, items, methods, cfg, track, cancel,
+                                       caller or self.runtime.sessions.new_caller("eval", user))
         finally:
             with self._evaluations_lock:
                 del self._evaluations[number]
@@ -111,7 +126,7 @@ class KnowledgeOps(TrainingOps):
         access.check_workspace_quota(self.settings, user)  # already full: refused before anything is written
         written = (evaluation.write_json(result, folder / f"{stem}.json"),
                    evaluation.write_csv(result["rows"], folder / f"{stem}.csv"))
-        self._keep_within_quota(user, written)
+        self.uploads.keep_within_quota(user, written)
         return written
 
     def evaluations(self, user: str) -> list[Path]:
@@ -121,8 +136,11 @@ class KnowledgeOps(TrainingOps):
         return sorted(files, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
 
     # Anywhere the caller chooses (the command line's --out and --csv); a tab uses export_evaluation.
-    write_evaluation_json = staticmethod(evaluation.write_json)
-    write_evaluation_csv = staticmethod(evaluation.write_csv)
+    def write_evaluation_json(self, result: dict, path: str | Path) -> Path:
+        return evaluation.write_json(result, path)
+
+    def write_evaluation_csv(self, rows: Sequence[dict], path: str | Path) -> Path:
+        return evaluation.write_csv(rows, path)
 
     def break_even(self, metrics: dict[str, dict]) -> list[breakeven.BreakEven]:
         """After how many questions CAG's cache build and each adapter's training have paid for themselves against
@@ -131,7 +149,7 @@ class KnowledgeOps(TrainingOps):
         training_s = {}
         for method in metrics:
             if method.startswith(compare.ADAPTER_PREFIX):
-                seconds = adapters.training_seconds(self.settings.data_dir, method[len(compare.ADAPTER_PREFIX):])
+                seconds = self.adapters.training_seconds(method[len(compare.ADAPTER_PREFIX):])
                 if seconds is not None:
                     training_s[method] = seconds
         return breakeven.break_even_lines(metrics, training_s)

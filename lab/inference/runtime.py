@@ -3,8 +3,8 @@
     python -c "from lab.inference.runtime import Runtime; print(Runtime().stats())"
 
 The knowledge, training and explain packages take a Runtime (never the Engine) so that the
-Engine, the facade over all of them, can import them without a cycle. The Engine is a Runtime:
-every function below accepts the Engine that the tabs and the CLI hold.
+Engine, the facade over all of them, can import them without a cycle. The Engine builds one
+Runtime and hands it to its services; `engine.runtime` is what a function below takes.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ def base_against_full(browser, app, tmp_path, document: str, reserve: str):
     user's uploads, with `reserve` tokens kept beside the document (the tiny model's window is only 256)."""
     notes = tmp_path / document
     notes.write_text(DOC)
-    app.engine.save_upload("local", notes)  # one of the local user's uploads, as the Compare tab keeps them
+    app.engine.uploads.save("local", notes)  # one of the local user's uploads, as the Compare tab keeps them
     wanted = {app.engine.settings.model_id, "full"}
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     page.goto(app.url)
@@ -79,8 +79,8 @@ def test_one_battle_vote_reveal_and_leaderboard(browser, tiny_app, tmp_path):
 def test_a_battle_whose_side_failed_cannot_be_voted_on_only_discarded(browser, tiny_app, tmp_path):
     # 256 tokens kept beside the document leave no room in the tiny model's window: full context fails.
     page = base_against_full(browser, tiny_app, tmp_path, "battle-too-long.md", reserve="256")
-    votes_before = tiny_app.engine.ratings().total_votes
-    kept_before = len(tiny_app.engine.history_list("local", kinds=["battle"]))
+    votes_before = tiny_app.engine.battles.ratings().total_votes
+    kept_before = len(tiny_app.engine.history.items("local", kinds=["battle"]))
     page.locator("#battle-start").click()
     status = page.locator("#battle-status")
     status.get_by_text("could not answer, so this battle cannot be voted on").wait_for(timeout=120_000)
@@ -95,6 +95,6 @@ def test_a_battle_whose_side_failed_cannot_be_voted_on_only_discarded(browser, t
     reveal.get_by_text("no vote was recorded").wait_for(timeout=60_000)
     assert "full on battle-too-long.md" in reveal.inner_text() and "too long" in reveal.inner_text()
     assert page.locator("#battle-discard").is_disabled()
-    assert tiny_app.engine.ratings().total_votes == votes_before
-    assert len(tiny_app.engine.history_list("local", kinds=["battle"])) == kept_before  # nor kept in History
+    assert tiny_app.engine.battles.ratings().total_votes == votes_before
+    assert len(tiny_app.engine.history.items("local", kinds=["battle"])) == kept_before  # nor kept in History
     page.close()

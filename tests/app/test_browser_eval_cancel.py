@@ -52,7 +52,7 @@ def start_evaluation(page, app) -> None:
 
 
 def running(engine) -> list[dict]:
-    return engine.stats()["evaluations"]
+    return engine.devices.stats()["evaluations"]
 
 
 def cancelled(engine) -> bool:
@@ -61,7 +61,7 @@ def cancelled(engine) -> bool:
 
 
 def newest_saved(engine) -> dict:
-    return json.loads(Path(next(p for p in engine.evaluations("local") if p.suffix == ".json")).read_text())
+    return json.loads(Path(next(p for p in engine.knowledge.evaluations("local") if p.suffix == ".json")).read_text())
 
 
 def test_cancel_keeps_and_shows_the_rows_scored_so_far(browser, tiny_app, held_third_answer):

@@ -46,9 +46,9 @@ def test_system_tab_lists_a_request_in_flight_and_cancels_it(browser, live_app, 
     ended: list[str] = []
 
     def answer():
-        caller = embedded_engine.new_caller("playground", "local")
+        caller = embedded_engine.requests.new_caller("playground", "local")
         try:
-            for _ in embedded_engine.generate("Write a long story about a river.", GenerationSettings(max_new_tokens=600),
+            for _ in embedded_engine.models.generate("Write a long story about a river.", GenerationSettings(max_new_tokens=600),
                                              caller=caller):
                 pass
             ended.append("finished")
@@ -57,8 +57,8 @@ def test_system_tab_lists_a_request_in_flight_and_cancels_it(browser, live_app, 
 
     worker = threading.Thread(target=answer, daemon=True)
     worker.start()
-    wait_until(lambda: [r["state"] for r in embedded_engine.running_requests()] == ["running"])
-    [row] = embedded_engine.running_requests()
+    wait_until(lambda: [r["state"] for r in embedded_engine.requests.running_requests()] == ["running"])
+    [row] = embedded_engine.requests.running_requests()
     page = browser.new_page()
     page.goto(live_app)
     page.get_by_role("tab", name="System").click()
@@ -86,8 +86,8 @@ def test_reloading_the_page_cancels_its_playground_answer(browser, live_app, emb
     page.locator("#playground-prompt textarea").fill("Write a long story about a river and the town beside it.")
     page.get_by_label("max_new_tokens").fill("1500")
     page.locator("#playground-run").click()
-    wait_until(lambda: [r["kind"].split("-")[0] for r in embedded_engine.running_requests()] == ["playground"],
+    wait_until(lambda: [r["kind"].split("-")[0] for r in embedded_engine.requests.running_requests()] == ["playground"],
                timeout_s=60)
     page.reload()
-    wait_until(lambda: embedded_engine.running_requests() == [], timeout_s=60)
+    wait_until(lambda: embedded_engine.requests.running_requests() == [], timeout_s=60)
     page.close()

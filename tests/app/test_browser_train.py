@@ -71,7 +71,7 @@ def late_sweep_listing(tiny_app, monkeypatch):
     `listed` and answers only once `release` is set. So the refresh answers after Start has, the order a busy
     machine gives it (the tab's select handlers answer one after another, this one last)."""
     listed, release = threading.Event(), threading.Event()
-    list_sweeps = tiny_app.engine.list_sweeps
+    list_sweeps = tiny_app.engine.sweeps.all
 
     def held_first_listing():
         if not listed.is_set():
@@ -107,8 +107,8 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app, late_
                                " && !document.querySelector('#explain-sweep-decision').innerText.includes('finished…')",
                                timeout=600_000)
     except Exception as exc:  # say what the jobs were doing, so a failure on a loaded machine can be read
-        jobs = tiny_app.engine.list_jobs()
-        logs = "\n".join(f"--- {j['id']} {j['state']} {j.get('message')}\n{tiny_app.engine.job_log(j['id'], 15)}"
+        jobs = tiny_app.engine.jobs.all()
+        logs = "\n".join(f"--- {j['id']} {j['state']} {j.get('message')}\n{tiny_app.engine.jobs.log(j['id'], 15)}"
                           for j in jobs)
         raise AssertionError(f"sweep decision never shown: {page.locator('#explain-sweep-decision').inner_text()}\n"
                              f"sweep watched: {page.locator('#explain-sweep-id input').input_value()!r}\n"
@@ -118,7 +118,7 @@ def test_explain_tab_starts_a_sweep_and_fills_its_table(browser, tiny_app, late_
     assert table.count("completed") == 2, table
 
     # The sweep's two adapters are kept out of Compare's list until asked for, and listed under their sweep.
-    sweep_id = tiny_app.engine.list_sweeps()[-1]["id"]
+    sweep_id = tiny_app.engine.sweeps.all()[-1]["id"]
     page.reload()
     page.get_by_role("tab", name="Compare").click()
     methods = page.locator("#compare-methods")

@@ -29,8 +29,8 @@ def open_tab(browser, url: str, tab: str, user: str | None = None, password: str
 
 
 def test_bob_sees_unload_disabled_with_the_reason_and_the_api_refuses_him(browser, tiny_auth_app):
-    tiny_auth_app.engine.load()  # something bob could otherwise drop from under alice
-    key = tiny_auth_app.engine.spec().key
+    tiny_auth_app.engine.models.load()  # something bob could otherwise drop from under alice
+    key = tiny_auth_app.engine.runtime.spec().key
     context, page = open_tab(browser, tiny_auth_app.url, "System", "bob", "b2")
     page.locator("#system-unload-note").get_by_text(REASON).wait_for(timeout=30_000)
     assert page.locator("#system-unload").is_disabled()
@@ -38,7 +38,7 @@ def test_bob_sees_unload_disabled_with_the_reason_and_the_api_refuses_him(browse
     client = Client(tiny_auth_app.url, auth=("bob", "b2"), verbose=False)
     with pytest.raises(Exception, match="Only admins"):
         client.predict(key, api_name="/unload_model")
-    assert key in [e["key"] for e in tiny_auth_app.engine.stats()["entries"]]  # still loaded, one copy
+    assert key in [e["key"] for e in tiny_auth_app.engine.devices.stats()["entries"]]  # still loaded, one copy
     assert tiny_auth_app.engine.sessions.load_counts[key] == 1
 
 

@@ -15,9 +15,9 @@ def test_a_new_adapter_reaches_the_arena_and_ft_names_work(browser, tiny_app):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(tiny_app.url)  # opened before the adapter exists
     text = tiny_job_yaml(tiny_app.model_dir, tiny_app.qa, "arena-lora", max_steps=2)
-    job = tiny_app.engine.submit_job(tiny_app.engine.config_from_dict(yaml.safe_load(text), source="the test"))
-    assert tiny_app.engine.wait_job(job, timeout_s=900)["state"] == "completed"
-    adapter = next(a.name for a in tiny_app.engine.list_adapters() if a.job_id == job)
+    job = tiny_app.engine.jobs.submit(tiny_app.engine.jobs.config_from_dict(yaml.safe_load(text), source="the test"))
+    assert tiny_app.engine.jobs.wait(job, timeout_s=900)["state"] == "completed"
+    adapter = next(a.name for a in tiny_app.engine.adapters.all() if a.job_id == job)
 
     page.get_by_role("tab", name="Arena").click()
     page.locator("#arena-model-0 input").click()

@@ -37,7 +37,7 @@ def replace_code(page, selector: str, text: str) -> None:
 
 def submit(app, name: str, steps: int) -> str:
     text = tiny_job_yaml(app.model_dir, app.qa, name, max_steps=steps)
-    return app.engine.submit_job(app.engine.config_from_dict(yaml.safe_load(text), source="the test"))
+    return app.engine.jobs.submit(app.engine.jobs.config_from_dict(yaml.safe_load(text), source="the test"))
 
 
 def axis_labels(page, elem_id: str) -> list[str]:
@@ -84,7 +84,7 @@ def test_first_job_draws_numeric_curves_and_the_state_line_follows_it(browser, f
 def test_job_list_is_newest_first_stopped_jobs_have_no_eta_and_delete_removes(browser, fresh_app):
     older = submit(fresh_app, "older-lora", steps=2)
     # Generous waits: on a shared machine a job may sit in the queue until CPU slots or memory are free.
-    assert fresh_app.engine.wait_job(older, timeout_s=900)["state"] == "completed"
+    assert fresh_app.engine.jobs.wait(older, timeout_s=900)["state"] == "completed"
     newer = submit(fresh_app, "newer-lora", steps=5000)
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.goto(fresh_app.url)

@@ -17,7 +17,7 @@ from lab.core.errors import DataDirError
 
 
 def answer(engine, prompt, **kw):
-    return list(engine.generate(prompt, GenerationSettings(max_new_tokens=4), **kw))[-1]
+    return list(engine.models.generate(prompt, GenerationSettings(max_new_tokens=4), **kw))[-1]
 
 
 def test_empty_prompt_is_refused_then_engine_still_answers(tiny_engine):
@@ -28,11 +28,11 @@ def test_empty_prompt_is_refused_then_engine_still_answers(tiny_engine):
 
 def test_absurd_max_new_tokens_is_refused(tiny_engine):
     with pytest.raises(ValueError, match="limit"):  # a valid setting above this lab's limit (2048)
-        list(tiny_engine.generate("hi", GenerationSettings(max_new_tokens=100_000)))
+        list(tiny_engine.models.generate("hi", GenerationSettings(max_new_tokens=100_000)))
     with pytest.raises(ValueError, match="max_new_tokens"):  # past any model's reach: refused by the settings
         GenerationSettings(max_new_tokens=10**7)
     with pytest.raises(ValueError, match="window"):  # below the limit but past the tiny model's 256 positions
-        list(tiny_engine.generate("the model", GenerationSettings(max_new_tokens=1000)))
+        list(tiny_engine.models.generate("the model", GenerationSettings(max_new_tokens=1000)))
 
 
 @pytest.mark.parametrize("model_id", ["no-such-owner/no-such-model", "../../etc", "/definitely/not/here"])
@@ -80,3 +80,28 @@ def test_cli_info_runs_as_a_module(tmp_path):
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["device"] in ("cpu", "cuda") and info["session"]["entries"] == []
+
+
+def test_the_engine_is_a_thin_object_owning_services_without_mixins(tmp_path):
+    """The facade composes services (go-to-definition lands in one file): no base classes, no shims."""
+    engine = Engine(LabSettings(data_dir=tmp_path / "data", auth=""))
+    assert Engine.__mro__ == (Engine, object)
+    services = {name: value for name, value in vars(engine).items()
+                if type(value).__module__.startswith("lab.engine.")}
+    assert set(services) == {"uploads", "models", "requests", "jobs", "adapters", "datasets", "knowledge", "arena",
+                             "history", "battles", "explain", "sweeps", "devices"}
+    for service in services.values():
+        assert type(service).__mro__ == (type(service), object), type(service)
+    assert {n for n in vars(Engine) if not n.startswith("__")} == {"close"}
+    assert engine.settings is engine.runtime.settings and engine.sessions is engine.runtime.sessions
+    assert engine.device is engine.runtime.device
+
+
+def test_importing_the_engine_package_loads_no_torch_of_its_own():
+    """lab/engine/*.py import torch and transformers only inside the functions that need them."""
+    import ast
+    for path in (REPO_ROOT / "lab" / "engine").glob("*.py"):
+        top = [node for node in ast.parse(path.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
+        assert not names & {"torch", "transformers", "trl", "peft", "gradio"}, path

@@ -78,7 +78,8 @@ def test_tab_files_stay_small(path):
 
 
 def test_compare_cards_show_the_source_and_the_break_even_line():
-    """What a person reads under the cards once every answer is in (the numbers come from Engine.break_even)."""
+    """What a person reads under the cards once every answer is in (the numbers come from
+    engine.knowledge.break_even)."""
     from lab.knowledge.breakeven import break_even
     from lab.knowledge.compare import MethodUpdate
     from lab.knowledge.rag import RetrievedChunk

@@ -17,7 +17,7 @@ def test_three_modes_answer_the_same_questions_alike(tiny_engine):
     doc = document_from_text("notes.md", "The lighthouse stands on the northern cape. " * 6)
     questions = ["where is the lighthouse ?", "what stands on the cape ?", "which cape ?"]
     cfg = CompareConfig(cag=CagConfig(reserve_tokens=48))  # the tiny model's window is 256 tokens
-    result = bench_served_cag(tiny_engine, doc, questions, cfg, new_tokens=4)
+    result = bench_served_cag(tiny_engine.runtime, doc, questions, cfg, new_tokens=4)
     assert result["concurrent_questions"] == 3
     assert result["answers_agree"] == "3/3"  # greedy: the cache, the shared blocks and a fresh prefill agree
     for mode in ("explicit_cag", "served_cag", "full_no_sharing"):
@@ -27,4 +27,4 @@ def test_three_modes_answer_the_same_questions_alike(tiny_engine):
 
 def test_one_question_is_refused(tiny_engine):
     with pytest.raises(ValueError, match="at least two"):
-        bench_served_cag(tiny_engine, document_from_text("d.md", "x"), ["only one ?"])
+        bench_served_cag(tiny_engine.runtime, document_from_text("d.md", "x"), ["only one ?"])

@@ -18,6 +18,7 @@ import pytest
 from lab.core.settings import REPO_ROOT
 from lab.engine import Engine
 from lab.knowledge.disk import enforce_cap
+from lab.training.configs import config_from_dict
 
 SECRET = "alice-private-4321"
 from support import make_engine, upload
@@ -32,17 +33,17 @@ def alice_secret(lab, tmp_path) -> Path:
 def sft(**fields):
     base = dict(kind="sft", mode="lora", model_id="embedded", max_steps=2,
                 datasets=[{"path": "assets/knowledge/qa.jsonl", "format": "qa"}])
-    return Engine.config_from_dict(base | fields)
+    return config_from_dict(base | fields)
 
 
 def pretrain(**fields):
     base = dict(kind="pretrain", max_steps=2, max_length=128,
                 datasets=[{"path": "assets/knowledge/llm_knowledge_guide.md", "format": "text"}])
-    return Engine.config_from_dict(base | fields)
+    return config_from_dict(base | fields)
 
 
 def no_jobs_written(engine: Engine) -> bool:
-    return engine.list_jobs() == []
+    return engine.jobs.all() == []
 
 
 # ---- hole 2: job configs point anywhere ------------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_eval_dataset_model_folder_and_pretraining_paths_are_refused(lab, alice_
         "model_id": sft(model_id=str(other_model)),
         "corpus": pretrain(datasets=[{"path": str(alice_folder), "format": "text"}]),
         "tokenizer": pretrain(tokenizer=str(tiny_model_dir)),
-        "reward_model": Engine.config_from_dict(dict(
+        "reward_model": config_from_dict(dict(
             kind="grpo", max_steps=2, rewards=[], reward_model=str(other_model),
             datasets=[{"path": "assets/knowledge/qa.jsonl", "format": "qa"}])),
     }
@@ -161,19 +162,19 @@ def test_sweep_size_and_queued_jobs_are_capped_per_user(tmp_path, tiny_model_dir
     engine = make_engine(tmp_path / "data", tiny_model_dir, max_sweep_points=2)
     try:
         with pytest.raises(PermissionError, match="3 points.*LAB_MAX_SWEEP_POINTS=2"):
-            engine.start_sweep(engine.suggest_sweep("r", base="sft_lora_qa"), "bob")
+            engine.sweeps.start(engine.sweeps.suggest("r", base="sft_lora_qa"), "bob")
         with pytest.raises(PermissionError, match="LAB_MAX_SWEEP_POINTS"):  # refused before any point is built
-            engine.sweep_from_dict({"name": "huge", "base": "sft_lora_qa",
-                                    "grid": {"r": list(range(1, 1001)), "lora_alpha": list(range(1, 1001))}})
+            engine.sweeps.from_dict({"name": "huge", "base": "sft_lora_qa",
+                                     "grid": {"r": list(range(1, 1001)), "lora_alpha": list(range(1, 1001))}})
         for _ in range(8):
-            engine.submit_job(sft(), "bob")
+            engine.jobs.submit(sft(), "bob")
         with pytest.raises(PermissionError, match="8 queued or running.*LAB_MAX_QUEUED_JOBS"):
-            engine.submit_job(sft(), "bob")
+            engine.jobs.submit(sft(), "bob")
         with pytest.raises(PermissionError, match="LAB_MAX_QUEUED_JOBS"):
-            engine.start_sweep(engine.sweep_from_dict({"name": "two", "base": "sft_lora_qa", "grid": {"r": [2, 4]}}),
-                               "bob")
-        engine.submit_job(sft(), "alice")  # the cap is per user
-        assert len(engine.list_jobs()) == 9
+            engine.sweeps.start(engine.sweeps.from_dict({"name": "two", "base": "sft_lora_qa", "grid": {"r": [2, 4]}}),
+                                "bob")
+        engine.jobs.submit(sft(), "alice")  # the cap is per user
+        assert len(engine.jobs.all()) == 9
     finally:
         engine.close()
 
@@ -191,12 +192,12 @@ def test_uploads_are_capped_private_and_count_against_the_workspace(tmp_path, ti
             upload(engine, "bob", f"more{n}.md", "more words about the river.\n" * 125, tmp_path)  # 3.5 KB each
         with pytest.raises(PermissionError, match="LAB_WORKSPACE_QUOTA_MB"):
             upload(engine, "bob", "last.md", "one more file\n" * 200, tmp_path)
-        assert engine.uploads("bob") == ["more0.md", "more1.md", "notes.md"]
+        assert engine.uploads.names("bob") == ["more0.md", "more1.md", "notes.md"]
         upload(engine, "alice", "hers.md", "alice has her own quota.\n" * 100, tmp_path)
-        qa = engine.save_qa_pairs("alice", [["what is it ?", "a test"]], "pairs")
+        qa = engine.datasets.save_qa_pairs("alice", [["what is it ?", "a test"]], "pairs")
         assert stat.S_IMODE(qa.stat().st_mode) == 0o600
         with pytest.raises(PermissionError, match="LAB_WORKSPACE_QUOTA_MB"):
-            engine.save_qa_pairs("bob", [["what is it ?", "a test " * 200]], "pairs")
+            engine.datasets.save_qa_pairs("bob", [["what is it ?", "a test " * 200]], "pairs")
         assert not (engine.settings.data_dir / "users" / "bob" / "uploads" / "pairs.jsonl").exists()
     finally:
         engine.close()

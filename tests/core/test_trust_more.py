@@ -14,18 +14,18 @@ import shutil
 import pytest
 
 from lab.core.settings import LabSettings
-from lab.engine import Engine
 from lab.inference.arena import ArenaColumn
 from lab.inference.generate import GenerationSettings
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.evaluation import QAItem
+from lab.training.configs import config_from_dict
 from support import make_engine, upload
 
 
 def sft(**fields):
     base = dict(kind="sft", mode="lora", model_id="embedded", max_steps=2,
                 datasets=[{"path": "assets/knowledge/qa.jsonl", "format": "qa"}])
-    return Engine.config_from_dict(base | fields)
+    return config_from_dict(base | fields)
 
 
 # ---- hole 5: unload --------------------------------------------------------------------------------------------
@@ -56,9 +56,9 @@ def test_bob_cannot_unload_and_nobody_unloads_the_model_alices_answer_is_using(l
 def test_without_sign_in_the_local_user_unloads_idle_entries(tmp_path, tiny_model_dir):
     engine = make_engine(tmp_path / "data", tiny_model_dir, auth="", admins="")
     try:
-        engine.load()
-        assert engine.unload_refusal("local") is None
-        assert engine.unload(engine.spec().key) and engine.sessions.used_bytes == 0
+        engine.models.load()
+        assert engine.models.unload_refusal("local") is None
+        assert engine.models.unload(engine.runtime.spec().key) and engine.sessions.used_bytes == 0
     finally:
         engine.close()
 
@@ -80,8 +80,8 @@ def test_cli_jobs_delete_removes_a_finished_job(tmp_path, tiny_model_dir, monkey
     data = tmp_path / "data"
     engine = make_engine(data, tiny_model_dir, auth="", admins="")
     try:
-        job_id = engine.submit_job(sft())
-        assert engine.control_job("stop", job_id)["state"] == "stopped"
+        job_id = engine.jobs.submit(sft())
+        assert engine.jobs.control("stop", job_id)["state"] == "stopped"
     finally:
         engine.close()
     monkeypatch.setenv("LAB_DATA_DIR", str(data))
@@ -186,7 +186,7 @@ def test_a_bigger_upload_under_the_same_name_over_quota_leaves_the_old_file(tmp_
         upload(engine, "alice", "other.md", "the river of the city.\n" * 200, tmp_path)  # 4.6 KB: 7.6 of 10 KB
         with pytest.raises(PermissionError, match="LAB_WORKSPACE_QUOTA_MB"):
             upload(engine, "alice", "x.md", "a longer version of it.\n" * 300, tmp_path)  # 7.2 KB replaces 3 KB
-        assert kept.read_text() == old_text and engine.open_upload("alice", "x.md").text.strip()
+        assert kept.read_text() == old_text and engine.uploads.open("alice", "x.md").text.strip()
         # A copy that fails halfway (a full disk, say) leaves the old file whole too.
         import lab.core.users as users
 

@@ -11,14 +11,14 @@ from lab.explain.calculators import memory_estimate, unquantized_params
 
 def test_rank_and_batch_size_enter_the_estimate(tiny_engine, tiny_model_dir):
     def total(r: int, batch: int) -> int:
-        est, _, _ = tiny_engine.training_memory(str(tiny_model_dir), "lora", 16, "adamw_torch", batch, 32, False, r,
-                                                "all")
+        est, _, _ = tiny_engine.explain.training_memory(str(tiny_model_dir), "lora", 16, "adamw_torch", batch, 32, False, r,
+                                                        "all")
         return est.total
     assert total(2, 1) < total(8, 1) < total(8, 4)
 
 
 def test_full_fine_tuning_of_fp32_weights_under_autocast_is_16_bytes_per_parameter(tiny_engine, tiny_model_dir):
-    est, _, _ = tiny_engine.training_memory(str(tiny_model_dir), "full", 32, "adamw_torch", 1, 8, False, 8, "all")
+    est, _, _ = tiny_engine.explain.training_memory(str(tiny_model_dir), "full", 32, "adamw_torch", 1, 8, False, 8, "all")
     n = AutoModelForCausalLM.from_pretrained(tiny_model_dir).num_parameters()
     assert est.weights + est.gradients + est.optimizer_state == 16 * n
 
@@ -30,7 +30,7 @@ def test_a_4bit_base_keeps_unquantized_modules_in_16_bits(tiny_engine, tiny_mode
                                                                         bnb_4bit_compute_dtype=torch.bfloat16))
     kept = sum(p.numel() for p in quantized.parameters() if p.dtype == torch.bfloat16)
     assert unquantized_params(quantized.config) == kept
-    est, _, _ = tiny_engine.training_memory(str(tiny_model_dir), "lora", 4, "adamw_torch", 1, 8, False, 8, "all")
+    est, _, _ = tiny_engine.explain.training_memory(str(tiny_model_dir), "lora", 4, "adamw_torch", 1, 8, False, 8, "all")
     c = quantized.config
     n = AutoModelForCausalLM.from_pretrained(tiny_model_dir).num_parameters()
     trainable = est.gradients // 4  # adapters train in fp32

@@ -55,7 +55,7 @@ def finished(tmp_path_factory, tiny_model_dir, qa_file):
     runner = JobRunner(data_dir)
     started = time.perf_counter()
     try:
-        report = run_sweep(sweep, data_dir, runner, engine, timeout_s=300)
+        report = run_sweep(sweep, data_dir, runner, engine.runtime, timeout_s=300)
     finally:
         for job in list_jobs(data_dir):
             if job["state"] in ACTIVE_STATES:

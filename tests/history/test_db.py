@@ -93,32 +93,32 @@ def fake_finals(answer: str) -> list:
 
 
 def test_one_user_never_sees_lists_opens_exports_or_deletes_anothers_records(tiny_engine):
-    engine, doc = tiny_engine, tiny_engine.bundled_document()
-    mine = engine.record_compare("alice", doc, "what does alice ask ?", None, fake_finals("paris"))
-    engine.record_compare("bob", doc, "what does bob ask ?", None, fake_finals("rome"))
-    assert [item["title"] for item in engine.history_list("alice")] == ["what does alice ask ?"]
-    assert [item["title"] for item in engine.history_list("bob")] == ["what does bob ask ?"]
-    assert engine.history_list("bob", search="alice") == []
-    for action in (engine.history_item, engine.delete_history):
+    engine, doc = tiny_engine, tiny_engine.knowledge.bundled_document()
+    mine = engine.history.record_compare("alice", doc, "what does alice ask ?", None, fake_finals("paris"))
+    engine.history.record_compare("bob", doc, "what does bob ask ?", None, fake_finals("rome"))
+    assert [item["title"] for item in engine.history.items("alice")] == ["what does alice ask ?"]
+    assert [item["title"] for item in engine.history.items("bob")] == ["what does bob ask ?"]
+    assert engine.history.items("bob", search="alice") == []
+    for action in (engine.history.item, engine.history.delete):
         with pytest.raises(KeyError, match="You have no history record"):
             action("bob", mine)
-    json_path, csv_path = engine.export_history("bob", "everything")
+    json_path, csv_path = engine.history.export("bob", "everything")
     assert "alice" not in json_path.read_text() and "alice" not in csv_path.read_text()
     assert json_path.parent == engine.settings.data_dir / "users" / "bob" / "history"
-    assert engine.history_item("alice", mine)["answers"][0]["answer"] == "paris"
-    engine.delete_history("alice", mine)
-    assert engine.history_list("alice") == []
+    assert engine.history.item("alice", mine)["answers"][0]["answer"] == "paris"
+    engine.history.delete("alice", mine)
+    assert engine.history.items("alice") == []
 
 
 def test_search_finds_questions_and_answers_and_refuses_unknown_ids(tiny_engine):
-    doc = tiny_engine.bundled_document()
-    tiny_engine.record_compare("alice", doc, "which river ?", None, fake_finals("the seine"))
-    tiny_engine.record_compare("alice", doc, "which city ?", None, fake_finals("paris"))
-    assert [i["title"] for i in tiny_engine.history_list("alice", search="SEINE")] == ["which river ?"]
-    assert [i["title"] for i in tiny_engine.history_list("alice", search="city")] == ["which city ?"]
-    assert tiny_engine.history_list("alice", search="100%") == []  # % is a letter here, not a wildcard
+    doc = tiny_engine.knowledge.bundled_document()
+    tiny_engine.history.record_compare("alice", doc, "which river ?", None, fake_finals("the seine"))
+    tiny_engine.history.record_compare("alice", doc, "which city ?", None, fake_finals("paris"))
+    assert [i["title"] for i in tiny_engine.history.items("alice", search="SEINE")] == ["which river ?"]
+    assert [i["title"] for i in tiny_engine.history.items("alice", search="city")] == ["which city ?"]
+    assert tiny_engine.history.items("alice", search="100%") == []  # % is a letter here, not a wildcard
     with pytest.raises(ValueError, match="compare-12"):
-        tiny_engine.history_item("alice", "../etc/passwd")
+        tiny_engine.history.item("alice", "../etc/passwd")
 
 
 def test_yesterdays_comparison_reopens_after_a_restart(tiny_engine):
@@ -126,15 +126,15 @@ def test_yesterdays_comparison_reopens_after_a_restart(tiny_engine):
     from lab.engine import Engine
     from lab.knowledge.compare import CompareConfig
 
-    doc, cfg = tiny_engine.bundled_document(), CompareConfig(max_new_tokens=6)
+    doc, cfg = tiny_engine.knowledge.bundled_document(), CompareConfig(max_new_tokens=6)
     question = "what is the capital of france ?"
-    finals = [u for u in tiny_engine.stream_compare(doc, question, ["base"], cfg) if u.done]
-    kept = tiny_engine.record_compare("local", doc, question, cfg, finals)
+    finals = [u for u in tiny_engine.knowledge.stream_compare(doc, question, ["base"], cfg) if u.done]
+    kept = tiny_engine.history.record_compare("local", doc, question, cfg, finals)
 
     restarted = Engine(LabSettings(data_dir=tiny_engine.settings.data_dir, model_id=tiny_engine.settings.model_id,
                                    memory_budget_gb=1.0, load_in_4bit=False, auth=""), device=tiny_engine.device)
-    assert [item["id"] for item in restarted.history_list("local")] == [kept]
-    item = restarted.history_item("local", kept)
+    assert [item["id"] for item in restarted.history.items("local")] == [kept]
+    item = restarted.history.item("local", kept)
     assert item["question"] == question and item["document"] == doc.name
     assert item["settings"]["max_new_tokens"] == 6
     assert [(a["method"], a["text"], a["metrics"]) for a in item["answers"]] == \
@@ -147,9 +147,10 @@ def test_an_evaluation_is_kept_with_its_settings_and_scores(tiny_engine, tmp_pat
     qa = tmp_path / "qa.jsonl"
     qa.write_text('{"question": "what is the capital of france ?", "answer": "paris"}\n')
     cfg = CompareConfig(max_new_tokens=4)
-    result = tiny_engine.evaluate(tiny_engine.bundled_document(), tiny_engine.load_qa(qa), ["base"], cfg)
-    kept = tiny_engine.record_evaluation("alice", result, cfg)
-    item = tiny_engine.history_item("alice", kept)
+    knowledge = tiny_engine.knowledge
+    result = knowledge.evaluate(knowledge.bundled_document(), knowledge.load_qa(qa), ["base"], cfg)
+    kept = tiny_engine.history.record_evaluation("alice", result, cfg)
+    item = tiny_engine.history.item("alice", kept)
     assert item["methods"] == result["methods"] and item["rows"] == result["rows"]
     assert item["settings"]["max_new_tokens"] == 4
-    assert tiny_engine.history_list("alice")[0]["kind"] == "evaluation"
+    assert tiny_engine.history.items("alice")[0]["kind"] == "evaluation"

@@ -40,7 +40,7 @@ def test_votes_cast_on_the_command_line_come_back_as_ratings_best_first(data_dir
             if n < 2:
                 assert main(["arena", "vote", "--a", better, "--b", worse, "--winner", winner, "--user", user]) == 0
             else:
-                engine.record_vote(user, better, worse, winner)
+                engine.battles.record_vote(user, better, worse, winner)
     assert capsys.readouterr().out.count("recorded") == 4
     # A real process, as a person would run it: everything it knows comes from the database file.
     env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
@@ -68,9 +68,9 @@ def test_history_list_shows_one_users_records_only(data_dir, capsys):
     from lab.knowledge.compare import MethodUpdate
 
     engine = Engine(LabSettings(data_dir=data_dir, auth=""))
-    doc = engine.bundled_document()
-    kept = engine.record_compare("alice", doc, "what does CAG store ?", None,
-                                 [MethodUpdate("rag", "the KV cache.", "the KV cache", done=True)])
+    doc = engine.knowledge.bundled_document()
+    kept = engine.history.record_compare("alice", doc, "what does CAG store ?", None,
+                                         [MethodUpdate("rag", "the KV cache.", "the KV cache", done=True)])
     assert main(["history", "list", "--json", "--user", "alice"]) == 0
     items = json.loads(capsys.readouterr().out)["history"]
     assert [(i["id"], i["kind"], i["title"]) for i in items] == [(kept, "compare", "what does CAG store ?")]

@@ -24,19 +24,19 @@ def engine_with_adapters(tiny_engine):
 
 
 def finals(engine, prompt, columns, histories=None):
-    return [r for r in stream_arena(engine, prompt, columns, histories) if r.done]
+    return [r for r in stream_arena(engine.runtime, prompt, columns, histories) if r.done]
 
 
 def test_two_adapters_and_base_share_one_base(engine_with_adapters):
     engine = engine_with_adapters
     base = engine.settings.model_id
     settings = GenerationSettings(max_new_tokens=4)
-    assert model_choices(engine) == [base, choice_label(base, "alpha"), choice_label(base, "beta")]
-    columns = [ArenaColumn(c, settings) for c in model_choices(engine)]
+    assert model_choices(engine.runtime) == [base, choice_label(base, "alpha"), choice_label(base, "beta")]
+    columns = [ArenaColumn(c, settings) for c in model_choices(engine.runtime)]
     replies = finals(engine, "what is the capital", columns)
     assert [r.error for r in replies] == [None, None, None]
-    assert engine.sessions.load_counts == {engine.spec().key: 1}
-    entries = engine.stats()["entries"]
+    assert engine.sessions.load_counts == {engine.runtime.spec().key: 1}
+    entries = engine.devices.stats()["entries"]
     model_bytes = sum(e["bytes"] for e in entries if e["kind"] == "model")
     adapter_bytes = sum(e["bytes"] for e in entries if e["kind"] == "adapter")
     assert len([e for e in entries if e["kind"] == "model"]) == 1
@@ -62,9 +62,9 @@ def test_chat_history_enters_the_prompt(tiny_engine):
 
 def test_bad_requests_are_refused_before_running(tiny_engine):
     with pytest.raises(ValueError, match="prompt is empty"):
-        list(stream_arena(tiny_engine, " ", [ArenaColumn("embedded")]))
+        list(stream_arena(tiny_engine.runtime, " ", [ArenaColumn("embedded")]))
     with pytest.raises(ValueError, match="1 to 4 columns"):
-        list(stream_arena(tiny_engine, "hi", [ArenaColumn("embedded")] * 5))
+        list(stream_arena(tiny_engine.runtime, "hi", [ArenaColumn("embedded")] * 5))
     with pytest.raises(ValueError, match="no model chosen"):
         parse_choice("  ")
     unknown = finals(tiny_engine, "hi", [ArenaColumn(choice_label(tiny_engine.settings.model_id, "ghost"))])[0]

@@ -24,7 +24,7 @@ PROMPTS = ["what is the capital of france ?", "the model", "train the lora rank 
 
 
 def ids_of(engine, prompt: str) -> list[int]:
-    return prompt_ids(engine.sessions.model(engine.spec()).tokenizer, prompt)[0].tolist()
+    return prompt_ids(engine.sessions.model(engine.runtime.spec()).tokenizer, prompt)[0].tolist()
 
 
 def final(events):
@@ -52,7 +52,7 @@ def run_together(batch, jobs: list[tuple[list[int], GenerationSettings]]) -> lis
 
 @pytest.fixture
 def batch(tiny_engine):
-    return tiny_engine.sessions.engine_for(tiny_engine.spec())
+    return tiny_engine.sessions.engine_for(tiny_engine.runtime.spec())
 
 
 def test_greedy_answers_are_the_same_alone_and_batched(tiny_engine, batch):
@@ -60,7 +60,7 @@ def test_greedy_answers_are_the_same_alone_and_batched(tiny_engine, batch):
     jobs = [(ids_of(tiny_engine, p), settings) for p in PROMPTS]
     alone = [final(batch.stream(ids, s)) for ids, s in jobs]
     together = run_together(batch, jobs)
-    loaded = tiny_engine.sessions.model(tiny_engine.spec())
+    loaded = tiny_engine.sessions.model(tiny_engine.runtime.spec())
     plain = [generate_text(loaded.model, loaded.tokenizer, torch.tensor([ids]), s) for ids, s in jobs]
     for a, b, c in zip(alone, together, plain):
         assert (a.text, a.timings.new_tokens, a.finish_reason) == (b.text, b.timings.new_tokens, b.finish_reason)
@@ -102,7 +102,7 @@ def test_closing_the_stream_cancels_the_request(tiny_engine, batch):
 def test_a_browser_going_away_cancels_through_the_queue_helper(tiny_engine, batch):
     caller = tiny_engine.sessions.new_caller("test")
     ui = with_queue_position(tiny_engine, caller,
-                             tiny_engine.generate("the model", GenerationSettings(max_new_tokens=200), caller=caller),
+                             tiny_engine.models.generate("the model", GenerationSettings(max_new_tokens=200), caller=caller),
                              poll_s=0.05)
     kind, event = next(ui)
     assert kind == "item" and not event.done
@@ -117,7 +117,7 @@ def adapter(tiny_engine, tiny_model_dir):
 
 
 def test_an_adapter_request_pauses_the_batch_and_base_answers_stay_the_base(tiny_engine, batch, adapter):
-    sessions, spec = tiny_engine.sessions, tiny_engine.spec()
+    sessions, spec = tiny_engine.sessions, tiny_engine.runtime.spec()
     settings = GenerationSettings(max_new_tokens=150)
     jobs = [(ids_of(tiny_engine, p), settings) for p in PROMPTS[:3]]
     base_alone = [final(batch.stream(ids, s)).text for ids, s in jobs]
@@ -157,8 +157,8 @@ def test_an_adapter_request_pauses_the_batch_and_base_answers_stay_the_base(tiny
 def test_settings_the_batch_cannot_honour_run_alone(tiny_engine, batch):
     settings = GenerationSettings(max_new_tokens=8, repetition_penalty=1.3)
     done_before = batch.stats()["requests_done"]
-    event = final(tiny_engine.generate("the model", settings))
-    loaded = tiny_engine.sessions.model(tiny_engine.spec())
+    event = final(tiny_engine.models.generate("the model", settings))
+    loaded = tiny_engine.sessions.model(tiny_engine.runtime.spec())
     plain = generate_text(loaded.model, loaded.tokenizer, prompt_ids(loaded.tokenizer, "the model"), settings)
     assert event.text == plain.text
     assert batch.stats()["requests_done"] == done_before  # not through the engine
@@ -167,19 +167,19 @@ def test_settings_the_batch_cannot_honour_run_alone(tiny_engine, batch):
 
 
 def test_unloading_the_model_stops_its_engine_and_frees_its_bytes(tiny_engine, batch):
-    sessions, spec = tiny_engine.sessions, tiny_engine.spec()
-    entries = {e["key"]: e for e in tiny_engine.stats()["entries"]}
+    sessions, spec = tiny_engine.sessions, tiny_engine.runtime.spec()
+    entries = {e["key"]: e for e in tiny_engine.devices.stats()["entries"]}
     assert entries[engine_key(spec)]["kind"] == "engine" and entries[engine_key(spec)]["bytes"] == batch.nbytes > 0
     assert sessions.used_bytes >= batch.nbytes + entries[spec.key]["bytes"]
     stream = batch.stream(ids_of(tiny_engine, "the model"), GenerationSettings(max_new_tokens=200))
     next(stream)
-    assert tiny_engine.unload(spec.key)
-    assert sessions.used_bytes == 0 and tiny_engine.stats()["engines"] == []
+    assert tiny_engine.models.unload(spec.key)
+    assert sessions.used_bytes == 0 and tiny_engine.devices.stats()["engines"] == []
     with pytest.raises(ModelLoadError, match="unloaded"):
         list(stream)
     assert batch.wait_stopped(30)
     # The next request loads the model again and starts a fresh engine.
-    assert final(tiny_engine.generate("the model", GenerationSettings(max_new_tokens=2))).done
+    assert final(tiny_engine.models.generate("the model", GenerationSettings(max_new_tokens=2))).done
     assert sessions.engine_for(spec) is not batch and sessions.engine_for(spec).running
 
 
@@ -189,7 +189,7 @@ def test_partial_events_are_spaced_and_the_final_event_is_exact(tiny_engine, bat
     import lab.inference.batching
     monkeypatch.setattr(lab.inference.batching, "EVENT_INTERVAL_S", interval_s)
     ids, settings = ids_of(tiny_engine, "one two three four five"), GenerationSettings(max_new_tokens=12)
-    loaded = tiny_engine.sessions.model(tiny_engine.spec())
+    loaded = tiny_engine.sessions.model(tiny_engine.runtime.spec())
     # Steps 20 ms apart, so that the reader keeps up and sees every output (a backlog collapses to its last).
     hook = base_model(loaded.model).model.layers[0].register_forward_pre_hook(lambda *_: time.sleep(0.02))
     try:
@@ -209,7 +209,7 @@ def test_partial_events_are_spaced_and_the_final_event_is_exact(tiny_engine, bat
 
 def test_engine_numbers_are_in_the_stats(tiny_engine, batch):
     final(batch.stream(ids_of(tiny_engine, "the model"), GenerationSettings(max_new_tokens=4)))
-    stats = tiny_engine.stats()["engines"][0]
+    stats = tiny_engine.devices.stats()["engines"][0]
     assert stats["state"] == "running" and stats["requests_done"] >= 1 and stats["prefix_sharing"]
     assert {"running", "waiting", "batch_size", "tokens_per_s", "cache_mb"} <= set(stats)
 
@@ -217,7 +217,7 @@ def test_engine_numbers_are_in_the_stats(tiny_engine, batch):
 @pytest.mark.slow
 def test_embedded_model_greedy_chat_answers_match_alone(embedded_engine):
     """Eight chat prompts on the real model: the batched answers equal `stream_generate` alone, token for token."""
-    spec = embedded_engine.spec()
+    spec = embedded_engine.runtime.spec()
     batch = embedded_engine.sessions.engine_for(spec)
     loaded = embedded_engine.sessions.model(spec)
     prompts = ["What is the capital of France?", "Name three primary colours.", "What does a CPU do?",

@@ -112,10 +112,10 @@ def test_request_body_per_kind_and_user():
 
 def test_unknown_endpoint_names_and_missing_keys_are_explained(tmp_path, monkeypatch):
     engine = engine_with(tmp_path, GOOD)
-    assert engine.endpoint_models() == ["endpoint:gpu"]
-    assert "endpoint:gpu" in engine.arena_models() and "endpoint:gpu" in engine.playground_models()
+    assert engine.models.endpoint_models() == ["endpoint:gpu"]
+    assert "endpoint:gpu" in engine.arena.choices() and "endpoint:gpu" in engine.models.playground_models()
     with pytest.raises(EndpointError, match=r"no endpoint 'nope' in LAB_ENDPOINTS.*endpoint:gpu"):
-        list(engine.generate("hi", model_id="endpoint:nope"))
+        list(engine.models.generate("hi", model_id="endpoint:nope"))
     with pytest.raises(EndpointError, match="LAB_ENDPOINTS is not set"):
         list(engine_with(tmp_path).generate("hi", model_id="endpoint:gpu"))
     monkeypatch.delenv("LAB_TEST_KEY", raising=False)
@@ -171,7 +171,7 @@ def remote(server, tmp_path_factory):
 
 @pytest.mark.slow
 def test_generate_streams_an_answer_with_timings(remote):
-    events = list(remote.generate(PROMPT, GenerationSettings(max_new_tokens=24), model_id="endpoint:local"))
+    events = list(remote.models.generate(PROMPT, GenerationSettings(max_new_tokens=24), model_id="endpoint:local"))
     *pieces, final = events
     assert pieces and not any(e.done for e in pieces) and final.done
     assert final.text == "".join(e.delta for e in pieces) and final.text.strip()
@@ -188,8 +188,8 @@ def test_greedy_answer_matches_the_local_model(remote, embedded_engine):
     so the text is the same (checked here on two prompts)."""
     settings = GenerationSettings(max_new_tokens=24)
     for prompt in (PROMPT, "What is the capital of France?"):
-        local = list(embedded_engine.generate(prompt, settings))[-1]
-        served = list(remote.generate(prompt, settings, model_id="endpoint:local"))[-1]
+        local = list(embedded_engine.models.generate(prompt, settings))[-1]
+        served = list(remote.models.generate(prompt, settings, model_id="endpoint:local"))[-1]
         assert served.text == local.text
         assert served.timings.prompt_tokens == local.timings.prompt_tokens
 
@@ -199,9 +199,9 @@ def test_compare_base_rag_full_and_cag_against_the_endpoint(remote, server):
     from transformers import AutoTokenizer
 
     from lab.knowledge.prompt import split_prompt
-    doc = remote.bundled_document()
+    doc = remote.knowledge.bundled_document()
     cfg = CompareConfig(max_new_tokens=16, model_id="endpoint:local")
-    rows = {u.method: u for u in ask(remote, doc, QUESTION, "base,rag,full,cag", cfg)}
+    rows = {u.method: u for u in ask(remote.runtime, doc, QUESTION, "base,rag,full,cag", cfg)}
     assert list(rows) == ["base", "rag", "full", "cag"]
     for row in rows.values():
         assert row.done and row.error is None and row.text, (row.method, row.error)
@@ -213,13 +213,13 @@ def test_compare_base_rag_full_and_cag_against_the_endpoint(remote, server):
     assert rows["base"].metrics["context_tokens"] == split_prompt(tok, QUESTION).ids.shape[1]
     assert rows["full"].metrics["context_tokens"] == split_prompt(tok, QUESTION, doc.text).ids.shape[1]
     assert rows["cag"].metrics["context_tokens"] == rows["full"].metrics["context_tokens"]
-    assert not [e for e in remote.stats()["entries"] if e["kind"] == "model"]  # no local model was loaded
+    assert not [e for e in remote.devices.stats()["entries"] if e["kind"] == "model"]  # no local model was loaded
 
 
 @pytest.mark.slow
 def test_arena_column_on_the_endpoint(remote):
     columns = [ArenaColumn("endpoint:local", GenerationSettings(max_new_tokens=8))]
-    *streamed, final = list(stream_arena(remote, "Say hello.", columns))
+    *streamed, final = list(stream_arena(remote.runtime, "Say hello.", columns))
     assert streamed and final.done and final.error is None and final.text and final.timings.new_tokens > 0
 
 
@@ -242,19 +242,19 @@ def test_errors_name_the_endpoint_and_the_app_keeps_serving(remote, server, tmp_
                     "stuck": ["Endpoint 'stuck'", "did not answer within 1 s", "timeout_s"]}
         for name, words in expected.items():
             with pytest.raises(EndpointError) as err:
-                list(engine.generate("hi", GenerationSettings(max_new_tokens=4), model_id=f"endpoint:{name}"))
+                list(engine.models.generate("hi", GenerationSettings(max_new_tokens=4), model_id=f"endpoint:{name}"))
             for word in words:
                 assert word in str(err.value), (name, str(err.value))
         # Compare and the Arena report the failure on the method or column and go on.
-        [row] = ask(engine, engine.bundled_document(), QUESTION, "base", CompareConfig(model_id="endpoint:down"))
+        [row] = ask(engine.runtime, engine.knowledge.bundled_document(), QUESTION, "base", CompareConfig(model_id="endpoint:down"))
         assert row.done and "cannot be reached" in row.error
-        replies = sorted((r for r in stream_arena(engine, "hi", [ArenaColumn("endpoint:down"), ArenaColumn("endpoint:nope")])
+        replies = sorted((r for r in stream_arena(engine.runtime, "hi", [ArenaColumn("endpoint:down"), ArenaColumn("endpoint:nope")])
                           if r.done), key=lambda r: r.index)
         assert "cannot be reached" in replies[0].error and "no endpoint 'nope'" in replies[1].error
     finally:
         silent.close()
     # The same process still answers through the working endpoint.
-    final = list(remote.generate("hi", GenerationSettings(max_new_tokens=4), model_id="endpoint:local"))[-1]
+    final = list(remote.models.generate("hi", GenerationSettings(max_new_tokens=4), model_id="endpoint:local"))[-1]
     assert final.done and final.text
 
 

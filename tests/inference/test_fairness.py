@@ -121,19 +121,19 @@ def test_a_request_cancelled_while_waiting_leaves_the_gate():
 
 
 def test_cancelling_a_batched_request_stops_it_and_frees_its_place(tiny_engine):
-    sessions, spec = tiny_engine.sessions, tiny_engine.spec()
+    sessions, spec = tiny_engine.sessions, tiny_engine.runtime.spec()
     tokenizer = sessions.model(spec).tokenizer
     ids = prompt_ids(tokenizer, "the model")
     with sessions.lend(spec, GenerationSettings(max_new_tokens=400), "alice:play-1") as (_, run):
         stream = run(ids)
         next(stream)
-        [row] = tiny_engine.running_requests()
+        [row] = tiny_engine.requests.running_requests()
         assert (row["user"], row["state"]) == ("alice", "running")
-        assert tiny_engine.cancel_request(row["id"], "alice")
+        assert tiny_engine.requests.cancel_request(row["id"], "alice")
         with pytest.raises(RequestCancelled, match="cancelled by its owner"):
             for _ in stream:
                 pass
-    assert tiny_engine.running_requests() == []
+    assert tiny_engine.requests.running_requests() == []
     engine = sessions.engine_for(spec)
     wait_until(lambda: engine.stats()["running"] == 0)
     assert sessions.gate(spec).snapshot()["running"] == {}
@@ -144,17 +144,17 @@ def test_only_the_owner_or_an_admin_cancels(tiny_engine):
     tiny_engine.settings.admins = "carol"
     with tiny_engine.sessions.board.track("alice:play-1", "m", "batched") as ticket:
         with pytest.raises(PermissionError, match="belongs to alice; only they \\(or an admin"):
-            tiny_engine.cancel_request(ticket.id, "bob")
-        assert tiny_engine.cancel_request(ticket.id, "carol")
+            tiny_engine.requests.cancel_request(ticket.id, "bob")
+        assert tiny_engine.requests.cancel_request(ticket.id, "carol")
         assert "carol (admin)" in ticket.reason
 
 
 def test_anonymous_visitors_are_told_apart_by_session(tiny_engine):
-    one = tiny_engine.new_caller("playground", "local", session="aaaaaaaaaaaaaaaa")
-    two = tiny_engine.new_caller("playground", "local", session="bbbbbbbbbbbbbbbb")
+    one = tiny_engine.requests.new_caller("playground", "local", session="aaaaaaaaaaaaaaaa")
+    two = tiny_engine.requests.new_caller("playground", "local", session="bbbbbbbbbbbbbbbb")
     assert caller_user(one) != caller_user(two)
     tiny_engine.settings.auth = "alice:a"
-    assert caller_user(tiny_engine.new_caller("playground", "alice", session="aaaa")) == "alice"
+    assert caller_user(tiny_engine.requests.new_caller("playground", "alice", session="aaaa")) == "alice"
 
 
 def test_one_user_decodes_at_most_per_user_at_once_even_with_room():
@@ -175,12 +175,12 @@ def test_one_user_decodes_at_most_per_user_at_once_even_with_room():
 
 
 def test_a_closed_page_cancels_its_requests_and_only_its_own(tiny_engine):
-    mine = tiny_engine.new_caller("arena", "local", session="page-one-session")
-    other = tiny_engine.new_caller("arena", "local", session="page-two-session")
+    mine = tiny_engine.requests.new_caller("arena", "local", session="page-one-session")
+    other = tiny_engine.requests.new_caller("arena", "local", session="page-two-session")
     board = tiny_engine.sessions.board
     with board.track(mine, "m", "batched") as a, board.track(mine, "m", "batched") as b, \
             board.track(other, "m", "batched") as c:
-        assert tiny_engine.cancel_page("page-one-session") == 2
+        assert tiny_engine.requests.cancel_page("page-one-session") == 2
         assert a.cancelled.is_set() and b.cancelled.is_set() and not c.cancelled.is_set()
         assert "page was closed" in a.reason
-    assert tiny_engine.cancel_page("page-one-session") == 0
+    assert tiny_engine.requests.cancel_page("page-one-session") == 0

@@ -20,7 +20,7 @@ from support import save_loud_adapter
 
 
 def test_both_lanes_at_once_leave_plain_forwards_causal(tiny_engine):
-    sessions, spec = tiny_engine.sessions, tiny_engine.spec()
+    sessions, spec = tiny_engine.sessions, tiny_engine.runtime.spec()
     loaded = sessions.model(spec)
     ids = prompt_ids(loaded.tokenizer, "what is the capital of france ?")
     settings = GenerationSettings(max_new_tokens=12)
@@ -70,7 +70,7 @@ def test_an_adapter_column_answers_as_alone_in_any_mix_after_any_request(tiny_en
 
     def answers(cols):
         final = {}
-        for reply in tiny_engine.stream_arena("the model", cols, [[] for _ in cols]):
+        for reply in tiny_engine.arena.stream("the model", cols, [[] for _ in cols]):
             if reply.done:
                 final[reply.index] = reply.text
         return final

@@ -31,7 +31,7 @@ def test_embedded_model_is_materialised_once(embedded_engine):
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert materialise_embedded(models_dir) == folder
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
-    loaded = embedded_engine.load()
+    loaded = embedded_engine.models.load()
     assert loaded.model.config.model_type == "llama" and loaded.context_window == 8192
     assert getattr(loaded.model, "hf_quantizer", None) is None  # trainable, not GGUF-marked
     assert 130e6 < loaded.model.num_parameters() < 140e6
@@ -39,6 +39,7 @@ def test_embedded_model_is_materialised_once(embedded_engine):
 
 @pytest.mark.slow
 def test_embedded_model_knows_the_capital_of_france(embedded_engine):
-    events = list(embedded_engine.generate("What is the capital of France?", GenerationSettings(max_new_tokens=24)))
+    events = list(embedded_engine.models.generate("What is the capital of France?",
+                                                  GenerationSettings(max_new_tokens=24)))
     assert "Paris" in events[-1].text
     assert len(events) > 2  # streamed token by token

@@ -28,7 +28,7 @@ def hold_gpu(engine, name: str):
 def test_waiting_request_reports_its_position_then_runs(tiny_engine):
     release, holder = hold_gpu(tiny_engine, "someone-else")
     caller = tiny_engine.sessions.new_caller("test")
-    stream = tiny_engine.generate("the model", GenerationSettings(max_new_tokens=2), caller=caller)
+    stream = tiny_engine.models.generate("the model", GenerationSettings(max_new_tokens=2), caller=caller)
     seen = []
     for kind, value in with_queue_position(tiny_engine, caller, stream, poll_s=0.05):
         seen.append((kind, value))
@@ -44,7 +44,7 @@ def test_a_request_says_it_waits_for_a_jobs_memory_then_runs(tiny_engine):
     sessions = tiny_engine.sessions
     sessions.reserve("job-1", sessions.budget_bytes - 1024)  # the tiny model no longer fits beside it
     caller = sessions.new_caller("test")
-    stream = tiny_engine.generate("the model", GenerationSettings(max_new_tokens=2), caller=caller)
+    stream = tiny_engine.models.generate("the model", GenerationSettings(max_new_tokens=2), caller=caller)
     seen = []
     for kind, value in with_queue_position(tiny_engine, caller, stream, poll_s=0.05):
         seen.append((kind, value))
@@ -58,7 +58,7 @@ def test_a_request_says_it_waits_for_a_jobs_memory_then_runs(tiny_engine):
 def test_stream_errors_reach_the_caller(tiny_engine):
     caller = tiny_engine.sessions.new_caller("test")
     with pytest.raises(ValueError, match="prompt is empty"):
-        list(with_queue_position(tiny_engine, caller, tiny_engine.generate("", caller=caller)))
+        list(with_queue_position(tiny_engine, caller, tiny_engine.models.generate("", caller=caller)))
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def test_lines_use_the_cards_and_an_adapters_training_time(tmp_path):
     engine = Engine(LabSettings(data_dir=tmp_path))
     metrics = {"full": {"total_s": 2.0}, "cag": {"total_s": 0.5, "cache_build_s": 3.0},
                "ft:mine": {"total_s": 0.5}, "rag": {"total_s": 0.7}}
-    lines = {line.method: line for line in engine.break_even(metrics)}
+    lines = {line.method: line for line in engine.knowledge.break_even(metrics)}
     assert set(lines) == {"cag", "ft:mine"}  # rag has no one-off cost
     assert lines["ft:mine"].one_off_s == 120.0
     assert lines["cag"].one_off_s == 3.0 and lines["cag"].full_per_question_s == 2.0

@@ -42,7 +42,7 @@ def engine_on(data_dir, model_dir, load_in_4bit=False) -> Engine:
 
 
 def build(engine: Engine, doc, cfg=SMALL):
-    spec = engine.spec()
+    spec = engine.runtime.spec()
     with engine.sessions.use(spec) as loaded:
         return get_cag(engine.sessions, spec, loaded, doc, engine.settings.subdir("knowledge"), cfg), loaded
 
@@ -74,10 +74,10 @@ def test_cache_is_saved_then_reused_from_disk_without_prefill(tiny_engine, tiny_
 
 def test_cache_is_held_by_the_session_manager_and_evictable(tiny_engine, doc):
     kv, _ = build(tiny_engine, doc)
-    entry = next(e for e in tiny_engine.stats()["entries"] if e["key"] == kv.entry_key)
+    entry = next(e for e in tiny_engine.devices.stats()["entries"] if e["key"] == kv.entry_key)
     assert entry["kind"] == "kv_cache"
     assert build(tiny_engine, doc)[0] is kv  # held: the same object, nothing reloaded
-    tiny_engine.unload(tiny_engine.spec().key)  # evicting the model drops its caches too
+    tiny_engine.models.unload(tiny_engine.runtime.spec().key)  # evicting the model drops its caches too
     assert tiny_engine.sessions.get(kv.entry_key) is None
     assert build(tiny_engine, doc)[0].reused  # and the next use reloads from disk
 
@@ -116,7 +116,7 @@ def test_too_long_document_is_refused_with_token_counts_and_rag_still_answers(ti
     with pytest.raises(ValueError, match=r"needs [\d,]+ tokens plus 32 .* window holds 256 tokens") as info:
         build(tiny_engine, long_doc)
     assert "RAG" in str(info.value)
-    rows = {u.method: u for u in ask(tiny_engine, long_doc, "what is the model ?", "cag,full,rag",
+    rows = {u.method: u for u in ask(tiny_engine.runtime, long_doc, "what is the model ?", "cag,full,rag",
                                      CompareConfig(max_new_tokens=4, cag=SMALL, rag=SMALL_RAG))}
     assert "too long" in rows["cag"].error and "too long" in rows["full"].error
     assert rows["rag"].error is None and rows["rag"].text and rows["rag"].chunks
@@ -170,7 +170,7 @@ def test_greedy_cag_equals_full_reprefill_on_embedded_model(guide_cag):
 def test_bench_cag_reports_every_documented_key(tiny_engine, doc):
     from lab.bench.cag import bench_cag
     cfg = CompareConfig(cag=SMALL, rag=SMALL_RAG)
-    result = bench_cag(tiny_engine, doc, QUESTIONS[:2], QUESTIONS, cfg, new_tokens=4)
+    result = bench_cag(tiny_engine.runtime, doc, QUESTIONS[:2], QUESTIONS, cfg, new_tokens=4)
     assert {"knowledge_tokens", "ttft_full_s", "ttft_cag_s", "ttft_ratio", "crop_ms", "greedy_equal",
             "rag_retrieval_p50_ms", "rag_retrieval_p95_ms"} <= set(result)
     assert result["greedy_equal"] is True and result["knowledge_tokens"] > 0

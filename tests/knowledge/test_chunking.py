@@ -178,7 +178,7 @@ def test_rag_knowledge_puts_each_heading_path_before_its_chunk():
 
 
 def test_few_shot_turns_sit_in_the_prefix(tiny_engine):
-    spec = tiny_engine.spec()
+    spec = tiny_engine.runtime.spec()
     with tiny_engine.sessions.use(spec) as loaded:
         tok = loaded.tokenizer
     shots = demonstrations(2)
@@ -194,7 +194,7 @@ def test_cag_and_full_stay_token_identical_with_few_shot_and_rag_cites(tiny_engi
     doc = document_from_text("tiny.md", "# Facts\n\nthe capital of france is paris .\n\n## River\n\nthe river is one two three .\n")
     cfg = CompareConfig(max_new_tokens=4, stop_at_answer=False, few_shot=2, cag=CagConfig(reserve_tokens=32),
                         rag=RagConfig(chunk_size=100, chunk_overlap=10, top_k=2))
-    rows = {u.method: u for u in ask(tiny_engine, doc, "what is the river ?", "rag,cag,full", cfg)}
+    rows = {u.method: u for u in ask(tiny_engine.runtime, doc, "what is the river ?", "rag,cag,full", cfg)}
     assert all(u.error is None for u in rows.values()), {m: u.error for m, u in rows.items()}
     assert rows["cag"].text == rows["full"].text
     assert rows["cag"].metrics["context_tokens"] == rows["full"].metrics["context_tokens"]
@@ -206,5 +206,5 @@ def test_cag_and_full_stay_token_identical_with_few_shot_and_rag_cites(tiny_engi
 
 def test_base_has_no_citation(tiny_engine):
     doc = document_from_text("tiny.md", "the capital of france is paris .")
-    row = ask(tiny_engine, doc, "what is the capital ?", "base", CompareConfig(max_new_tokens=3, stop_at_answer=False))[0]
+    row = ask(tiny_engine.runtime, doc, "what is the capital ?", "base", CompareConfig(max_new_tokens=3, stop_at_answer=False))[0]
     assert row.citation is None

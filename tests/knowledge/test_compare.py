@@ -45,7 +45,7 @@ def adapter(tiny_engine, tiny_model_dir):
 
 
 def test_every_method_answers_with_its_costs(tiny_engine, doc):
-    rows = {u.method: u for u in ask(tiny_engine, doc, QUESTION, "base,rag,cag,full", CFG)}
+    rows = {u.method: u for u in ask(tiny_engine.runtime, doc, QUESTION, "base,rag,cag,full", CFG)}
     assert list(rows) == ["base", "rag", "cag", "full"]
     for row in rows.values():
         assert row.done and row.error is None and row.text
@@ -64,7 +64,7 @@ def test_every_method_answers_with_its_costs(tiny_engine, doc):
 
 
 def test_updates_stream_per_method_in_order(tiny_engine, doc):
-    updates = list(stream_compare(tiny_engine, doc, QUESTION, ["base", "cag"], CFG))
+    updates = list(stream_compare(tiny_engine.runtime, doc, QUESTION, ["base", "cag"], CFG))
     assert all(isinstance(u, MethodUpdate) for u in updates)
     assert [u.method for u in updates if u.done] == ["base", "cag"]
     first_cag = next(i for i, u in enumerate(updates) if u.method == "cag")
@@ -75,34 +75,34 @@ def test_updates_stream_per_method_in_order(tiny_engine, doc):
 
 
 def test_fine_tuned_adapter_column(tiny_engine, doc, adapter):
-    rows = {u.method: u for u in ask(tiny_engine, doc, QUESTION, "base,ft:tiny-ft,cag,full", CFG)}
+    rows = {u.method: u for u in ask(tiny_engine.runtime, doc, QUESTION, "base,ft:tiny-ft,cag,full", CFG)}
     assert all(row.error is None for row in rows.values())
     assert rows["cag"].text == rows["full"].text  # with an adapter loaded, CAG still runs on the plain base
     assert rows["ft:tiny-ft"].metrics["context_tokens"] == rows["base"].metrics["context_tokens"]  # same prompt
     logits = {}
     for name in (None, "tiny-ft"):
-        with tiny_engine.sessions.use(tiny_engine.spec(), adapter=name) as loaded:
+        with tiny_engine.sessions.use(tiny_engine.runtime.spec(), adapter=name) as loaded:
             logits[name] = loaded.model(input_ids=torch.tensor([[7, 8, 9]])).logits
     assert not torch.allclose(logits[None], logits["tiny-ft"])  # the adapter really is applied
     # A folder path works too, and base still answers without the adapter afterwards.
-    by_path = ask(tiny_engine, doc, QUESTION, [f"ft:{adapter}", "base"], CFG)
+    by_path = ask(tiny_engine.runtime, doc, QUESTION, [f"ft:{adapter}", "base"], CFG)
     assert by_path[0].error is None and by_path[1].text == rows["base"].text
 
 
 def test_empty_question_is_refused(tiny_engine, doc):
     for question in ("", "   \n"):
         with pytest.raises(ValueError, match="question is empty"):
-            list(stream_compare(tiny_engine, doc, question, "base", CFG))
+            list(stream_compare(tiny_engine.runtime, doc, question, "base", CFG))
 
 
 def test_unknown_adapter_before_any_exists_says_how_to_train(tiny_engine, doc):
     with pytest.raises(ValueError, match="no LoRA adapter has been trained yet.*teach this document.*python -m lab train"):
-        ask(tiny_engine, doc, QUESTION, "base,ft:missing", CFG)
+        ask(tiny_engine.runtime, doc, QUESTION, "base,ft:missing", CFG)
 
 
 def test_unknown_adapter_names_the_available_ones(tiny_engine, doc, adapter):
     with pytest.raises(ValueError, match="Unknown adapter 'missing'. Available adapters: tiny-ft"):
-        ask(tiny_engine, doc, QUESTION, "ft:missing", CFG)
+        ask(tiny_engine.runtime, doc, QUESTION, "ft:missing", CFG)
 
 
 @pytest.mark.parametrize("methods, message", [("", "No method"), ("rag,telepathy", "Unknown method 'telepathy'"),
@@ -164,5 +164,5 @@ def test_a_huge_question_is_refused_before_tokenizing(tiny_engine, doc, monkeypa
     monkeypatch.setattr(tiny_engine.sessions, "_loader", lambda spec: pytest.fail("loaded a model to tokenize"))
     question = "why? " * 2_000_000  # 10 MB
     with pytest.raises(ValueError, match="10,000,000 characters; the limit is 4,000"):
-        list(stream_compare(tiny_engine, doc, question, "base,rag,cag,full", CFG))
-    assert tiny_engine.stats()["entries"] == []
+        list(stream_compare(tiny_engine.runtime, doc, question, "base,rag,cag,full", CFG))
+    assert tiny_engine.devices.stats()["entries"] == []

@@ -65,7 +65,7 @@ def test_results_schema_progress_and_exports(tiny_engine, tmp_path):
     path = write_lines(tmp_path / "qa.jsonl", '{"question": "what is the capital of france ?", "answer": "paris"}',
                        '{"question": "what is the river ?", "answer": "one two three"}')
     seen = []
-    result = evaluate(tiny_engine, doc, load_qa(path), "base,rag,cag,full", CFG,
+    result = evaluate(tiny_engine.runtime, doc, load_qa(path), "base,rag,cag,full", CFG,
                       progress=lambda done, total, message: seen.append((done, total, message)))
     assert seen[0][:2] == (0, 8) and seen[-1][:2] == (8, 8) and [s[0] for s in seen] == list(range(9))
     assert set(result["methods"]) == {"base", "rag", "cag", "full"}
@@ -88,7 +88,7 @@ def test_results_schema_progress_and_exports(tiny_engine, tmp_path):
 def test_a_method_that_cannot_run_is_reported_not_fatal(tiny_engine, tmp_path):
     long_doc = document_from_text("long.md", "the model is one two three . " * 60)
     items = load_qa(write_lines(tmp_path / "qa.jsonl", '{"question": "what is the model ?", "answer": "one"}'))
-    result = evaluate(tiny_engine, long_doc, items, "cag,base", CFG)
+    result = evaluate(tiny_engine.runtime, long_doc, items, "cag,base", CFG)
     assert result["methods"]["cag"]["errors"] == 1 and result["methods"]["cag"]["f1"] is None
     assert "too long" in result["methods"]["cag"]["error"]
     assert result["methods"]["base"]["n"] == 1
@@ -97,7 +97,7 @@ def test_a_method_that_cannot_run_is_reported_not_fatal(tiny_engine, tmp_path):
 def test_unknown_adapter_is_refused_before_running(tiny_engine, tmp_path):
     doc = document_from_text("tiny.md", "the capital of france is paris .")
     with pytest.raises(ValueError, match="Unknown adapter"):
-        evaluate(tiny_engine, doc, load_qa(BUNDLED_QA, limit=1), "base,ft:nothing", CFG)
+        evaluate(tiny_engine.runtime, doc, load_qa(BUNDLED_QA, limit=1), "base,ft:nothing", CFG)
 
 
 @pytest.mark.slow
@@ -128,7 +128,7 @@ def test_a_cancelled_evaluation_keeps_exactly_the_rows_it_scored(tiny_engine, tm
         if done == 2:
             cancel.set()
 
-    result = evaluate(tiny_engine, doc, items, "base,rag", CFG, progress=progress, cancel=cancel)
+    result = evaluate(tiny_engine.runtime, doc, items, "base,rag", CFG, progress=progress, cancel=cancel)
     assert result["cancelled"] is True and (result["answered"], result["answers"]) == (2, 8)
     assert [(r["method"], r["index"]) for r in result["rows"]] == [("base", 0), ("base", 1)]
     assert result["methods"]["base"]["n"] == 2 and result["methods"]["base"]["f1"] is not None
@@ -158,7 +158,7 @@ def test_a_cancel_during_an_answer_drops_that_answer(tiny_engine, tmp_path, monk
             stream.close()
 
     monkeypatch.setattr(evaluation, "stream_compare", streamed)
-    result = evaluate(tiny_engine, doc, items, "base", CFG, cancel=cancel)
+    result = evaluate(tiny_engine.runtime, doc, items, "base", CFG, cancel=cancel)
     assert result["cancelled"] and len(result["rows"]) == 1 and result["rows"][0]["question"] == "what is it ?"
     assert closed == ["what is it ?", "what is the city ?"]
 
@@ -168,8 +168,9 @@ def test_without_a_qa_file_only_the_bundled_guide_has_questions(tiny_engine, tmp
     what to give instead, rather than scored on questions it cannot answer."""
     mine = document_from_text("notes.md", "the capital of france is paris .")
     with pytest.raises(ValueError, match=r"needs a QA file.*\.jsonl.*\"question\".*\"answer\""):
-        tiny_engine.evaluation_items(mine, None)
-    assert len(tiny_engine.evaluation_items(tiny_engine.bundled_document(), None)) == len(load_qa(BUNDLED_QA))
-    assert len(tiny_engine.evaluation_items(tiny_engine.bundled_document(), None, limit=3)) == 3
+        tiny_engine.knowledge.evaluation_items(mine, None)
+    knowledge = tiny_engine.knowledge
+    assert len(knowledge.evaluation_items(knowledge.bundled_document(), None)) == len(load_qa(BUNDLED_QA))
+    assert len(tiny_engine.knowledge.evaluation_items(tiny_engine.knowledge.bundled_document(), None, limit=3)) == 3
     qa = write_lines(tmp_path / "qa.jsonl", '{"question": "what is the capital ?", "answer": "paris"}')
-    assert [i.question for i in tiny_engine.evaluation_items(mine, qa)] == ["what is the capital ?"]
+    assert [i.question for i in tiny_engine.knowledge.evaluation_items(mine, qa)] == ["what is the capital ?"]

@@ -31,7 +31,7 @@ def two_slot_engine(tmp_path, tiny_model_dir):
                            load_in_4bit=False, auth="", cpu_job_slots=2)
     engine = Engine(settings, device=choose_device(has_cuda=False, has_flash_attn=False))
     yield engine
-    engine.jobs.close()
+    engine.jobs.runner.close()
     for job in list_jobs(settings.data_dir):
         if job["state"] in ACTIVE_STATES:
             kill_job(settings.data_dir, job["id"], grace_s=5)
@@ -40,7 +40,7 @@ def two_slot_engine(tmp_path, tiny_model_dir):
 def submit(engine, tmp_path, model_dir, qa, name: str, max_steps: int) -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(tiny_job_yaml(model_dir, qa, name, max_steps=max_steps))
-    return engine.submit_job(engine.load_config(path))
+    return engine.jobs.submit(engine.jobs.load_config(path))
 
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU job slots apply to a machine without a GPU")
@@ -51,10 +51,10 @@ def test_two_jobs_run_at_once_in_two_cpu_slots(two_slot_engine, tmp_path, tiny_m
     engine = two_slot_engine
     first = submit(engine, tmp_path, tiny_model_dir, qa_file, "slot-a", 4)
     second = submit(engine, tmp_path, tiny_model_dir, qa_file, "slot-b", 4)
-    jobs = {j["id"]: j for j in engine.list_jobs()}
+    jobs = {j["id"]: j for j in engine.jobs.all()}
     assert jobs[first]["state"] == "running" and jobs[second]["state"] == "running"  # neither waits in a queue
     assert {tuple(jobs[first]["devices"]), tuple(jobs[second]["devices"])} == {("cpu:0",), ("cpu:1",)}
-    a, b = (engine.wait_job(job_id, timeout_s=600) for job_id in (first, second))
+    a, b = (engine.jobs.wait(job_id, timeout_s=600) for job_id in (first, second))
     assert a["state"] == "completed" and b["state"] == "completed", (a["message"], b["message"])
     # Their processes' lifetimes overlap: each job's launcher started before the other job finished (one after the
     # other, the second would start no earlier than the first finished). The launcher's start (pid_started) is the
@@ -75,9 +75,9 @@ def test_stopping_one_of_two_running_jobs_leaves_the_other_to_finish(two_slot_en
     engine = two_slot_engine
     long = submit(engine, tmp_path, tiny_model_dir, qa_file, "long", 10_000)
     short = submit(engine, tmp_path, tiny_model_dir, qa_file, "short", 6)
-    assert engine.control_job("stop", long)["state"] == "stopping"
-    assert engine.job_status(short)["state"] == "running"
-    stopped, done = engine.wait_job(long, timeout_s=600), engine.wait_job(short, timeout_s=600)
+    assert engine.jobs.control("stop", long)["state"] == "stopping"
+    assert engine.jobs.status(short)["state"] == "running"
+    stopped, done = engine.jobs.wait(long, timeout_s=600), engine.jobs.wait(short, timeout_s=600)
     assert stopped["state"] == "stopped", stopped["message"]
     assert done["state"] == "completed", done["message"]
     assert [r["step"] for r in read_metrics(Path(done["dir"])) if "loss" in r] == list(range(1, 7))
@@ -120,7 +120,7 @@ def test_runner_pins_jobs_to_declared_gpus_and_clears_the_serving_gpu(tmp_path, 
         restarted = SessionManager(choose_device(has_cuda=True, has_flash_attn=False), 2**30, loader=None)
         again = JobRunner(tmp_path / "data", sessions=restarted, devices=load_inventory(tmp_path / "inventory.yaml"))
         assert {d.name: d.holds for d in again.devices()} == {"cuda:0": (one,), "cuda:1": (three,)}
-        assert [e["key"] for e in restarted.stats()["entries"]] == [f"reservation:{one}"]
+        assert [e["key"] for e in restarted.devices.stats()["entries"]] == [f"reservation:{one}"]
         # Killing one of the two leaves the other running; the 2-GPU job still waits for both GPUs. (Killed only
         # once both stand-ins have printed what they were given. The log's first line is the command, which holds
         # the text PINNED too: only a line that starts with it is the stand-in's own.)

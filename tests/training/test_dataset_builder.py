@@ -254,7 +254,7 @@ def test_endpoint_path_uses_json_mode_and_the_key_from_the_env(stub_endpoint, ti
     url, seen = stub_endpoint
     monkeypatch.setenv("LAB_TEST_KEY", "sk-test")
     cfg = BuilderConfig(base_url=url, endpoint_model="served-model", api_key_env="LAB_TEST_KEY", pairs_per_chunk=2)
-    result = build_dataset(tiny_engine, document_from_text("notes.txt", CHUNK), cfg)
+    result = build_dataset(tiny_engine.runtime, document_from_text("notes.txt", CHUNK), cfg)
     assert len(result.pairs) == 2 and result.valid_json_rate == 1.0
     request = seen[0]
     assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer sk-test"
@@ -302,7 +302,7 @@ def test_embedded_model_writes_valid_json_only_when_constrained(embedded_engine)
     from lab.training.data.builder import document_chunks
     cfg = BuilderConfig(pairs_per_chunk=2, max_question_chars=80, max_answer_chars=60, max_chunks=1)
     chunk = document_chunks(load_document(BUNDLED_DOC), cfg)[0]
-    with embedded_engine.sessions.use(embedded_engine.spec()) as loaded:
+    with embedded_engine.sessions.use(embedded_engine.runtime.spec()) as loaded:
         ids = prompt_ids(loaded.tokenizer, chunk_messages(chunk, 2))
         free = generate_text(loaded.model, loaded.tokenizer, ids, GenerationSettings(max_new_tokens=96))
         compiled = grammar_compiler(loaded.model, loaded.tokenizer, loaded.spec.key).compile_json_schema(
@@ -324,7 +324,7 @@ def test_embedded_build_dataset_end_to_end(embedded_engine, tmp_path):
     cfg = BuilderConfig(pairs_per_chunk=2, max_chunks=1, retries=1, max_question_chars=80, max_answer_chars=60,
                         max_new_tokens=160)
     events = []
-    result = build_dataset(embedded_engine, load_document(BUNDLED_DOC), cfg, lambda *e: events.append(e))
+    result = build_dataset(embedded_engine.runtime, load_document(BUNDLED_DOC), cfg, lambda *e: events.append(e))
     assert result.valid_json_rate == 1.0, [r.item for r in result.rejected]
     assert result.chunks[0].attempts in (1, 2)
     assert len(result.pairs) + len(result.rejected) >= 2

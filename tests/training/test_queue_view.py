@@ -68,11 +68,11 @@ def engine_with_a_running_job(tmp_path, tiny_model_dir, qa_file):
     """An engine with two CPU slots, one held by alice's job (this process, as if in the foreground, 30 s left),
     and bob's two jobs queued behind it: the runner may run one job at once, so neither starts."""
     engine = make_engine(tmp_path / "data", tiny_model_dir, cpu_job_slots=2)
-    engine.jobs.max_running = 1
-    cfg = engine.config_from_dict(yaml.safe_load(tiny_job_yaml(tiny_model_dir, qa_file, "view")))
-    busy = create_job(cfg, engine.jobs.data_dir, foreground=True, owner="alice")
-    update_status(engine.jobs.data_dir / "jobs" / busy, eta_s=30.0)
-    first, second = (engine.jobs.submit(cfg, owner="bob") for _ in range(2))
+    engine.jobs.runner.max_running = 1
+    cfg = engine.jobs.config_from_dict(yaml.safe_load(tiny_job_yaml(tiny_model_dir, qa_file, "view")))
+    busy = create_job(cfg, engine.jobs.runner.data_dir, foreground=True, owner="alice")
+    update_status(engine.jobs.runner.data_dir / "jobs" / busy, eta_s=30.0)
+    first, second = (engine.jobs.runner.submit(cfg, owner="bob") for _ in range(2))
     return engine, busy, first, second
 
 
@@ -80,9 +80,9 @@ def test_engine_queue_estimates_count_the_slots_the_runner_may_use(tmp_path, tin
     engine, busy, first, second = engine_with_a_running_job(tmp_path, tiny_model_dir, qa_file)
     try:
         # Two slots, but max_running 1: the first queued job waits for alice's 30 s, the second for an unknown.
-        assert engine.queue_estimates() == {first: 30.0, second: None}
-        engine.jobs.max_running = 0
-        assert engine.queue_estimates(engine.list_jobs()) == {first: None, second: None}
+        assert engine.devices.queue_estimates() == {first: 30.0, second: None}
+        engine.jobs.runner.max_running = 0
+        assert engine.devices.queue_estimates(engine.jobs.all()) == {first: None, second: None}
     finally:
         engine.close()
 
@@ -91,8 +91,8 @@ def test_engine_device_holdings_show_jobs_reservations_and_models(tmp_path, tiny
     engine, busy, first, second = engine_with_a_running_job(tmp_path, tiny_model_dir, qa_file)
     try:
         engine.sessions.reserve(busy, 5 * 2**20)
-        loaded = engine.load()
-        rows = {row["device"]: row for row in engine.device_holdings()}
+        loaded = engine.models.load()
+        rows = {row["device"]: row for row in engine.devices.device_holdings()}
         assert list(rows) == ["cpu:0", "cpu:1", "cpu"]  # the two job slots, then the RAM the app serves from
         slot = rows["cpu:0"]
         assert slot["jobs"] == [{"id": busy, "owner": "alice", "kind": "sft", "state": "running", "eta_s": 30.0}]
