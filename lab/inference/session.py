@@ -213,7 +213,7 @@ class SessionManager:
             self._entries[key].nbytes = nbytes
 
     def unload(self, key: str) -> bool:
-        """Remove an entry on request (the System tab, `Engine.unload`); True if something was removed.
+        """Remove an entry on request (the System tab, `engine.models.unload`); True if something was removed.
 
         Refused with a ValueError naming the entry while it, or anything that belongs to it, is in use: dropping a
         model that a request still holds would make the next request load a second copy while the budget counts

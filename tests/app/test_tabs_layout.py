@@ -4,7 +4,7 @@
 
 A tab may import the Engine, the error tuple and its message helper, the ZeroGPU decorator, and
 classes (config dataclasses such as CompareConfig, RagConfig, GenerationSettings). Every other lab
-function, constant or module goes through an Engine method, so the rules about users, files and
+function, constant or module goes through a method of an Engine service, so the rules about users, files and
 quotas are made in one place. Imports inside functions count too (a lazy import hides nothing here).
 """
 
