@@ -1,7 +1,7 @@
 """Batch evaluation: run a QA set through several Compare methods and score the answers.
 
     python -m lab eval --qa assets/knowledge/qa.jsonl --methods base,rag,cag,full --limit 30 --out results.json
-    python -m lab eval --set heldout --methods base,rag,cag --out heldout.json     # see lab.knowledge.configs.EVAL_SETS
+    python -m lab eval --set heldout --methods base,rag,cag --out heldout.json   # sets: lab.knowledge.configs
 
 (Named evaluate_qa, not evaluate, so it never shadows the `evaluate` package.) Each line of the
 QA file is `{"question": ..., "answer": ...}`. Every (question, method) pair is answered with

@@ -13,8 +13,9 @@ import pytest
 from lab.cli import main
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
 from lab.knowledge.compare import CompareConfig
+from lab.knowledge.configs import EVAL_SETS
 from lab.knowledge.documents import load_document, readable
-from lab.knowledge.evaluation import EVAL_SETS, load_qa
+from lab.knowledge.evaluation import load_qa
 from lab.knowledge.prompt import MAX_SHOTS, demonstrations
 
 
