@@ -106,7 +106,7 @@ def plain_trl(config_path: str, out_path: str) -> None:
                          warmup_steps=cfg.warmup_ratio or cfg.warmup_steps, optim=cfg.optim,
                          weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                          max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=cfg.completion_only_loss,
-                         gradient_checkpointing=cfg.gradient_checkpointing,
+                         activation_checkpointing=cfg.gradient_checkpointing,
                          bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda,
                          logging_steps=1, logging_first_step=True, save_strategy="no", report_to=[],
                          disable_tqdm=True, dataloader_num_workers=0, seed=cfg.seed)

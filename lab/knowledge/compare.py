@@ -36,7 +36,7 @@ from lab.inference.runtime import Runtime
 from lab.inference.session import watched
 from lab.inference.generate import GenerationEvent
 from lab.inference.endpoints import is_endpoint, stream_model
-from lab.knowledge.prompt import _SLOT, _messages, read_answer, split_prompt, suffix_ids
+from lab.knowledge.prompt import _SLOT, Reject, _messages, heading_guard, read_answer, split_prompt, suffix_ids
 from lab.knowledge.rag import RagIndex, RetrievedChunk, build_or_load_index, cite, knowledge_text, retrieve
 from lab.core.settings import BUNDLED_DOC
 
@@ -145,7 +145,8 @@ def _metrics(event: GenerationEvent, prep_s: float, **extra) -> dict:
 def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: CompareConfig,
             extra: dict, chunks: list[RetrievedChunk] | None = None,
             final: Callable[[], dict] | None = None,
-            passage: Callable[[str], RetrievedChunk | None] | None = None) -> Iterator[MethodUpdate]:
+            passage: Callable[[str], RetrievedChunk | None] | None = None,
+            reject: Reject | None = None) -> Iterator[MethodUpdate]:
     """Turn generation events into updates; stop once the short answer is complete.
 
     `final` adds metrics known only after the stream is closed (CAG's crop time). The citation is the
@@ -155,7 +156,7 @@ def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: 
     with closing(events):  # closing a CAG stream crops its cache back
         for event in events:
             last = event
-            answer, complete = read_answer(event.text)
+            answer, complete = read_answer(event.text, reject)
             if event.done:
                 finish = event.finish_reason
                 break
@@ -165,7 +166,7 @@ def _stream(method: str, events: Iterator[GenerationEvent], prep_s: float, cfg: 
             yield MethodUpdate(method, event.text, answer, _metrics(event, prep_s, **extra), chunks=chunks or [])
     assert last is not None
     extra = extra | (final() if final else {})
-    answer = read_answer(last.text)[0]
+    answer = read_answer(last.text, reject)[0]
     yield MethodUpdate(method, last.text, answer, _metrics(last, prep_s, **extra), done=True,
                        finish_reason=finish, chunks=chunks or [],
                        citation=passage(answer) if passage else cite(answer, chunks or []))
@@ -200,14 +201,15 @@ def _stream_endpoint(runtime: Runtime, doc: Document, question: str, method: str
     start = time.perf_counter()
     chunks, extra, knowledge = None, {}, doc.text if method in ("full", "cag") else None
     if index is not None:
-        found = retrieve(index, question, cfg.rag.top_k)
+        found = retrieve(index, question, cfg.rag.top_k, cfg.retrieval)
         chunks, extra["retrieval_ms"] = found.chunks, round(found.retrieval_ms, 2)
         knowledge = knowledge_text(chunks)
     if method == "cag":
         extra["note"] = CAG_ON_ENDPOINT
     messages = [{**m, "content": m["content"].replace(_SLOT, question)} for m in _messages(knowledge, cfg.shots)]
     events = stream_model(runtime.settings, model_id, messages, cfg.generation, user=caller, adapter=adapter)
-    yield from _stream(method, events, time.perf_counter() - start, cfg, extra, chunks)
+    yield from _stream(method, events, time.perf_counter() - start, cfg, extra, chunks,
+                       reject=heading_guard(doc.text) if knowledge else None)
 
 
 def _index_with_progress(runtime: Runtime, doc: Document, cfg: RagConfig) -> Generator[MethodUpdate, None, RagIndex]:
@@ -269,7 +271,7 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
                              "cache_build_s": round(kv.build_s, 3), "cache_reused": kv.reused}
                     yield from _stream(method, watched(ticket, stream_answer(kv, loaded, ids, settings)), prep_s, cfg, extra,
                                        final=lambda: {"crop_ms": round(kv.last_crop_ms, 4)},
-                                       passage=_passage(runtime, doc, cfg, question))
+                                       passage=_passage(runtime, doc, cfg, question), reject=heading_guard(doc.text))
         return
     adapter = None
     if method.startswith(ADAPTER_PREFIX):  # an adapter request decodes alone; base, rag and full are batched
@@ -283,7 +285,7 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
         start = time.perf_counter()
         chunks, extra = None, {}
         if index is not None:
-            found = retrieve(index, question, cfg.rag.top_k)
+            found = retrieve(index, question, cfg.rag.top_k, cfg.retrieval)
             chunks = found.chunks
             extra["retrieval_ms"] = round(found.retrieval_ms, 2)
             knowledge = knowledge_text(chunks)
@@ -298,7 +300,9 @@ def stream_method(runtime: Runtime, doc: Document, question: str, method: str, c
                              f"it exceeds the model's window of {loaded.context_window}.")
         prep_s = time.perf_counter() - start
         passage = _passage(runtime, doc, cfg, question) if method == "full" else None
-        yield from _stream(method, run(ids), prep_s, cfg, extra, chunks, passage=passage)
+        # A heading path copied from the knowledge is no answer (HeadingGuard): the next line is read instead.
+        yield from _stream(method, run(ids), prep_s, cfg, extra, chunks, passage=passage,
+                           reject=heading_guard(doc.text) if knowledge else None)
 
 
 def stream_compare(runtime: Runtime, doc: Document, question: str, methods: str | Sequence[str],

@@ -6,10 +6,14 @@ loaded by path, so no metric script is fetched from the Hugging Face Hub.
 
 from __future__ import annotations
 
+import re
+import string
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import evaluate
+if TYPE_CHECKING:  # loaded inside load_metrics: retrieval's answer check needs only `normalise`
+    import evaluate
 
 METRICS_DIR = Path(__file__).resolve().parents[2] / "assets" / "metrics"
 
@@ -24,6 +28,16 @@ _MODULES: dict[str, str] = {
 _cache: dict[str, evaluate.EvaluationModule] | None = None
 _lock = threading.Lock()
 
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalise(text: str) -> str:
+    """Text as the F1 metric (assets/metrics/token_f1) compares it: lower case, no punctuation, no articles, single
+    spaces. Retrieval's recall@k uses it, so "the reference is in a chunk" means what F1 would credit."""
+    lowered = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", lowered).split())
+
 
 def load_metrics() -> dict[str, evaluate.EvaluationModule]:
     """Load the four metric modules from local paths, once per process.
@@ -32,6 +46,8 @@ def load_metrics() -> dict[str, evaluate.EvaluationModule]:
     ``bleu``).
     """
     global _cache
+    import evaluate
+
     with _lock:
         if _cache is None:
             loaded: dict[str, evaluate.EvaluationModule] = {}

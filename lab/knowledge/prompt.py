@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,9 +33,10 @@ if TYPE_CHECKING:  # the prompt's text and few-shot examples need no torch (lab.
     import torch
     from transformers import PreTrainedTokenizerBase
 
-PROMPT_VERSION = 2
+PROMPT_VERSION = 3
 """Bump whenever the wording below or the knowledge's reading changes: saved CAG caches are keyed on it.
-2: the knowledge is passed through `readable`; few-shot turns may follow it."""
+2: the knowledge is passed through `readable`; few-shot turns may follow it.
+3: RAG's chunks come without their heading paths (lab.knowledge.rag.HEADINGS_SHOWN)."""
 
 SYSTEM = "You are a concise assistant. Reply with the short answer only: a few words, no full sentence."
 WITH_KNOWLEDGE = "Document:\n{knowledge}\n\nAnswer the question using the document above. Reply with a few words only.\n"
@@ -181,22 +183,80 @@ def _clean(line: str) -> str:
     return line.strip().strip("\"'`*").strip().rstrip(".").strip().strip("\"'`*").strip()
 
 
-def read_answer(text: str) -> tuple[str, bool]:
+_HEADING_LINE = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_PATH_SEPARATOR = re.compile(r"\s+>\s+")
+"""How a chunk's heading path joins its headings ("LoRA > Rank r"), and what a copied path looks like."""
+
+
+def _plain(text: str) -> str:
+    """Lower-case words only, single spaces: how headings and answers are compared."""
+    return " ".join(re.findall(r"\w+", readable(text).lower()))
+
+
+Reject = Callable[[str], bool]
+"""reject(answer) -> True when a read answer is not an answer at all (a heading copied from the document)."""
+
+
+class HeadingGuard:
+    """Knows a document's headings, so a heading path, the title or a heading that is only a heading is never
+    read as an answer.
+
+    The 135M model copies what stands out above a passage: given "LoRA > 1" over a chunk it answered "LoRA > 1".
+    A heading is a fair answer when the body says it too ("LoftQ" heads the section that explains it); one
+    that appears nowhere but in headings ("📌 Summary", "2. Fares") never is, and neither is the title."""
+
+    def __init__(self, document: str) -> None:
+        found = _HEADING_LINE.findall(document)  # [(marks, heading)]
+        self.headings = {_plain(text) for _, text in found} - {""}
+        self.title = next((_plain(text) for marks, text in found if marks == "#"), "")
+        self.body = f" {_plain(_HEADING_LINE.sub(' ', document))} "
+
+    def __call__(self, answer: str) -> bool:
+        parts = [_plain(part) for part in _PATH_SEPARATOR.split(answer.strip())]
+        if len(parts) > 1:
+            # A copied path, maybe cut short ("RAG > RAG vs"): its first part is a heading. "x > 0" in a formula
+            # is not, so it stays an answer.
+            return parts[0] in self.headings
+        plain = parts[0]
+        if not plain:
+            return False
+        return plain == self.title or (plain in self.headings and f" {plain} " not in self.body)
+
+
+_GUARDS: dict[int, HeadingGuard] = {}
+
+
+def heading_guard(document: str) -> HeadingGuard:
+    """The document's HeadingGuard, kept for the last few documents (built once per document, not per token)."""
+    key = hash(document)  # str hashes are cached by Python: cheap on every call after the first
+    guard = _GUARDS.get(key)
+    if guard is None:
+        if len(_GUARDS) >= 8:
+            _GUARDS.pop(next(iter(_GUARDS)))
+        guard = _GUARDS[key] = HeadingGuard(document)
+    return guard
+
+
+def read_answer(text: str, reject: Reject | None = None) -> tuple[str, bool]:
     """(short answer, complete) from generated text; the same rule for every method.
 
     The answer is the first sentence of the first line that still says something once lead-ins
-    such as "The answer is:" are removed. `complete` turns True once that sentence has ended (a
-    line break or sentence end follows it), so decoding can stop there.
+    such as "The answer is:" are removed and that `reject` (a document's HeadingGuard) does not refuse: a
+    heading path copied from the knowledge is skipped and the next line read instead, so with none left the
+    answer is "" (not found). `complete` turns True once that sentence has ended (a line break or sentence
+    end follows it), so decoding can stop there.
     """
     lines = text.split("\n")
     for index, line in enumerate(lines):
         answer = _clean(line)
+        if answer and reject is not None and reject(answer):
+            continue
         if answer:
             ended = index < len(lines) - 1 or _SENTENCE_END.search(line.strip()) is not None
             return answer, ended
     return "", False
 
 
-def short_answer(text: str) -> str:
+def short_answer(text: str, reject: Reject | None = None) -> str:
     """The short answer read from a finished generation."""
-    return read_answer(text)[0]
+    return read_answer(text, reject)[0]

@@ -8,15 +8,17 @@ the same splitter settings reuses the saved index instead of embedding it again.
 
 With `chunking="markdown"` (the default) the document is first cut at its own headings
 (MarkdownHeaderTextSplitter), then each section by size; every chunk keeps its heading path
-("Fares and Tickets > Ticket Types"), which is embedded with it, shown to the model in front of it and
-reported as the answer's citation. Sections shorter than a fifth of chunk_size are merged with their
-neighbours first, so a file of thousands of one-line headings does not become thousands of chunks.
+("Fares and Tickets > Ticket Types"), which is embedded with it and reported as the answer's citation but not
+shown to the model (HEADINGS_SHOWN: a small model copies it as its answer). retrieve(mode="hybrid") fuses the
+MiniLM ranking with BM25's by reciprocal rank fusion. Sections shorter than a fifth of chunk_size are merged
+with their neighbours first, so a file of thousands of one-line headings does not become thousands of chunks.
 `chunking="recursive"` cuts the whole text by size only. Either way a document may make at most LAB_MAX_CHUNKS
 chunks, and building its index embeds them a batch at a time (lab.knowledge.embedder), reporting progress.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -27,17 +29,18 @@ import shutil
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
 from lab.core.access import QuotaError
 from lab.knowledge.disk import enforce_cap
-from lab.knowledge.configs import RagConfig
+from lab.knowledge.configs import RETRIEVALS, RagConfig
 from lab.knowledge.embedder import MiniLMEmbeddings, embed_chunks, get_embedder
 from lab.knowledge.documents import Document, readable
+from lab.knowledge.metrics import normalise
 
 with warnings.catch_warnings():
     # langchain-community warns on import that it is being sunset; the lab pins a version that
@@ -198,6 +201,10 @@ class RagIndex:
     """Seconds this call took: chunking + embedding + saving when built, loading when reused."""
     cfg: RagConfig
     """The config the index was built with; `retrieve` takes its default `top_k` from it."""
+    bm25: Any = None
+    """Hybrid retrieval's BM25Retriever over the same chunks, built on the first hybrid question."""
+    bm25_chunks: dict = field(default_factory=dict)
+    """chunk_id -> the stored chunk, for hybrid hits."""
 
 
 @dataclass(frozen=True)
@@ -212,11 +219,19 @@ class RetrievedChunk:
     """Position of the chunk in the document (0-based), for showing where it came from."""
     heading: str = ""
     """The chunk's heading path in the document ("" when it has none): the citation a UI shows."""
+    fused: float | None = None
+    """Hybrid retrieval only: the reciprocal-rank-fusion score that ordered it (dense and BM25 ranks); None when
+    retrieval was dense only."""
 
     @property
     def context(self) -> str:
-        """What the model read of this chunk: the heading path, then the text."""
+        """What the embedder read of this chunk: the heading path, then the text."""
         return Chunk(self.text, self.heading).context
+
+    @property
+    def shown(self) -> str:
+        """What the model reads of this chunk in RAG's prompt (see HEADINGS_SHOWN)."""
+        return _shown(self.text, self.heading, HEADINGS_SHOWN)
 
 
 @dataclass(frozen=True)
@@ -327,34 +342,118 @@ def build_or_load_index(doc: Document, cfg: RagConfig, root: Path, max_chunks: i
     return _loaded(path, embedder, key, cfg, started, reused=False)
 
 
-def retrieve(index: RagIndex, question: str, top_k: int | None = None) -> Retrieval:
-    """Return the `top_k` chunks most similar to `question` (default: the index config's top_k)."""
+RRF_K = 60
+"""Reciprocal rank fusion's constant: a chunk ranked r by one retriever adds 1 / (RRF_K + r). 60 is the value of
+Cormack et al. (2009); it keeps one retriever's first place from outweighing agreement lower down."""
+
+HYBRID_POOL = 20
+"""Chunks each retriever ranks for fusion (at least top_k): a chunk outside both lists scores nothing anyway."""
+
+
+def _hit(doc, score: float) -> RetrievedChunk:
+    # float32 dot products of unit vectors can overshoot 1 by a rounding error.
+    return RetrievedChunk(text=doc.page_content, score=max(-1.0, min(1.0, float(score))),
+                          chunk_id=int(doc.metadata["chunk_id"]), heading=doc.metadata.get("heading", ""))
+
+
+def _words_of(text: str) -> list[str]:
+    return re.findall(r"\w+", readable(text).lower())
+
+
+def _bm25(index: RagIndex, pool: int):
+    """The index's BM25 retriever over the same chunk texts the vectors were made from (heading path + text),
+    built on first use and kept on the index: a few milliseconds per thousand chunks."""
+    if index.bm25 is None or index.bm25.k != pool:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*langchain-community.*", category=DeprecationWarning)
+            from langchain_community.retrievers import BM25Retriever
+        docs = sorted(index.store.docstore._dict.values(), key=lambda d: int(d.metadata["chunk_id"]))
+        texts = [Chunk(d.page_content, d.metadata.get("heading", "")).context for d in docs]
+        # The chunk map first: another thread that sees the new retriever finds its chunks already there.
+        index.bm25_chunks = {int(d.metadata["chunk_id"]): d for d in docs}
+        index.bm25 = BM25Retriever.from_texts(texts, metadatas=[d.metadata for d in docs], k=pool,
+                                              preprocess_func=_words_of)
+    return index.bm25
+
+
+def _hybrid(index: RagIndex, question: str, k: int) -> list[RetrievedChunk]:
+    """The top k by reciprocal rank fusion of MiniLM's ranking and BM25's, each over its best HYBRID_POOL chunks.
+    Dense finds paraphrases; BM25 finds the rare exact word (a line name, a number, a code) a small embedder blurs."""
+    pool = min(index.n_chunks, max(HYBRID_POOL, k))
+    qvec = index.store.embedding_function.embed_query(question)
+    dense = index.store.similarity_search_with_score_by_vector(qvec, k=pool)
+    cosine = {int(doc.metadata["chunk_id"]): score for doc, score in dense}
+    fused: dict[int, float] = {}
+    for rank, (doc, _) in enumerate(dense, start=1):
+        fused[int(doc.metadata["chunk_id"])] = 1 / (RRF_K + rank)
+    # BM25's own scores rather than its retriever's top list: a chunk sharing no word with the question scores 0
+    # and must not be ranked at all (the list would fill up with such chunks in arbitrary order).
+    bm25 = _bm25(index, pool)
+    scores = bm25.vectorizer.get_scores(bm25.preprocess_func(question))
+    matched = sorted((key for key in range(len(scores)) if scores[key] > 0), key=lambda key: -scores[key])[:pool]
+    for rank, position in enumerate(matched, start=1):
+        key = int(bm25.docs[position].metadata["chunk_id"])
+        fused[key] = fused.get(key, 0.0) + 1 / (RRF_K + rank)
+    best = sorted(fused, key=lambda key: (-fused[key], key))[:k]
+    chunks = []
+    for key in best:
+        if key not in cosine:  # found by BM25 alone: its cosine from the stored vector, for display
+            vector = index.store.index.reconstruct(key)
+            cosine[key] = float(sum(a * b for a, b in zip(vector, qvec, strict=True)))
+        doc = index.bm25_chunks[key]
+        chunks.append(dataclasses.replace(_hit(doc, cosine[key]), fused=round(fused[key], 6)))
+    return chunks
+
+
+def retrieve(index: RagIndex, question: str, top_k: int | None = None, mode: str = "dense") -> Retrieval:
+    """Return the `top_k` chunks closest to `question` (default: the index config's top_k), best first.
+
+    mode dense: by MiniLM cosine similarity. hybrid: by reciprocal rank fusion of that ranking and BM25's (see
+    _hybrid); each chunk's `score` is still its cosine, `fused` the score that ordered it."""
     if not question or not question.strip():
         raise ValueError("question is empty; type a question before retrieving")
+    if mode not in RETRIEVALS:
+        raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {mode!r}")
     k = index.cfg.top_k if top_k is None else top_k
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     k = min(k, index.n_chunks)
     started = time.perf_counter()
-    hits = index.store.similarity_search_with_score(question, k=k)
+    if mode == "hybrid":
+        chunks = _hybrid(index, question, k)
+    else:
+        chunks = [_hit(doc, score) for doc, score in index.store.similarity_search_with_score(question, k=k)]
+        chunks.sort(key=lambda c: c.score, reverse=True)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    chunks = [
-        RetrievedChunk(
-            text=doc.page_content,
-            # float32 dot products of unit vectors can overshoot 1 by a rounding error.
-            score=max(-1.0, min(1.0, float(score))),
-            chunk_id=int(doc.metadata["chunk_id"]),
-            heading=doc.metadata.get("heading", ""),
-        )
-        for doc, score in hits
-    ]
-    chunks.sort(key=lambda c: c.score, reverse=True)
     return Retrieval(question=question, chunks=chunks, retrieval_ms=elapsed_ms)
 
 
+HEADINGS_SHOWN = "none"
+"""How a retrieved chunk's heading path appears in RAG's prompt. none: not at all; it is still embedded with the
+chunk and is the answer's citation. path: on the line above the text, as the embedder reads it. after: below
+the text, as "(section: path)". With path, SmolLM2-135M answered with the path itself ("LoRA > 1") on notes-style
+documents; on the dev set (20 questions, docs/BENCHMARKS.md) RAG F1 was none 0.27, path 0.22, after 0.20."""
+
+
+def _shown(text: str, heading: str, style: str) -> str:
+    if not heading or style == "none":
+        return text.strip()
+    if style == "after":
+        return f"{text.strip()}\n(section: {heading})"
+    return f"{heading}\n{text}".strip()
+
+
 def knowledge_text(chunks: list[RetrievedChunk]) -> str:
-    """The retrieved chunks as RAG's knowledge block, best first, each under its heading path."""
-    return "\n\n".join(chunk.context.strip() for chunk in chunks)
+    """The retrieved chunks as RAG's knowledge block, best first, each as `RetrievedChunk.shown`."""
+    return "\n\n".join(chunk.shown for chunk in chunks)
+
+
+def holds_answer(chunk: RetrievedChunk, normalised_answer: str) -> bool:
+    """Whether the chunk, as the model read it, contains the answer: both normalised as the F1 metric does
+    (lab.knowledge.metrics.normalise), compared as whole words."""
+    return bool(normalised_answer) and f" {normalised_answer} " in f" {normalise(readable(chunk.shown))} "
+
+
 
 
 def _words(text: str) -> set[str]:

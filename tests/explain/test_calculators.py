@@ -231,7 +231,7 @@ def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: boo
     config = model.config
     n_params = model.num_parameters()
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     if lora:
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=lora, lora_dropout=0.0))
     trainable = [p for p in model.parameters() if p.requires_grad]

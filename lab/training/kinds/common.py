@@ -101,7 +101,7 @@ def training_arguments(cfg: TrainConfig, job_dir: Path, device: DeviceChoice) ->
         warmup_steps=cfg.warmup_ratio or cfg.warmup_steps,
         optim="adamw_torch" if cfg.optim == "muon" else cfg.optim,
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 renamed it; the old name warns
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if cfg.has_eval else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
