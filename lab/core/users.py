@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Collection
 
 from lab.core.access import owner_refusal
+from lab.core.files import atomic_open
 from lab.core.names import LOCAL_USER, check_name, file_name, user_name
 from lab.core.settings import LabSettings
 
@@ -82,16 +82,9 @@ def uploads_dir(settings: LabSettings, user: str) -> Path:
 def save_upload(settings: LabSettings, user: str, source: str | Path, name: str | None = None) -> Path:
     """Copy an uploaded file into the user's workspace under a checked name (0600); returns its new path."""
     target = uploads_dir(settings, user) / file_name(name or Path(source).name)
-    # Written beside the target and renamed over it only when complete: a copy that fails halfway (a full disk)
-    # leaves an earlier file of the same name whole. Opened 0600 from the start, never readable by others.
-    partial = target.with_name(f".{target.name}.part-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(source, "rb") as src, os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                                                  "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    # A copy that fails halfway (a full disk) leaves an earlier file of the same name whole; 0600 from the start.
+    with open(source, "rb") as src, atomic_open(target, binary=True, private=True) as dst:
+        shutil.copyfileobj(src, dst)
     return private_file(target)
 
 

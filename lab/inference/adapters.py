@@ -27,6 +27,7 @@ import torch
 from peft import PeftConfig, PeftModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from lab.core.files import atomic_write_json, publish_dir
 from lab.core.names import adapter_name, is_adapter_name
 from lab.inference.models import resolve_model_path
 
@@ -126,14 +127,12 @@ def register_adapter(output_dir: Path, name: str, base_model_id: str, job_id: st
     target = adapters / name
     if target.exists():
         target = adapters / f"{name}-{job_id}"
-    tmp = adapters / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(output_dir, tmp)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta = {"name": target.name, "base_model_id": base_model_id, "job_id": job_id, "created": created,
             "source": str(output_dir)} | (extra or {})
-    (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=1))
-    tmp.rename(target)
+    with publish_dir(target, existing="fail") as tmp:
+        shutil.copytree(output_dir, tmp, dirs_exist_ok=True)
+        atomic_write_json(tmp / ADAPTER_META, meta)
     return target
 
 
@@ -152,7 +151,7 @@ def rename_adapter(data_dir: str | Path, name: str, new_name: str) -> Path:
     meta_path = folder / ADAPTER_META
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     os.rename(folder, target)  # one step on one file system: the adapter is always under one of its two names
-    (target / ADAPTER_META).write_text(json.dumps(meta | {"name": new_name}, indent=1))
+    atomic_write_json(target / ADAPTER_META, meta | {"name": new_name})
     return target
 
 

@@ -10,11 +10,9 @@ safetensors folder under `<data>/models/`, which reloads in well under a second 
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import importlib.util
 import os
-import shutil
 import socket
 import threading
 import time
@@ -29,6 +27,7 @@ from lab.core.checks import MAX_MODEL_ID_CHARS
 from lab.core.device import DeviceChoice
 from lab.core.settings import EMBEDDED_MODEL
 from lab.core.errors import ModelLoadError
+from lab.core.files import path_lock, publish_dir
 from lab.core.names import is_hub_id
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -119,22 +118,19 @@ def materialise_embedded(models_dir: Path) -> Path:
     if (target / "config.json").exists():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / ".materialise.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with path_lock(models_dir / ".materialise.lock"):
         if (target / "config.json").exists():
             return target
         src = embedded_gguf_dir()
-        tmp = models_dir / f".{EMBEDDED_DIRNAME}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(src), gguf_file=EMBEDDED_GGUF)
         # The de-quantized weights are ordinary fp32 tensors; only these two marks make
         # transformers treat the model as still quantized.
         model.hf_quantizer = None
         del model.config.quantization_config
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        tmp.rename(target)
+        with publish_dir(target, existing="replace") as tmp:  # a folder without config.json is a damaged one
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
     return target
 
 

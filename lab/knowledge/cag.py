@@ -18,10 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +29,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PreTrainedModel
 
+from lab.core.files import publish_dir
 from lab.knowledge.configs import CagConfig
 from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document
@@ -131,20 +130,9 @@ def save_cache(cache: DynamicCache, prefix_ids: torch.Tensor, path: Path, meta: 
     for i, layer in enumerate(cache.layers):
         tensors[f"layers.{i}.keys"] = layer.keys.detach().cpu().contiguous()
         tensors[f"layers.{i}.values"] = layer.values.detach().cpu().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with publish_dir(path) as tmp:  # a cache saved concurrently from the same inputs is kept instead
         save_file(tensors, str(tmp / "kv.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "meta.json").exists():
-                raise
-            log.info("CAG cache %s was saved concurrently; keeping that one", path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_cache(path: Path, model: PreTrainedModel) -> tuple[DynamicCache, torch.Tensor]:

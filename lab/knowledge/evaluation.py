@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lab.core.checks import check_question_length
+from lab.core.files import iter_jsonl
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
 from lab.knowledge.compare import MethodUpdate, check_request, stream_compare
 from lab.knowledge.configs import CompareConfig
@@ -58,18 +59,8 @@ def load_qa(path: str | Path, limit: int | None = None) -> list[QAItem]:
     if not path.is_file():
         raise ValueError(f"QA file not found: {str(path)!r}")
     items: list[QAItem] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
+    for number, record in iter_jsonl(path):
         where = f"{path.name} line {number}"
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} is not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise ValueError(f"{where} must be a JSON object with \"question\" and \"answer\", got {type(record).__name__}")
         for key in ("question", "answer"):

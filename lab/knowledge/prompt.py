@@ -19,7 +19,6 @@ for them once and full context on every question.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lab.core.files import read_jsonl
 from lab.knowledge.documents import readable
 
 if TYPE_CHECKING:  # the prompt's text and few-shot examples need no torch (lab.knowledge.configs reads them)
@@ -74,7 +74,7 @@ MAX_SHOTS = 8
 
 @lru_cache(maxsize=1)
 def _dev_pairs() -> Shots:
-    rows = [json.loads(line) for line in DEV_QA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(DEV_QA)
     return tuple((r["question"].strip(), r["answer"].strip()) for r in rows)
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
 from lab.core.access import QuotaError
+from lab.core.files import publish_dir
 from lab.knowledge.disk import enforce_cap
 from lab.knowledge.configs import RETRIEVALS, RagConfig
 from lab.knowledge.embedder import MiniLMEmbeddings, embed_chunks, get_embedder
@@ -286,22 +287,11 @@ def _build(doc: Document, cfg: RagConfig, embedder: MiniLMEmbeddings, path: Path
         "n_chunks": len(chunks),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    # Build in a hidden sibling folder and rename it into place: rename is atomic on one
-    # filesystem, so a crash mid-build leaves only a temp folder that is never loaded.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    # A crash mid-build leaves only a hidden folder that is never loaded; an index another thread or process
+    # finished first from the same inputs is kept.
+    with publish_dir(path) as tmp:
         store.save_local(str(tmp))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            # Another thread or process finished the same index first; theirs is equivalent.
-            if not (path / "meta.json").exists():
-                raise
-            log.info("index %s was built concurrently; keeping the existing one", path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return len(chunks)
 
 

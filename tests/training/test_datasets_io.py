@@ -55,7 +55,7 @@ def test_malformed_line_names_file_line_and_field(tmp_path, fmt, bad, field):
 
 def test_bad_json_and_missing_file_are_named(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", ['{"question": "Q?", "answer": "A"}', '{"question": "Q?",'])
-    with pytest.raises(DatasetFormatError, match=r"x\.jsonl line 2: not valid JSON"):
+    with pytest.raises(DatasetFormatError, match=r"x\.jsonl line 2 is not valid JSON"):
         load_rows(path, "qa")
     with pytest.raises(DatasetFormatError, match="does not exist"):
         load_rows(tmp_path / "nope.jsonl", "qa")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ from typing import Any, Callable
 import yaml
 
 from lab.core import names
+from lab.core.files import atomic_write_json
 from lab.core.names import LOCAL_USER
 from lab.explain.sweeps.config import (SPIKE, SweepConfig, SweepPoint, _finite, _resolve, sweep_from_dict,
                                        sweep_to_dict)
@@ -53,18 +53,12 @@ def _existing(data_dir: str | Path, sweep_id: str) -> Path:
     return folder
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def _read_points(folder: Path) -> list[dict[str, Any]]:
     return json.loads((folder / "points.json").read_text())["points"]
 
 
 def _save_points(folder: Path, points: list[dict[str, Any]]) -> None:
-    _write_json(folder / "points.json", {"sweep_id": folder.name, "points": points})
+    atomic_write_json(folder / "points.json", {"sweep_id": folder.name, "points": points})
 
 
 def load_sweep(sweep_id: str, data_dir: str | Path) -> SweepConfig:
@@ -264,7 +258,7 @@ def evaluate_sweep(sweep_id: str, data_dir: str | Path, runtime, progress: Progr
         summary = evaluate(runtime, doc, items, [method], cfg)["methods"][method]
         scores[row["job_id"]] = {"qa_f1": summary["f1"], "qa_exact_match": summary["exact_match"],
                                  "qa_n": summary["n"]}
-        _write_json(path, scores)
+        atomic_write_json(path, scores)
     return scores
 
 

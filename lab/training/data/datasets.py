@@ -11,13 +11,13 @@ file, the line number and the field.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Callable
 
 from datasets import Dataset
 
+from lab.core.files import iter_jsonl, write_jsonl
 from lab.training.configs.base import DATASET_FORMATS, DatasetSpec
 
 ROLES = ("system", "user", "assistant")
@@ -93,23 +93,13 @@ def to_prompt_completion(row: dict, fmt: str, where: str) -> dict[str, list[dict
     raise DatasetFormatError(f"unknown dataset format {fmt!r}; use one of {', '.join(DATASET_FORMATS)}")
 
 
-def read_jsonl(path: str | Path, convert: Callable[[Any, str], dict]) -> list[dict]:
+def read_rows(path: str | Path, convert: Callable[[Any, str], dict]) -> list[dict]:
     """Every row of a JSONL file through `convert(row, where)`, where names the file and line for
     error messages; blank lines are skipped and an empty file is an error."""
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"dataset file {path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            rows.append(convert(row, where))
+    rows = [convert(row, f"{path} line {number}") for number, row in iter_jsonl(path, error=DatasetFormatError)]
     if not rows:
         raise DatasetFormatError(f"dataset file {path} has no rows")
     return rows
@@ -117,7 +107,7 @@ def read_jsonl(path: str | Path, convert: Callable[[Any, str], dict]) -> list[di
 
 def load_rows(path: str | Path, fmt: str) -> list[dict]:
     """All rows of one JSONL file in prompt-completion shape."""
-    return read_jsonl(path, lambda row, where: to_prompt_completion(row, fmt, where))
+    return read_rows(path, lambda row, where: to_prompt_completion(row, fmt, where))
 
 
 def mix_rows(sources: list[tuple[list[dict], float]], seed: int) -> list[dict]:
@@ -159,10 +149,5 @@ def load_train_eval(specs: list[DatasetSpec], eval_spec: DatasetSpec | None, eva
 
 def convert_qa_file(src: str | Path, dst: str | Path) -> Path:
     """Write a question/answer JSONL file as chat messages JSONL (the 'messages' format)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     rows = load_rows(src, "qa")  # validates every line first
-    with dst.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps({"messages": row["prompt"] + row["completion"]}, ensure_ascii=False) + "\n")
-    return dst
+    return write_jsonl(dst, ({"messages": row["prompt"] + row["completion"]} for row in rows))

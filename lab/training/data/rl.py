@@ -11,11 +11,11 @@ prompt and completion to the reward functions). Errors name the file, the line a
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
-from lab.training.data.datasets import DatasetFormatError, load_rows, mix_rows, read_jsonl
+from lab.core.files import read_jsonl, write_jsonl
+from lab.training.data.datasets import DatasetFormatError, load_rows, mix_rows, read_rows
 from lab.core.settings import BUNDLED_QA, REPO_ROOT
 from lab.training.configs.base import DatasetSpec
 
@@ -61,7 +61,7 @@ def preference_row(row: object, where: str) -> dict[str, list[dict[str, str]]]:
 
 def load_preference_rows(path: str | Path) -> list[dict]:
     """Every row of a preference JSONL file, each checked by preference_row."""
-    return read_jsonl(path, preference_row)
+    return read_rows(path, preference_row)
 
 
 def load_preference_mixture(specs: list[DatasetSpec], seed: int) -> list[dict]:
@@ -133,13 +133,7 @@ def build_prompt_set(qa_rows: list[dict[str, str]]) -> list[dict]:
              "completion": qa["answer"]} for qa in qa_rows]
 
 
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def build_bundled_sets(qa_path: Path = BUNDLED_QA) -> tuple[Path, Path]:
-    qa_rows = [json.loads(line) for line in qa_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return (write_jsonl(build_preference_set(qa_rows), PREFERENCE_SET),
-            write_jsonl(build_prompt_set(qa_rows), PROMPT_SET))
+    qa_rows = read_jsonl(qa_path)
+    return (write_jsonl(PREFERENCE_SET, build_preference_set(qa_rows)),
+            write_jsonl(PROMPT_SET, build_prompt_set(qa_rows)))

@@ -9,12 +9,13 @@ metrics.jsonl (one row per log step), train.log, checkpoints/ and output/. Only 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from lab.core.files import append_jsonl, read_jsonl
 
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
@@ -45,22 +46,13 @@ def data_dir_of(job_dir: Path) -> Path:
 
 
 def append_metrics(job_dir: Path, row: dict[str, Any]) -> None:
-    with open(Path(job_dir) / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append_jsonl(Path(job_dir) / METRICS_FILE, row)
 
 
 def read_metrics(job_dir: Path, since: int = 0) -> list[dict[str, Any]]:
-    """Metric rows from row `since` on (pass the count you already have to fetch only new ones)."""
-    path = Path(job_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines()[since:]:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a row being written right now
-            break
-    return rows
+    """Metric rows from row `since` on (pass the count you already have to fetch only new ones); a row being
+    written right now is left for the next read."""
+    return read_jsonl(Path(job_dir) / METRICS_FILE, since, partial_tail=True)
 
 
 def log_tail(job_dir: Path, lines: int = 40) -> str:

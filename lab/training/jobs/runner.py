@@ -20,7 +20,6 @@ id and dir) for the tabs and the CLI.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import fnmatch
 import logging
 import os
@@ -39,6 +38,7 @@ import psutil
 import torch
 
 from lab.core import names
+from lab.core.files import path_lock
 from lab.core.errors import MemoryBudgetError
 from lab.core.settings import REPO_ROOT
 from lab.training.configs.base import TrainConfig, save_config
@@ -374,8 +374,7 @@ class JobRunner:
             if not jobs_root.is_dir():
                 return
             # A file lock, so two processes (the app and a CLI call) never start the same queued job.
-            with open(jobs_root / ".runner.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with path_lock(jobs_root / ".runner.lock"):
                 jobs = list_jobs(self.data_dir)
                 # Restored reservations belong to processes this runner did not start: free them when they end.
                 states = {j["id"]: j["state"] for j in jobs}

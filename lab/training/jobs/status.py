@@ -12,14 +12,13 @@ merges under a file lock and replaces the file atomically, so two writers never 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab.core.checks import check
+from lab.core.files import atomic_write_json, path_lock
 from lab.core.names import ACTIVE_STATES, FINAL_STATES, JobState  # noqa: F401 (the states live with the lab's names)
 from lab.training.jobs.files import STATUS_FILE, now_iso
 
@@ -157,11 +156,8 @@ def update_status(job_dir: Path, **fields: Any) -> JobStatus:
     if "state" in fields:
         check(fields["state"] is not None, "state", f"must be one of {', '.join(JobState)}", None)
     job_dir = Path(job_dir)
-    with open(job_dir / LOCK_FILE, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with path_lock(job_dir / LOCK_FILE):
         status = dataclasses.replace(read_status(job_dir), **fields, updated=now_iso())
-        tmp = job_dir / f".{STATUS_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(dataclasses.asdict(status), indent=1))
-        os.replace(tmp, job_dir / STATUS_FILE)
+        atomic_write_json(job_dir / STATUS_FILE, dataclasses.asdict(status))
     return status
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from lab.training.configs.ppo import PpoConfig
 from lab.core.checks import check
+from lab.core.files import publish_dir
 
 if TYPE_CHECKING:
     from lab.training.jobs.callback import JobCallback
@@ -104,16 +105,14 @@ def save_checkpoint(job_dir: Path, model, tokenizer, optimizer, scheduler, step:
 
     from lab.training.jobs.files import CHECKPOINTS_DIR
     folder = Path(job_dir) / CHECKPOINTS_DIR
-    tmp, final = folder / f".tmp-checkpoint-{step}", folder / f"checkpoint-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.policy.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(model.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / STATE_FILE).write_text(json.dumps({"global_step": step}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = folder / f"checkpoint-{step}"
+    with publish_dir(final, existing="replace") as tmp:
+        model.policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(model.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({"global_step": step}))
     older = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]
     for old in older:
         shutil.rmtree(old)
