@@ -172,9 +172,10 @@ def test_the_citation_is_the_chunk_holding_the_answer():
     assert cite("anything", []) is None
 
 
-def test_rag_knowledge_puts_each_heading_path_before_its_chunk():
+def test_rag_knowledge_gives_the_model_each_chunk_without_its_heading_path():
+    # The path stays the citation; in the prompt SmolLM2-135M copied it as its answer ("LoRA > 1").
     text = knowledge_text([chunk(3, "Owls hunt at dusk.", 0.9, "Birds > Owls"), chunk(0, "Intro.", 0.2)])
-    assert text == "Birds > Owls\nOwls hunt at dusk.\n\nIntro."
+    assert text == "Owls hunt at dusk.\n\nIntro."
 
 
 def test_few_shot_turns_sit_in_the_prefix(tiny_engine):
