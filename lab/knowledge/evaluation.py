@@ -32,12 +32,15 @@ from lab.knowledge.compare import MethodUpdate, check_request, stream_compare
 from lab.knowledge.configs import CompareConfig
 from lab.knowledge.documents import Document, load_document
 from lab.inference.runtime import Runtime
-from lab.knowledge.metrics import score_answers, score_one
+from lab.knowledge.metrics import normalise, score_answers, score_one
+from lab.knowledge.rag import RetrievedChunk, holds_answer
 
 SCORES = ("exact_match", "f1", "rouge_l", "bleu")
-ROW_FIELDS = ("index", "method", "question", "reference", "answer", "raw", "error", *SCORES,
+ROW_FIELDS = ("index", "method", "question", "reference", "answer", "raw", "error", *SCORES, "retrieved", "hit_rank",
               "latency_s", "ttft_s", "retrieval_ms", "context_tokens", "new_tokens", "cache_mb", "citation")
-"""Columns of a result row, in CSV order."""
+"""Columns of a result row, in CSV order. retrieved / hit_rank (RAG only, else None): whether the reference answer,
+normalised as F1 normalises it, is in one of the retrieved chunks, and the 1-based rank of the first that holds it.
+They tell a retrieval failure (the answer never reached the model) from a reading failure (it did; F1 is still low)."""
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, message), called before the first answer and after each one."""
@@ -80,11 +83,20 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 4) if values else None
 
 
+def hit_rank(chunks: Sequence[RetrievedChunk], reference: str) -> int | None:
+    """1-based rank of the first retrieved chunk that holds the reference answer (as F1 normalises both), None if
+    none does."""
+    wanted = normalise(reference)
+    return next((rank for rank, chunk in enumerate(chunks, start=1) if holds_answer(chunk, wanted)), None)
+
+
 def _row(index: int, item: QAItem, update: MethodUpdate, latency_s: float) -> dict:
     m = update.metrics
     scores = score_one(update.answer, item.answer) if update.error is None else dict.fromkeys(SCORES)
+    rank = hit_rank(update.chunks, item.answer) if update.chunks else None
     return {"index": index, "method": update.method, "question": item.question, "reference": item.answer,
             "answer": update.answer, "raw": update.text, "error": update.error, **scores,
+            "retrieved": (rank is not None) if update.chunks else None, "hit_rank": rank,
             "latency_s": round(latency_s, 4) if update.error is None else None, "ttft_s": m.get("ttft_s"),
             "retrieval_ms": m.get("retrieval_ms"), "context_tokens": m.get("context_tokens"),
             "new_tokens": m.get("new_tokens"), "cache_mb": m.get("cache_mb"),
@@ -104,8 +116,9 @@ def questions_for(doc: Document, qa_path: str | Path | None, limit: int | None =
 
 
 def summarise(rows: list[dict], methods: Sequence[str], unanswered: str = "no questions were asked") -> dict[str, dict]:
-    """Per method: the four scores over answered rows, latency p50/p95, TTFT p50, counts; a method with no row
-    says why with `unanswered`."""
+    """Per method: the four scores over answered rows, recall@k (the share of its questions whose reference was in
+    a retrieved chunk; None for methods that retrieve nothing), latency p50/p95, TTFT p50, counts; a method with
+    no row says why with `unanswered`."""
     summary: dict[str, dict] = {}
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
@@ -117,6 +130,8 @@ def summarise(rows: list[dict], methods: Sequence[str], unanswered: str = "no qu
         else:
             entry |= dict.fromkeys(SCORES)
             entry["error"] = next((r["error"] for r in mine if r["error"]), unanswered)
+        found = [r["retrieved"] for r in answered if r.get("retrieved") is not None]
+        entry["recall_at_k"] = round(sum(found) / len(found), 4) if found else None
         latencies = [r["latency_s"] for r in answered]
         entry |= {"latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
                   "ttft_p50_s": _percentile([r["ttft_s"] for r in answered], 50)}
@@ -146,8 +161,8 @@ def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: 
              cancel: threading.Event | None = None, caller: str | None = None) -> dict:
     """Answer every question with every method and score it.
 
-    Returns {"methods": {name: {exact_match, f1, rouge_l, bleu, latency_p50_s, latency_p95_s,
-    ttft_p50_s, n, errors}}, "rows": [...], "document", "model", "questions", "elapsed_s", "cancelled",
+    Returns {"methods": {name: {exact_match, f1, rouge_l, bleu, recall_at_k, latency_p50_s, latency_p95_s,
+    ttft_p50_s, n, errors}}, "rows": [...] (each with retrieved and hit_rank, see ROW_FIELDS), "document", "model", "questions", "elapsed_s", "cancelled",
     "answered", "answers"}. Methods run one after another over the whole set, so a cache or adapter is set up
     once. Setting `cancel` stops the run within the answer in progress (that answer is dropped); the result then
     holds the rows scored before it, with cancelled=True and answered < answers. `caller` names the run's requests
