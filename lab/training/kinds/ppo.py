@@ -61,7 +61,7 @@ def build_actor_critic(cfg: PpoConfig, data_dir: Path, device, checkpoint: str |
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     value_head = ValueHead(policy.config.hidden_size).to(device.device)
     if checkpoint:
         value_head.load_state_dict(torch.load(Path(checkpoint) / VALUE_HEAD_FILE, map_location=device.device))
