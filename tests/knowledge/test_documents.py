@@ -174,3 +174,12 @@ def test_document_from_text() -> None:
     assert doc.sha256 == hashlib.sha256(b"hello\nworld").hexdigest()
     with pytest.raises(DocumentError, match="no text"):
         document_from_text("pasted", "  \n ")
+
+
+def test_the_size_limit_is_the_upload_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "big.txt", "x" * 1_500)
+    monkeypatch.setenv("LAB_MAX_UPLOAD_MB", str(1_000 / 2**20))  # about 1,000 bytes
+    with pytest.raises(DocumentError, match="1,500 bytes, over the 1,000-byte limit \\(LAB_MAX_UPLOAD_MB\\)"):
+        load_document(path)
+    monkeypatch.delenv("LAB_MAX_UPLOAD_MB")
+    assert load_document(path).n_chars == 1_500
