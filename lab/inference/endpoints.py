@@ -141,12 +141,14 @@ def request_body(endpoint: Endpoint, messages: list[dict], settings: GenerationS
 
 
 @lru_cache(maxsize=32)
-def _client(base_url: str, api_key: str, timeout_s: float) -> openai.OpenAI:
-    # One client (one connection pool) per endpoint and key, shared by every request of the process.
-    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+def client(base_url: str, api_key: str, timeout_s: float) -> openai.OpenAI:
+    """The lab's OpenAI client for one server: `timeout_s` to connect and between two pieces of an answer, no
+    retries (a retry would hide the failure the message explains and double the wait). One client (one connection
+    pool) per server and key, shared by every request of the process: model requests and the Q&A builder."""
+    return openai.OpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout_s, max_retries=0)
 
 
-def _detail(exc: openai.APIStatusError) -> str:
+def error_detail(exc: openai.APIStatusError) -> str:
     """The server's own words from an error body: OpenAI/vLLM {'error': {'message'}} or {'message'}, FastAPI {'detail'}."""
     body = exc.body
     if isinstance(body, dict):
@@ -164,7 +166,7 @@ def explain(endpoint: Endpoint, model: str, exc: Exception) -> EndpointError:
         return EndpointError(f"{where} did not answer within {endpoint.timeout_s:g} s. The server may be overloaded, "
                              "still loading its model or stuck; try again, or raise timeout_s for it in LAB_ENDPOINTS.")
     if isinstance(exc, openai.APIStatusError):
-        status, detail = exc.status_code, _detail(exc)
+        status, detail = exc.status_code, error_detail(exc)
         if status == 404 or (status == 400 and model in detail):
             return EndpointError(f"{where} does not serve a model named '{model}' (HTTP {status}: {detail}). Set model "
                                  f"in LAB_ENDPOINTS to a name it serves (GET {endpoint.base_url}/models lists them; a "
@@ -195,13 +197,13 @@ def stream_chat(endpoint: Endpoint, messages: list[dict], settings: GenerationSe
     """
     body = request_body(endpoint, messages, settings, user, model)
     served = body["model"]
-    client = _client(endpoint.base_url, endpoint.api_key(), endpoint.timeout_s)
+    api = client(endpoint.base_url, endpoint.api_key(), endpoint.timeout_s)
     timings = Timings(prompt_tokens=None, context_tokens=None)  # unknown until the usage block arrives
     text, finish, pieces = "", None, 0
     first_at = last_at = None
     start = time.perf_counter()
     try:
-        stream = client.chat.completions.create(**body)
+        stream = api.chat.completions.create(**body)
         try:
             for chunk in stream:
                 if chunk.usage is not None:  # vLLM: a last chunk without choices; transformers serve: on the last one

@@ -36,7 +36,8 @@ Why xgrammar (pinned 0.2.8) over the other maintained libraries, as tried with t
   TokenizersBackend"), and takes an EBNF grammar rather than a JSON schema.
 
 The OpenAI-compatible endpoint path (`base_url`) sends the same prompt with JSON mode
-(`response_format={"type": "json_object"}`) over plain urllib and runs the same validation.
+(`response_format={"type": "json_object"}`) through the `openai` client the lab's remote models use
+(lab.inference.endpoints.client) and runs the same validation.
 """
 
 from __future__ import annotations
@@ -45,15 +46,17 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
 
+import openai
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from lab.core.files import write_jsonl as write_rows
+from lab.inference.endpoints import client, error_detail
 
 from lab.knowledge.documents import Document
 from lab.inference.generate import prompt_ids
@@ -219,28 +222,30 @@ def local_generator(loaded, cfg: BuilderConfig) -> PairGenerator:
 
 
 def endpoint_generator(cfg: BuilderConfig, timeout_s: float = 120.0) -> PairGenerator:
-    """A pair generator over an OpenAI-compatible /chat/completions endpoint in JSON mode."""
+    """A pair generator over an OpenAI-compatible /chat/completions endpoint in JSON mode. Every failure is a
+    ValueError naming the endpoint: an HTTP error with the server's own words, a timeout, no connection, or a
+    reply that is not a chat completion."""
     url = cfg.base_url.rstrip("/") + "/chat/completions"
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get(cfg.api_key_env):
-        headers["Authorization"] = f"Bearer {os.environ[cfg.api_key_env]}"
+    api = client(cfg.base_url.rstrip("/"), os.environ.get(cfg.api_key_env, "").strip(), timeout_s)
 
     def generate(chunk: str, n: int, temperature: float, seed: int) -> Attempt:
-        body = {"model": cfg.endpoint_model, "messages": chunk_messages(chunk, n, json_object=True),
-                "temperature": temperature, "max_tokens": cfg.max_new_tokens, "seed": seed,
-                "response_format": {"type": "json_object"}}
-        request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                reply = json.load(response)
-        except urllib.error.HTTPError as exc:
-            raise ValueError(f"endpoint {url} answered HTTP {exc.code}: {exc.read()[:300]!r}") from None
-        except (urllib.error.URLError, TimeoutError) as exc:
-            raise ValueError(f"endpoint {url} is unreachable: {exc}") from None
-        choice = reply["choices"][0]
-        usage = reply.get("usage") or {}
-        return Attempt(choice["message"]["content"] or "", int(usage.get("completion_tokens", 0)),
-                       "length" if choice.get("finish_reason") == "length" else "stop")
+            reply = api.chat.completions.create(
+                model=cfg.endpoint_model, messages=chunk_messages(chunk, n, json_object=True), temperature=temperature,
+                max_tokens=cfg.max_new_tokens, seed=seed, response_format={"type": "json_object"})
+            choice = reply.choices[0]
+            text = choice.message.content or ""
+        except openai.APITimeoutError:  # before APIConnectionError, its parent class
+            raise ValueError(f"endpoint {url} did not answer within {timeout_s:g} s") from None
+        except openai.APIStatusError as exc:
+            raise ValueError(f"endpoint {url} answered HTTP {exc.status_code}: {error_detail(exc)[:300]}") from None
+        except openai.APIConnectionError as exc:
+            raise ValueError(f"endpoint {url} is unreachable: {exc.__cause__ or exc}") from None
+        except (ValueError, openai.APIResponseValidationError, AttributeError, IndexError, TypeError) as exc:
+            raise ValueError(f"endpoint {url} did not answer with a chat completion "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        tokens = reply.usage.completion_tokens if reply.usage is not None else 0
+        return Attempt(text, int(tokens or 0), "length" if choice.finish_reason == "length" else "stop")
     return generate
 
 
@@ -333,9 +338,4 @@ def build_dataset(runtime: Runtime, doc: Document, cfg: BuilderConfig, progress:
 
 def write_jsonl(pairs: list[QAPair], path: str | Path) -> Path:
     """Write pairs as `qa`-format JSONL (question, answer, plus the source chunk_id for review)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
-    return path
+    return write_rows(path, (asdict(pair) for pair in pairs))
