@@ -17,11 +17,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from lab.history.records import HIDDEN_ERROR
-from lab.inference.arena import ColumnReply
-from lab.knowledge.compare import MethodUpdate
+
+if TYPE_CHECKING:  # the replies' types only: recording and listing battles needs no model library
+    from lab.inference.arena import ColumnReply
+    from lab.knowledge.compare import MethodUpdate
 
 KNOWLEDGE_METHODS = ("rag", "cag", "full")
 """Pool entries answered by Compare's methods on the battle's document (`base` is the base model itself)."""

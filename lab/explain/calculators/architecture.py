@@ -9,9 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM
-
 from lab.core.settings import LabSettings
 from lab.explain.calculators.memory import format_bytes, memory_estimate
 from lab.training.architecture import GATED_ACTIVATIONS, architecture_config
@@ -68,6 +65,9 @@ def architecture_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: i
     """Parameter count of a decoder-only architecture, by building it in transformers on the meta device."""
     config = architecture_config(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,
                                  activation, norm, attention_bias)
+    import torch
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     parts = architecture_formula(d_model, n_layers, n_heads, n_kv_heads, d_ff, vocab_size, tied_embeddings,

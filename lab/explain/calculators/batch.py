@@ -8,8 +8,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from transformers import TrainingArguments
-
 from lab.core.checks import check
 
 
@@ -60,6 +58,8 @@ def batch_math(per_device_batch: int, grad_accum: int, devices: int, dataset_siz
     steps_per_epoch = max(micro_batches // grad_accum + int(micro_batches % grad_accum > 0), 1)
     total = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
     # The Trainer's own rule, called rather than copied: int(steps) if >= 1 else ceil(total * share).
+    from transformers import TrainingArguments
+
     args = TrainingArguments(output_dir="unused-explain-calculator", warmup_steps=warmup_steps, report_to="none")
     effective = per_device_batch * grad_accum * devices
     return BatchMath(effective_batch=effective, micro_batches_per_epoch=micro_batches,

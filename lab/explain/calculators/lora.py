@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from peft import LoraConfig, get_peft_model
-from peft.tuners.lora import LoraLayer
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from typing import TYPE_CHECKING
 
 from lab.core.checks import check
 from lab.training.configs.base import LORA_PRESETS
+
+if TYPE_CHECKING:  # peft and transformers are imported by the calculations that ask them, not by every importer
+    from transformers import PretrainedConfig, PreTrainedModel
 
 
 def lora_scale(r: int, alpha: float, use_rslora: bool = False) -> float:
@@ -24,6 +23,10 @@ def lora_scale(r: int, alpha: float, use_rslora: bool = False) -> float:
     """
     check(isinstance(r, int) and r >= 1, "r", "must be a whole number >= 1", r)
     check(alpha > 0, "lora_alpha", "must be > 0", alpha)
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
     toy = torch.nn.Sequential(torch.nn.Linear(8, 8))
     peft_model = get_peft_model(toy, LoraConfig(r=r, lora_alpha=alpha, use_rslora=use_rslora, target_modules=["0"]))
     layer = next(m for m in peft_model.modules() if isinstance(m, LoraLayer))
@@ -45,6 +48,8 @@ class TrainableParams:
 
 
 def _config_of(model_or_config: PreTrainedModel | PretrainedConfig | str) -> PretrainedConfig:
+    from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
     if isinstance(model_or_config, PreTrainedModel):
         return model_or_config.config
     if isinstance(model_or_config, PretrainedConfig):
@@ -75,6 +80,11 @@ def trainable_params(model_or_config: PreTrainedModel | PretrainedConfig | str, 
     check(isinstance(r, int) and r >= 1, "r", "must be a whole number >= 1", r)
     check(bias in ("none", "lora_only", "all"), "bias", "must be none, lora_only or all", bias)
     config = _config_of(model_or_config)
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
     lora = LoraConfig(r=r, lora_alpha=2 * r, target_modules=lora_targets(target_modules_or_preset), bias=bias)
     with torch.device("meta"):
         model = get_peft_model(AutoModelForCausalLM.from_config(config), lora)

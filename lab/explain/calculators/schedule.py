@@ -8,13 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
-from transformers import get_scheduler
-from transformers.trainer_utils import SchedulerType
-
 from lab.core.checks import check
+from lab.training.configs.base import SCHEDULERS
 
-SCHEDULER_TYPES: tuple[str, ...] = tuple(s.value for s in SchedulerType)
+SCHEDULER_TYPES: tuple[str, ...] = SCHEDULERS
+"""transformers' SchedulerType values (tests/explain/test_calculators.py compares them with the installed ones)."""
 METRIC_DRIVEN_SCHEDULERS = ("reduce_lr_on_plateau", "greedy")
 """These two move the learning rate only when told an evaluation metric; warmup does not apply to them."""
 
@@ -32,6 +30,8 @@ def default_scheduler_kwargs(scheduler_type: str, learning_rate: float, total_st
     - every other type: none needed (cosine num_cycles=0.5, cosine_with_restarts num_cycles=1,
       polynomial power=1.0 and lr_end=1e-7, inverse_sqrt timescale=warmup steps are their defaults).
     """
+    from transformers.trainer_utils import SchedulerType
+
     scheduler_type = SchedulerType(scheduler_type).value
     if scheduler_type in ("cosine_with_min_lr", "cosine_warmup_with_min_lr"):
         return {"min_lr_rate": 0.1}
@@ -73,6 +73,9 @@ def lr_curve(scheduler_type: str, learning_rate: float, total_steps: int, warmup
            scheduler_type)
     kwargs = default_scheduler_kwargs(scheduler_type, learning_rate, total_steps) if scheduler_kwargs is None \
         else dict(scheduler_kwargs)
+    import torch
+    from transformers import get_scheduler
+
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([weight], lr=learning_rate)
     scheduler = get_scheduler(scheduler_type, optimizer, num_warmup_steps=warmup_steps,

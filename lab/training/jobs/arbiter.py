@@ -17,8 +17,6 @@ from __future__ import annotations
 import gc
 from typing import TYPE_CHECKING
 
-import torch
-
 from lab.core.errors import MemoryBudgetError
 
 if TYPE_CHECKING:  # only an annotation: placing jobs need not load the inference stack
@@ -55,6 +53,8 @@ def make_room(sessions: SessionManager | None, devices: list[str]) -> str:
     if gpu is None or gpu not in devices:
         return ""
     labels = _unload_idle(sessions)
+    import torch  # here, not at the top: the job runner (and `jobs list`) imports this module
+
     if labels and torch.cuda.is_available():
         gc.collect()  # the freed tensors go back to the CUDA cache first, then the cache goes back to the device
         torch.cuda.empty_cache()

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-import torch
 
 from lab.core import names
 from lab.core.files import path_lock
@@ -98,7 +97,10 @@ def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False,
 def launch_argv(cfg: TrainConfig, config_path: str | Path, resume: bool = False,
                 cuda: bool | None = None) -> list[str]:
     """The exact `accelerate launch` argument list (run from the lab's folder, without a shell)."""
-    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda is None:
+        import torch  # here, not at the top: `jobs list` and the sweeps import the runner without a model library
+
+        cuda = torch.cuda.is_available()
     argv = [str(Path(sys.executable).parent / "accelerate"), "launch"]
     if cfg.accelerate_config is None:
         # Every value given, so a user's ~/.cache/huggingface/accelerate/default_config.yaml cannot change it.
