@@ -29,6 +29,7 @@ requests batch and each adapter request decodes alone), the explicit CAG cache, 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import threading
@@ -46,7 +47,7 @@ from transformers.generation.continuous_batching.utils import find_head_dim, fin
 
 from lab.core.errors import ModelLoadError
 from lab.inference.generate import GenerationEvent, GenerationSettings, TextStream, Timings, finish_timings, stop_ids
-from lab.inference.models import LoadedModel
+from lab.inference.models import LoadedModel, run_on_forward_thread
 
 RATE_WINDOW_S = 5.0
 """tokens_per_s in the stats counts the tokens generated over this many last seconds."""
@@ -134,6 +135,22 @@ def held_bytes(*roots: Any, depth: int = 3) -> int:
     return sum(storages.values())
 
 
+def on_forward_thread(model: PreTrainedModel, owner: Any, name: str) -> None:
+    """Make the method `name` of the batching library's object `owner` run on `model`'s forward thread
+    (lab.inference.models.ForwardThread; inline on a GPU). A step's torch work besides the forward (building the
+    batch's tensors, the logits processors, argmax or sampling over the whole vocabulary: [rows, 49,152] for
+    SmolLM2) is large enough for parallel operations, and each thread that starts one keeps its own OpenMP team.
+    The loop thread keeps the scheduling, which may wait for a pause (prepare_next_batch: a request running alone
+    then needs the forward thread)."""
+    method = getattr(owner, name)
+
+    @functools.wraps(method)
+    def on_thread(*args, **kwargs):
+        return run_on_forward_thread(model, method, *args, **kwargs)
+
+    setattr(owner, name, on_thread)
+
+
 class _Lane:
     """One continuous-batching manager, its dispatcher thread and its counters."""
 
@@ -165,8 +182,12 @@ class _Lane:
                                       allow_block_sharing=cfg.prefix_sharing, per_request_processors=self.sample,
                                       auto_switch_to_flash=False)
         self.manager = e.model.init_continuous_batching(generation_config=generation, continuous_batching_config=cb)
-        self.manager.warmup()  # creates the cache and buffers here; captures CUDA graphs where the library uses them
+        # Creates the cache and buffers (zero-filled: parallel torch work) and captures CUDA graphs where the library
+        # uses them.
+        run_on_forward_thread(e.model, self.manager.warmup)
         processor = self.manager.batch_processor
+        on_forward_thread(e.model, processor, "_generation_step")
+        on_forward_thread(e.model, processor.inputs_and_outputs, "prepare_batch_tensors")
         self.nbytes = held_bytes(processor.cache, processor.inputs_and_outputs)
         # The library's loop thread inherits daemon-ness from the thread that starts it: started from a daemon
         # thread it cannot keep the process (a web app, a test run) alive at exit.

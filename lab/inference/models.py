@@ -13,12 +13,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -77,26 +80,115 @@ class LoadedModel:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
 
+FORWARD_THREAD_ENV = "LAB_FORWARD_THREAD"
+"""Set to 0 to run CPU forwards in the calling thread under a lock, as the lab did before the forward thread (for
+measuring what the thread buys: `bench serve --peer` with and without it)."""
+
+
+@dataclass
+class _Call:
+    """One call handed to the forward thread, with the caller's thread-local autograd state, and its outcome."""
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    grad: bool
+    inference: bool
+    autocast: bool
+    autocast_dtype: torch.dtype
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class ForwardThread:
+    """One long-lived thread that runs the torch work handed to it, one call at a time, while the caller waits.
+
+    Why: libgomp (PyTorch's OpenMP on Linux) gives every thread that starts a parallel operation its own team of
+    worker threads, and lets idle workers spin for a while before sleeping, so that the next operation starts at
+    once. Once it manages more threads than there are cores it spins only briefly, and every operation then pays a
+    sleep and a wake-up. A server whose torch work all comes from one thread (`transformers serve`) keeps one team
+    spinning between the operations of a decode step; the lab's forwards came from the greedy and sampled lanes'
+    loops, requests running alone and the loading thread, and it ran at about 0.55x that server's speed on the same
+    2-core CPU (docs/BENCHMARKS.md, "Against the peer"). All CPU models share the cores, so one thread per process
+    (one team) serves them all. Calls made on the thread itself (nested module calls through PEFT, generate's own
+    forwards) run inline."""
+
+    def __init__(self, name: str = "lab-forward") -> None:
+        self.name = name
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def on_it(self) -> bool:
+        return self._thread is not None and threading.get_ident() == self._thread.ident
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs) on the thread, under the caller's grad, inference-mode and CPU autocast state (all
+        thread-local in torch); its exception is raised here."""
+        if self.on_it():
+            return fn(*args, **kwargs)
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name=self.name)
+                self._thread.start()
+        call = _Call(fn, args, kwargs, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                     torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        self._calls.put(call)
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _loop(self) -> None:
+        while True:
+            call = self._calls.get()
+            try:
+                with (torch.inference_mode(call.inference), torch.set_grad_enabled(call.grad),
+                      torch.autocast("cpu", dtype=call.autocast_dtype, enabled=call.autocast)):
+                    call.result = call.fn(*call.args, **call.kwargs)
+            except BaseException as exc:  # handed to the caller, which raises it
+                call.error = exc
+            finally:
+                call.done.set()
+                call = None  # drop the references (inputs, outputs) before waiting for the next call
+
+
+FORWARD_THREAD = ForwardThread()
+"""The process's one forward thread, shared by every model on the CPU."""
+
+
 def serialize_forwards(model: PreTrainedModel) -> None:
     """Let one forward pass at a time run on `model`, whichever thread asks (both batching lanes' loops, a request
-    running alone, the Q&A builder).
+    running alone, the Q&A builder); on a CPU, run them all on FORWARD_THREAD.
 
     transformers' `merge_with_config_defaults` writes `config.is_causal` for the length of each forward and then
     puts back the value it read. Two forwards at once (the engine asks for a custom, non-causal mask) can each read
     the other's temporary value, and the last one out leaves `is_causal=False` on the shared config: from then on
-    every plain forward attends to future tokens (an Arena adapter column answered with noise). On a CPU two
-    overlapping forwards only split the same cores, so taking turns costs nothing; on a GPU the lanes' steps
-    alternate. The wrapper sits on the instance, so PEFT (which calls `self.model.forward`), `generate` and the
-    batching loop all pass through it; functools.wraps keeps the signature transformers inspects."""
+    every plain forward attends to future tokens (an Arena adapter column answered with noise). One thread runs one
+    forward at a time, so on a CPU the thread is the guard (two overlapping forwards would only split the same cores
+    anyway). On a GPU a lock does it and forwards stay in their callers' threads: CUDA streams and graphs belong to
+    the thread that uses them. The wrapper sits on the instance, so PEFT (which calls `self.model.forward`),
+    `generate` and the batching loop all pass through it; functools.wraps keeps the signature transformers
+    inspects. run_on_forward_thread sends other torch work of the model (a batching step) the same way."""
     inner = model.forward
     lock = threading.RLock()
+    thread = FORWARD_THREAD if model.device.type == "cpu" and os.environ.get(FORWARD_THREAD_ENV) != "0" else None
 
     @functools.wraps(inner)
     def forward(*args, **kwargs):
+        if thread is not None:
+            return thread.run(inner, *args, **kwargs)
         with lock:
             return inner(*args, **kwargs)
 
     model.forward = forward
+    model._lab_forward_thread = thread
+
+
+def run_on_forward_thread(model: PreTrainedModel, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) where `model`'s forwards run: on the forward thread for a CPU model, else right here."""
+    thread = getattr(model, "_lab_forward_thread", None)
+    return thread.run(fn, *args, **kwargs) if thread is not None else fn(*args, **kwargs)
 
 
 def embedded_gguf_dir() -> Path:
