@@ -57,7 +57,8 @@ class ServeBenchConfig:
         check(isinstance(self.requests_per_client, int) and 1 <= self.requests_per_client <= 50,
               "requests_per_client", "must be between 1 and 50", self.requests_per_client)
         check(self.workload in ("mixed", "chat"), "workload", "must be 'chat' or 'mixed'", self.workload)
-        check(self.max_new_tokens is None or (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 2048),
+        check(self.max_new_tokens is None
+              or (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 2048),
               "max_new_tokens", "must be between 1 and 2048 (the app's limit)", self.max_new_tokens)
         check(self.arena == 0 or (isinstance(self.arena, int) and 2 <= self.arena <= MAX_COLUMNS), "arena",
               f"must be 0 (off) or a column count from 2 to {MAX_COLUMNS}", self.arena)
