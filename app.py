@@ -81,7 +81,7 @@ def launch(demo: gr.Blocks, engine: Engine, port: int | None = None, **kwargs):
     # of jobs that kept running through a restart is reserved again. A data directory the lab cannot write is
     # reported in the UI at the first request that needs it, so the app still starts.
     try:
-        engine.jobs.runner
+        engine.jobs.start()
     except USER_ERRORS as exc:
         logging.getLogger("lab").warning("job runner not started: %s", exc)
     if not getattr(networking.url_ok, "patient", False):

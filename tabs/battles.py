@@ -83,8 +83,9 @@ def build(engine: Engine) -> None:
                     continue
                 side = value.side
                 raw[side], errors[side], finished[side] = value.text, value.error, value.done
+                empty = value.done and not value.text.strip()
                 texts[side] = (f"⚠️ {value.error}" if value.error else
-                               f"⚠️ {engine.battles.EMPTY_ANSWER}" if value.done and not value.text.strip() else value.text)
+                               f"⚠️ {engine.battles.EMPTY_ANSWER}" if empty else value.text)
                 yield number, *texts, "Both answers are streaming…", *closed, gr.update(interactive=False)
         except USER_ERRORS as exc:
             raise user_error(exc) from exc

@@ -293,8 +293,8 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
                                 elem_id="compare-saved")
         doc_info = gr.Markdown("Using the bundled guide on RAG, CAG and fine-tuning.", elem_id="compare-doc")
         with gr.Row():
-            methods = gr.CheckboxGroup(engine.knowledge.compare_method_labels(), value=list(engine.knowledge.METHODS), label="Methods",
-                                       elem_id="compare-methods", scale=5,
+            methods = gr.CheckboxGroup(engine.knowledge.compare_method_labels(), value=list(engine.knowledge.METHODS),
+                                       label="Methods", elem_id="compare-methods", scale=5,
                                        info="ft:NAME columns are LoRA adapters trained in the Train tab")
             with_sweeps = gr.Checkbox(False, label="show sweep adapters", scale=1, elem_id="compare-with-sweeps",
                                       info="the adapters each point of an Explain sweep trained")

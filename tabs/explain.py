@@ -236,8 +236,8 @@ def _memory_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
 def _architecture_panel(engine: Engine, tab: gr.Tab, pick: gr.Dropdown) -> gr.Group:
     @_guard
     def architecture_params(d_model, layers, heads, kv_heads, d_ff, vocab, tied, activation, norm, bias):
-        a = engine.explain.architecture_params(int(d_model), int(layers), int(heads), int(kv_heads), int(d_ff), int(vocab),
-                                               bool(tied), activation, norm, bool(bias))
+        a = engine.explain.architecture_params(int(d_model), int(layers), int(heads), int(kv_heads), int(d_ff),
+                                               int(vocab), bool(tied), activation, norm, bool(bias))
         kind = "MHA" if kv_heads == heads else "MQA" if kv_heads == 1 else "GQA"
         parts = " · ".join(f"{k} {v:,}" for k, v in a.parts.items())
         return (f"**{a.instantiated:,}** parameters ({a.instantiated / 1e6:.1f} M) built as `{a.backend}` on the "

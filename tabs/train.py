@@ -259,8 +259,8 @@ def build(engine: Engine) -> None:
                 with gr.Row():
                     kind = gr.Radio(kinds, value="sft", label="Kind")
                     preset = gr.Dropdown(engine.jobs.presets("sft"), value=engine.jobs.TEACH_PRESET, label="Preset")
-                editor = gr.Code(engine.jobs.preset_yaml(engine.jobs.TEACH_PRESET), language="yaml", label="Job config (edit any field)",
-                                 lines=18, elem_id="train-config")
+                editor = gr.Code(engine.jobs.preset_yaml(engine.jobs.TEACH_PRESET), language="yaml",
+                                 label="Job config (edit any field)", lines=18, elem_id="train-config")
                 with gr.Row():
                     preview_btn = gr.Button("Preview size and memory")
                     command_btn = gr.Button("Show command")

@@ -66,6 +66,12 @@ class Jobs:
     @property
     def runner(self) -> job_runner.JobRunner:
         """The process's training job runner, started on first use (it polls job folders on disk)."""
+        return self.start()
+
+    def start(self) -> job_runner.JobRunner:
+        """Start the runner if it has not started, and return it. The app starts it at launch, so queued jobs start
+        without anyone opening the job list and the memory of jobs that kept running through a restart is set aside
+        again."""
         with self._runner_lock:
             if self._runner is None:
                 self._runner = job_runner.JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions,

@@ -53,14 +53,14 @@ def test_dataset_path_at_another_users_upload_is_refused(lab, alice_secret, form
     if form == "relative":
         assert typed.startswith("..")  # ../../tmp/.../users/alice/uploads/secret.md, relative to the lab's folder
     with pytest.raises(PermissionError) as refused:
-        lab.submit_job(sft(datasets=[{"path": typed, "format": "qa"}]), "bob")
+        lab.jobs.submit(sft(datasets=[{"path": typed, "format": "qa"}]), "bob")
     message = str(refused.value)
     assert typed in message and "assets" in message and "users/bob" in message and SECRET not in message
     assert no_jobs_written(lab)
     # Alice may train on her own upload; bob on the bundled assets.
-    lab.submit_job(sft(datasets=[{"path": typed, "format": "qa"}]), "alice")
-    lab.submit_job(sft(), "bob")
-    assert sorted(j["owner"] for j in lab.list_jobs()) == ["alice", "bob"]
+    lab.jobs.submit(sft(datasets=[{"path": typed, "format": "qa"}]), "alice")
+    lab.jobs.submit(sft(), "bob")
+    assert sorted(j["owner"] for j in lab.jobs.all()) == ["alice", "bob"]
 
 
 def test_eval_dataset_model_folder_and_pretraining_paths_are_refused(lab, alice_secret, tiny_model_dir, tmp_path):
@@ -87,26 +87,26 @@ def test_eval_dataset_model_folder_and_pretraining_paths_are_refused(lab, alice_
              "corpus": str(alice_folder), "tokenizer": str(tiny_model_dir), "reward_model": str(other_model)}
     for name, cfg in cases.items():
         with pytest.raises(PermissionError, match="outside the folders") as refused:
-            lab.submit_job(cfg, "bob")
+            lab.jobs.submit(cfg, "bob")
         assert typed[name] in str(refused.value), name
     assert no_jobs_written(lab)
     # A model folder inside the lab's own outputs (here <data>/models) is allowed.
     inside = lab.settings.subdir("models") / "tiny"
     inside.symlink_to(other_model)  # resolves outside: still refused
     with pytest.raises(PermissionError):
-        lab.submit_job(sft(model_id=str(inside)), "bob")
+        lab.jobs.submit(sft(model_id=str(inside)), "bob")
     inside.unlink()
     inside.mkdir()
     (inside / "config.json").write_text("{}")
-    lab.submit_job(sft(model_id=str(inside)), "bob")
+    lab.jobs.submit(sft(model_id=str(inside)), "bob")
 
 
 def test_the_local_user_is_the_machines_own_and_is_not_confined(lab, tiny_model_dir):
     # Without sign-in (and from the shell) every request is the local user, who runs as the lab's own user.
-    lab.submit_job(sft(model_id=str(tiny_model_dir)))
-    assert [j["owner"] for j in lab.list_jobs()] == ["local"]
+    lab.jobs.submit(sft(model_id=str(tiny_model_dir)))
+    assert [j["owner"] for j in lab.jobs.all()] == ["local"]
     with pytest.raises(ValueError, match="reserved"):
-        make_engine(lab.settings.data_dir, tiny_model_dir, auth="local:x").sign_in_users()
+        make_engine(lab.settings.data_dir, tiny_model_dir, auth="local:x").uploads.sign_in_users()
 
 
 # ---- hole 1 and 3: sweeps ----------------------------------------------------------------------------------
@@ -114,47 +114,47 @@ def test_sweep_base_is_a_preset_never_a_path_and_errors_hold_no_content(lab, ali
     broken = upload(lab, "alice", "broken.md", f"kind: sft\nnote: [{SECRET}\n  : oops\n", tmp_path)
     for base in (str(alice_secret), str(broken), os.path.relpath(broken, REPO_ROOT), "../.git/config"):
         with pytest.raises(ValueError) as refused:
-            lab.sweep_from_dict({"name": "steal", "base": base, "grid": {"r": [8]}})
+            lab.sweeps.from_dict({"name": "steal", "base": base, "grid": {"r": [8]}})
         message = str(refused.value)
         assert "sft_lora_qa" in message and "preset" in message and SECRET not in message
     # A YAML error in a file names the file and the place, never a line of it.
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"name: x\nbase: sft_lora_qa\ngrid: {{r: [8]}}\nbad: [{SECRET}\n  : oops\n")
     with pytest.raises(ValueError, match=r"sweep.yaml is not valid YAML \(line \d+, column \d+\)") as refused:
-        lab.load_sweep_file(sweep_file)
+        lab.sweeps.load_file(sweep_file)
     assert SECRET not in str(refused.value)
     with pytest.raises(ValueError, match="not valid YAML") as refused:
-        lab.load_config(sweep_file)
+        lab.jobs.load_config(sweep_file)
     assert SECRET not in str(refused.value)
 
 
 def test_every_sweep_point_is_checked_like_a_job(lab, alice_secret):
     base = dict(kind="sft", mode="lora", max_steps=2, datasets=[{"path": str(alice_secret), "format": "qa"}])
-    sweep = lab.sweep_from_dict({"name": "inline", "base": base, "grid": {"r": [2, 4]}})
+    sweep = lab.sweeps.from_dict({"name": "inline", "base": base, "grid": {"r": [2, 4]}})
     with pytest.raises(PermissionError, match="outside the folders"):
-        lab.start_sweep(sweep, "bob")
-    assert no_jobs_written(lab) and lab.list_sweeps() == []
+        lab.sweeps.start(sweep, "bob")
+    assert no_jobs_written(lab) and lab.sweeps.all() == []
 
 
 def test_a_preset_sweep_belongs_to_bob_and_only_he_or_an_admin_may_act_on_it(lab):
-    sweep = lab.suggest_sweep("r", base="sft_lora_qa")
-    sweep_id = lab.start_sweep(sweep, "bob")
-    jobs = [row["job_id"] for row in lab.sweep_results(sweep_id)]
-    assert len(jobs) == 3 and {lab.job_status(j)["owner"] for j in jobs} == {"bob"}
+    sweep = lab.sweeps.suggest("r", base="sft_lora_qa")
+    sweep_id = lab.sweeps.start(sweep, "bob")
+    jobs = [row["job_id"] for row in lab.sweeps.results(sweep_id)]
+    assert len(jobs) == 3 and {lab.jobs.status(j)["owner"] for j in jobs} == {"bob"}
     with pytest.raises(PermissionError, match="belongs to bob"):
-        lab.control_job("stop", jobs[0], "alice")
+        lab.jobs.control("stop", jobs[0], "alice")
     with pytest.raises(PermissionError, match="belongs to bob"):
-        lab.resume_sweep(sweep_id, "alice")
+        lab.sweeps.resume(sweep_id, "alice")
     with pytest.raises(PermissionError, match="belongs to bob"):
-        lab.control_job("delete", jobs[0], "alice")
-    assert lab.control_job("stop", jobs[0], "carol")["state"] == "stopped"  # carol is an admin
-    assert lab.control_job("kill", jobs[1], "bob")["state"] == "stopped"
+        lab.jobs.control("delete", jobs[0], "alice")
+    assert lab.jobs.control("stop", jobs[0], "carol")["state"] == "stopped"  # carol is an admin
+    assert lab.jobs.control("kill", jobs[1], "bob")["state"] == "stopped"
     with pytest.raises(ValueError, match="queued"):
-        lab.control_job("delete", jobs[2], "bob")  # still queued: stop it first
-    assert lab.control_job("delete", jobs[0], "bob") == {"id": jobs[0], "state": "deleted"}
+        lab.jobs.control("delete", jobs[2], "bob")  # still queued: stop it first
+    assert lab.jobs.control("delete", jobs[0], "bob") == {"id": jobs[0], "state": "deleted"}
     assert not (lab.settings.data_dir / "jobs" / jobs[0]).exists()
-    assert lab.control_job("delete", jobs[1], "carol")["state"] == "deleted"
-    assert {j["id"] for j in lab.list_jobs()} == {jobs[2]}
+    assert lab.jobs.control("delete", jobs[1], "carol")["state"] == "deleted"
+    assert {j["id"] for j in lab.jobs.all()} == {jobs[2]}
 
 
 # ---- hole 3 and 6: quotas ------------------------------------------------------------------------------------

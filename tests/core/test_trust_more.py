@@ -30,26 +30,26 @@ def sft(**fields):
 
 # ---- hole 5: unload --------------------------------------------------------------------------------------------
 def test_bob_cannot_unload_and_nobody_unloads_the_model_alices_answer_is_using(lab):
-    spec = lab.spec()
-    alice = lab.generate("what is the capital of france ?", GenerationSettings(max_new_tokens=40))
+    spec = lab.runtime.spec()
+    alice = lab.models.generate("what is the capital of france ?", GenerationSettings(max_new_tokens=40))
     next(alice)  # alice's answer is streaming: her request holds the model and its batching engine
     held, loads = lab.sessions.used_bytes, dict(lab.sessions.load_counts)
     assert loads == {spec.key: 1}
 
-    assert "Only admins (LAB_ADMINS)" in lab.unload_refusal("bob")
+    assert "Only admins (LAB_ADMINS)" in lab.models.unload_refusal("bob")
     with pytest.raises(PermissionError, match="LAB_ADMINS"):
-        lab.unload(spec.key, "bob")
+        lab.models.unload(spec.key, "bob")
     with pytest.raises(ValueError, match="in use") as refused:  # carol is an admin, but the model is busy
-        lab.unload(spec.key, "carol")
+        lab.models.unload(spec.key, "carol")
     assert spec.model_id in str(refused.value)
     assert lab.sessions.used_bytes == held  # the budget still counts the one copy
 
     alice.close()
     # Bob's next request shares the same copy: it was never dropped, so it is never loaded twice.
-    *_, last = lab.generate("the model", GenerationSettings(max_new_tokens=2))
+    *_, last = lab.models.generate("the model", GenerationSettings(max_new_tokens=2))
     assert last.done and lab.sessions.load_counts == loads
-    assert lab.unload_refusal("carol") is None
-    assert lab.unload(spec.key, "carol")  # idle now: the admin may unload it
+    assert lab.models.unload_refusal("carol") is None
+    assert lab.models.unload(spec.key, "carol")  # idle now: the admin may unload it
     assert lab.sessions.used_bytes == 0
 
 
@@ -67,10 +67,10 @@ def test_without_sign_in_the_local_user_unloads_idle_entries(tmp_path, tiny_mode
 def test_a_long_arena_prompt_and_a_long_eval_question_are_refused_before_tokenizing(lab):
     long = "what is the capital of france ? " * 130  # 4,160 characters
     with pytest.raises(ValueError, match="4,160 characters; the limit is 4,000"):
-        list(lab.stream_arena(long, [ArenaColumn(lab.settings.model_id)], [[]]))
+        list(lab.arena.stream(long, [ArenaColumn(lab.settings.model_id)], [[]]))
     items = [QAItem("what is the capital of france ?", "paris", 1), QAItem(long, "paris", 2)]
     with pytest.raises(ValueError, match="line 2.*4,160 characters; the limit is 4,000"):
-        lab.evaluate(lab.bundled_document(), items, "base")
+        lab.knowledge.evaluate(lab.knowledge.bundled_document(), items, "base")
     assert lab.sessions.load_counts == {}  # nothing was loaded, let alone tokenized
 
 
@@ -99,7 +99,7 @@ def test_a_job_config_may_not_name_a_knowledge_cache(lab):
     (cache / "chunks.jsonl").write_text(json.dumps({"question": "alice's doc", "answer": "private text"}) + "\n")
     for path in (cache / "chunks.jsonl", cache.parent.parent):
         with pytest.raises(PermissionError, match="outside the folders") as refused:
-            lab.submit_job(sft(datasets=[{"path": str(path), "format": "qa"}]), "bob")
+            lab.jobs.submit(sft(datasets=[{"path": str(path), "format": "qa"}]), "bob")
         message = str(refused.value)
         assert str(path) in message and "users/bob" in message and "adapters" in message
         assert str(lab.settings.data_dir / "knowledge") not in message.split("outside the folders you may use:")[1]
@@ -108,19 +108,19 @@ def test_a_job_config_may_not_name_a_knowledge_cache(lab):
         kept = lab.settings.subdir(name) / "shared" / "qa.jsonl"
         kept.parent.mkdir(parents=True)
         kept.write_text(json.dumps({"question": "what ?", "answer": "that"}) + "\n")
-        lab.submit_job(sft(datasets=[{"path": str(kept), "format": "qa"}]), "bob")
-    assert [j["owner"] for j in lab.list_jobs()] == ["bob", "bob"]
+        lab.jobs.submit(sft(datasets=[{"path": str(kept), "format": "qa"}]), "bob")
+    assert [j["owner"] for j in lab.jobs.all()] == ["bob", "bob"]
 
 
 def test_a_signed_in_user_may_train_the_labs_default_model_wherever_its_folder_is(lab, tiny_model_dir):
     """The default model (LAB_MODEL, chosen by whoever runs the lab) may be named in Compare, so in a job too, even
     when its folder lies outside the roots a user may name; any other folder there is still refused."""
-    qa = lab.save_qa_pairs("bob", [["what ?", "that"]], "qa")
-    lab.submit_job(sft(model_id=str(tiny_model_dir), datasets=[{"path": str(qa), "format": "qa"}]), "bob")
+    qa = lab.datasets.save_qa_pairs("bob", [["what ?", "that"]], "qa")
+    lab.jobs.submit(sft(model_id=str(tiny_model_dir), datasets=[{"path": str(qa), "format": "qa"}]), "bob")
     other = tiny_model_dir.parent / "another-model"
     shutil.copytree(tiny_model_dir, other, dirs_exist_ok=True)
     with pytest.raises(PermissionError, match="model_id .* is outside the folders"):
-        lab.submit_job(sft(model_id=str(other), datasets=[{"path": str(qa), "format": "qa"}]), "bob")
+        lab.jobs.submit(sft(model_id=str(other), datasets=[{"path": str(qa), "format": "qa"}]), "bob")
 
 
 # ---- model folders typed in Compare, Arena, Explain and the Playground -----------------------------------------------
@@ -130,22 +130,22 @@ def test_bob_may_not_name_a_model_or_adapter_folder_in_alices_workspace(lab, tin
     alice_adapter = alice_model.parent / "adapter"
     alice_adapter.mkdir()
     (alice_adapter / "adapter_config.json").write_text("{}")
-    default, doc = lab.settings.model_id, lab.bundled_document()
+    default, doc = lab.settings.model_id, lab.knowledge.bundled_document()
     tries = {
-        "explain trainable": lambda: lab.trainable_params(str(alice_model), 4, "minimal", user="bob"),
-        "explain memory": lambda: lab.training_memory(str(alice_model), "lora", 16, "adamw_torch", 1, 16, False, 4,
-                                                      "minimal", user="bob"),
-        "arena model": lambda: lab.stream_arena("hi", [ArenaColumn(str(alice_model))], [[]], user="bob"),
-        "arena adapter": lambda: lab.stream_arena("hi", [ArenaColumn(f"{default} + adapter {alice_adapter}")], [[]],
+        "explain trainable": lambda: lab.explain.trainable_params(str(alice_model), 4, "minimal", user="bob"),
+        "explain memory": lambda: lab.explain.training_memory(str(alice_model), "lora", 16, "adamw_torch", 1, 16,
+                                                              False, 4, "minimal", user="bob"),
+        "arena model": lambda: lab.arena.stream("hi", [ArenaColumn(str(alice_model))], [[]], user="bob"),
+        "arena adapter": lambda: lab.arena.stream("hi", [ArenaColumn(f"{default} + adapter {alice_adapter}")], [[]],
                                                   user="bob"),
-        "arena ft:": lambda: lab.stream_arena("hi", [ArenaColumn(f"ft:{alice_adapter}")], [[]], user="bob"),
-        "compare model": lambda: lab.stream_compare(doc, "what ?", "base", CompareConfig(model_id=str(alice_model)),
-                                                    user="bob"),
-        "compare adapter": lambda: lab.stream_compare(doc, "what ?", f"ft:{alice_adapter}", user="bob"),
-        "evaluation": lambda: lab.evaluate(doc, [QAItem("what ?", "a", 1)], "base",
-                                           CompareConfig(model_id=str(alice_model)), user="bob"),
-        "load": lambda: lab.load(str(alice_model), user="bob"),
-        "playground": lambda: lab.generate("hi", model_id=str(alice_model), user="bob"),
+        "arena ft:": lambda: lab.arena.stream("hi", [ArenaColumn(f"ft:{alice_adapter}")], [[]], user="bob"),
+        "compare model": lambda: lab.knowledge.stream_compare(doc, "what ?", "base",
+                                                              CompareConfig(model_id=str(alice_model)), user="bob"),
+        "compare adapter": lambda: lab.knowledge.stream_compare(doc, "what ?", f"ft:{alice_adapter}", user="bob"),
+        "evaluation": lambda: lab.knowledge.evaluate(doc, [QAItem("what ?", "a", 1)], "base",
+                                                     CompareConfig(model_id=str(alice_model)), user="bob"),
+        "load": lambda: lab.models.load(str(alice_model), user="bob"),
+        "playground": lambda: lab.models.generate("hi", model_id=str(alice_model), user="bob"),
     }
     for name, attempt in tries.items():
         with pytest.raises(PermissionError, match="outside the folders") as refused:
@@ -153,11 +153,11 @@ def test_bob_may_not_name_a_model_or_adapter_folder_in_alices_workspace(lab, tin
         assert "alice" in str(refused.value) and "users/bob" in str(refused.value), name
     assert lab.sessions.load_counts == {}
     # Alice may use her own folder; bob the lab's default model; a Hub id is not a path (here: no Hub to reach).
-    assert lab.trainable_params(str(alice_model), 4, "minimal", user="alice").trainable > 0
-    assert lab.trainable_params(None, 4, "minimal", user="bob").trainable > 0
-    assert lab.trainable_params(default, 4, "minimal", user="bob").trainable > 0
+    assert lab.explain.trainable_params(str(alice_model), 4, "minimal", user="alice").trainable > 0
+    assert lab.explain.trainable_params(None, 4, "minimal", user="bob").trainable > 0
+    assert lab.explain.trainable_params(default, 4, "minimal", user="bob").trainable > 0
     with pytest.raises(Exception, match="Hub cannot be reached"):
-        lab.trainable_params("nobody/nothing", 4, "minimal", user="bob")
+        lab.explain.trainable_params("nobody/nothing", 4, "minimal", user="bob")
 
 
 # ---- float settings ------------------------------------------------------------------------------------------------

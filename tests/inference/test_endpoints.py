@@ -117,11 +117,11 @@ def test_unknown_endpoint_names_and_missing_keys_are_explained(tmp_path, monkeyp
     with pytest.raises(EndpointError, match=r"no endpoint 'nope' in LAB_ENDPOINTS.*endpoint:gpu"):
         list(engine.models.generate("hi", model_id="endpoint:nope"))
     with pytest.raises(EndpointError, match="LAB_ENDPOINTS is not set"):
-        list(engine_with(tmp_path).generate("hi", model_id="endpoint:gpu"))
+        list(engine_with(tmp_path).models.generate("hi", model_id="endpoint:gpu"))
     monkeypatch.delenv("LAB_TEST_KEY", raising=False)
     keyed = engine_with(tmp_path, {**GOOD, "api_key_env": "LAB_TEST_KEY"})
     with pytest.raises(EndpointError, match="LAB_TEST_KEY, which is not set"):
-        list(keyed.generate("hi", model_id="endpoint:gpu"))
+        list(keyed.models.generate("hi", model_id="endpoint:gpu"))
     assert issubclass(EndpointError, USER_ERRORS)
 
 
@@ -246,10 +246,11 @@ def test_errors_name_the_endpoint_and_the_app_keeps_serving(remote, server, tmp_
             for word in words:
                 assert word in str(err.value), (name, str(err.value))
         # Compare and the Arena report the failure on the method or column and go on.
-        [row] = ask(engine.runtime, engine.knowledge.bundled_document(), QUESTION, "base", CompareConfig(model_id="endpoint:down"))
+        [row] = ask(engine.runtime, engine.knowledge.bundled_document(), QUESTION, "base",
+                    CompareConfig(model_id="endpoint:down"))
         assert row.done and "cannot be reached" in row.error
-        replies = sorted((r for r in stream_arena(engine.runtime, "hi", [ArenaColumn("endpoint:down"), ArenaColumn("endpoint:nope")])
-                          if r.done), key=lambda r: r.index)
+        columns = [ArenaColumn("endpoint:down"), ArenaColumn("endpoint:nope")]
+        replies = sorted((r for r in stream_arena(engine.runtime, "hi", columns) if r.done), key=lambda r: r.index)
         assert "cannot be reached" in replies[0].error and "no endpoint 'nope'" in replies[1].error
     finally:
         silent.close()

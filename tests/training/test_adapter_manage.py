@@ -40,54 +40,55 @@ def register(lab, lora_output, name: str, owner: str | None, job_id: str = "") -
 
 def test_the_owner_renames_their_adapter_and_every_list_follows(lab, lora_output):
     register(lab, lora_output, "capital-lora", "alice")
-    renamed = lab.rename_adapter("capital-lora", "paris-lora", user="alice")
+    renamed = lab.adapters.rename("capital-lora", "paris-lora", user="alice")
     assert renamed.name == "paris-lora" and renamed.owner == "alice" and renamed.data == ("qa.jsonl",)
-    assert "ft:paris-lora" in lab.compare_methods() and "ft:capital-lora" not in lab.compare_methods()
-    assert any("adapter paris-lora" in choice for choice in lab.arena_models())
+    methods = lab.knowledge.compare_methods()
+    assert "ft:paris-lora" in methods and "ft:capital-lora" not in methods
+    assert any("adapter paris-lora" in choice for choice in lab.arena.choices())
     assert json.loads((renamed.path / "adapter_meta.json").read_text())["name"] == "paris-lora"
     with pytest.raises(ValueError, match="Unknown adapter 'capital-lora'"):
         resolve_adapter(lab.settings.data_dir, "capital-lora")
-    assert "qa.jsonl" in lab.adapter_summary(renamed) and "sft lora" in lab.adapter_summary(renamed)
+    assert "qa.jsonl" in lab.adapters.summary(renamed) and "sft lora" in lab.adapters.summary(renamed)
 
 
 def test_only_the_owner_or_an_admin_may_rename_or_delete(lab, lora_output):
     register(lab, lora_output, "alice-lora", "alice")
-    for action in (lambda: lab.rename_adapter("alice-lora", "mine", user="bob"),
-                   lambda: lab.delete_adapter("alice-lora", user="bob")):
+    for action in (lambda: lab.adapters.rename("alice-lora", "mine", user="bob"),
+                   lambda: lab.adapters.delete("alice-lora", user="bob")):
         with pytest.raises(PermissionError, match="belongs to alice"):
             action()
-    assert lab.adapter_names() == ["alice-lora"]  # nothing changed
-    lab.rename_adapter("alice-lora", "kept-by-admin", user="carol")  # carol is an admin
-    lab.delete_adapter("kept-by-admin", user="alice")
-    assert lab.adapter_names() == [] and not any(lab.settings.data_dir.joinpath("adapters").iterdir())
+    assert lab.adapters.names() == ["alice-lora"]  # nothing changed
+    lab.adapters.rename("alice-lora", "kept-by-admin", user="carol")  # carol is an admin
+    lab.adapters.delete("kept-by-admin", user="alice")
+    assert lab.adapters.names() == [] and not any(lab.settings.data_dir.joinpath("adapters").iterdir())
 
 
 def test_an_adapter_without_a_recorded_owner_belongs_to_its_jobs_owner(lab, lora_output, tiny_model_dir, tmp_path):
-    qa = lab.save_qa_pairs("bob", [["capital of france ?", "paris"]], "qa")  # kept in bob's workspace
+    qa = lab.datasets.save_qa_pairs("bob", [["capital of france ?", "paris"]], "qa")  # kept in bob's workspace
     config = tmp_path / "job.yaml"
     config.write_text(tiny_job_yaml(tiny_model_dir, qa, "old-lora"))
-    job = lab.submit_job(load_config(config), user="bob")
+    job = lab.jobs.submit(load_config(config), user="bob")
     register(lab, lora_output, "old-lora", None, job_id=job)  # an adapter from before owners were recorded
     with pytest.raises(PermissionError, match="belongs to bob"):
-        lab.delete_adapter("old-lora", user="alice")
-    lab.delete_adapter("old-lora", user="bob")
-    assert lab.adapter_names() == []
+        lab.adapters.delete("old-lora", user="alice")
+    lab.adapters.delete("old-lora", user="bob")
+    assert lab.adapters.names() == []
 
 
 @pytest.mark.parametrize("bad", ["", "../escape", "has space", "x" * 65, ".hidden"])
 def test_a_bad_new_name_is_refused_and_the_adapter_keeps_its_name(lab, lora_output, bad):
     register(lab, lora_output, "good-lora", "alice")
     with pytest.raises(ValueError, match="not allowed"):
-        lab.rename_adapter("good-lora", bad, user="alice")
-    assert lab.adapter_names() == ["good-lora"]
+        lab.adapters.rename("good-lora", bad, user="alice")
+    assert lab.adapters.names() == ["good-lora"]
 
 
 def test_a_name_in_use_is_refused_rather_than_overwritten(lab, lora_output):
     register(lab, lora_output, "one", "alice")
     register(lab, lora_output, "two", "alice")
     with pytest.raises(ValueError, match="already exists"):
-        lab.rename_adapter("one", "two", user="alice")
-    assert lab.adapter_names() == ["one", "two"]
+        lab.adapters.rename("one", "two", user="alice")
+    assert lab.adapters.names() == ["one", "two"]
 
 
 def test_a_sweeps_adapters_are_grouped_under_it_and_left_out_of_compare_and_arena(lab, lora_output):
@@ -98,10 +99,10 @@ def test_a_sweeps_adapters_are_grouped_under_it_and_left_out_of_compare_and_aren
     register(lab, lora_output, f"{sweep.name}-p0", "alice", job_id="20261130-120001-sft-aaaaaa")
     register(lab, lora_output, f"{sweep.name}-p1", "alice", job_id="20261130-120002-sft-bbbbbb")
     register(lab, lora_output, "on-purpose", "alice", job_id="20261130-130000-sft-cccccc")
-    assert lab.adapter_sweeps() == {f"{sweep.name}-p0": sweep.name, f"{sweep.name}-p1": sweep.name}
-    assert [m for m in lab.compare_methods() if m.startswith("ft:")] == ["ft:on-purpose"]
-    assert len([m for m in lab.compare_methods(include_sweeps=True) if m.startswith("ft:")]) == 3
-    assert [c for c in lab.arena_models() if "adapter" in c] == [f"{lab.settings.model_id} + adapter on-purpose"]
+    assert lab.adapters.sweeps() == {f"{sweep.name}-p0": sweep.name, f"{sweep.name}-p1": sweep.name}
+    assert [m for m in lab.knowledge.compare_methods() if m.startswith("ft:")] == ["ft:on-purpose"]
+    assert len([m for m in lab.knowledge.compare_methods(include_sweeps=True) if m.startswith("ft:")]) == 3
+    assert [c for c in lab.arena.choices() if "adapter" in c] == [f"{lab.settings.model_id} + adapter on-purpose"]
     # Renamed, a sweep's adapter still belongs to its sweep (found by its job, not by its name).
-    lab.rename_adapter(f"{sweep.name}-p1", "best-rank", user="alice")
-    assert lab.adapter_sweeps()["best-rank"] == sweep.name
+    lab.adapters.rename(f"{sweep.name}-p1", "best-rank", user="alice")
+    assert lab.adapters.sweeps()["best-rank"] == sweep.name

@@ -120,7 +120,7 @@ def test_runner_pins_jobs_to_declared_gpus_and_clears_the_serving_gpu(tmp_path, 
         restarted = SessionManager(choose_device(has_cuda=True, has_flash_attn=False), 2**30, loader=None)
         again = JobRunner(tmp_path / "data", sessions=restarted, devices=load_inventory(tmp_path / "inventory.yaml"))
         assert {d.name: d.holds for d in again.devices()} == {"cuda:0": (one,), "cuda:1": (three,)}
-        assert [e["key"] for e in restarted.devices.stats()["entries"]] == [f"reservation:{one}"]
+        assert [e["key"] for e in restarted.stats()["entries"]] == [f"reservation:{one}"]
         # Killing one of the two leaves the other running; the 2-GPU job still waits for both GPUs. (Killed only
         # once both stand-ins have printed what they were given. The log's first line is the command, which holds
         # the text PINNED too: only a line that starts with it is the stand-in's own.)

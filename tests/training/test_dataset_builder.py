@@ -186,7 +186,7 @@ def test_tiny_model_constrained_output_is_json_but_ungrounded_so_it_retries(byte
     every pair rejected, so each chunk uses all its retries."""
     doc = document_from_text("notes.txt", CHUNK)
     cfg = small_cfg(retries=2, max_chunks=1)
-    result = build_dataset(byte_engine, doc, cfg)
+    result = build_dataset(byte_engine.runtime, doc, cfg)
     stats = result.chunks[0]
     assert stats.attempts == cfg.retries + 1
     stopped = [r for r in result.rejected if not r.reason.startswith("invalid JSON")]
