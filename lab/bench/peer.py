@@ -25,14 +25,15 @@ What the peer does differently from the lab, for the same transformers continuou
 - Its KV cache is sized by the library's default share of free memory (60-90% of RAM on a CPU: 13 GB of a 24 GB
   machine here); the lab's is sized for its users within a budget (lab.inference.batching.EngineConfig.for_model).
 - Only its loop thread keeps running torch operations, so its OpenMP threads spin-wait between operations
-  (libgomp's default). In the lab's process several threads have run torch operations (both lanes' loops, the
+  (libgomp's default). In the lab's process several threads used to run torch operations (both lanes' loops, the
   thread that built the paged caches), and libgomp spins only briefly once it manages more threads than there
-  are cores: its idle threads sleep and are woken for each operation. That is the largest difference measured
+  are cores: its idle threads sleep and are woken for each operation. That was the largest difference measured
   here, both ways (2 shared cores, noisy): a bare continuous-batching manager decoding one greedy answer alone in
   its process was about 1.4x as fast as with a second manager alive (which was as fast as OMP_WAIT_POLICY=PASSIVE)
   while the machine was nearly idle, and about 10x slower once other processes kept the cores busy, because a
-  spinning thread holds a core its neighbours need. The lab gives up some speed on a quiet CPU and does not
-  collapse on a shared one.
+  spinning thread holds a core its neighbours need. The lab now hands every CPU forward and each batching step
+  to one forward thread (lab.inference.models.ForwardThread), so it keeps one team as the peer does;
+  LAB_FORWARD_THREAD=0 in the environment restores the old arrangement, to measure both on one machine.
   Both servers inherit this process's environment; the result says which OMP_WAIT_POLICY they ran under
   (PASSIVE: every idle OpenMP thread sleeps at once, in both), so compare figures taken under the same policy and
   a similar load.
@@ -140,7 +141,9 @@ def bench_peer(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
     peer, peer_answers = measure_peer(cfg, peer_model_dir(data_dir))
     # Both servers inherit this environment. OMP_WAIT_POLICY decides whether idle OpenMP threads spin or sleep,
     # which on a busy CPU changes a process's speed several times over (see the module docstring).
+    from lab.inference.models import FORWARD_THREAD_ENV
     return {"load_1min_before": load_before, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "lab_forward_thread": os.environ.get(FORWARD_THREAD_ENV) != "0",
             **versus_peer(lab, peer, lab_answers, peer_answers), "load_1min_after_peer": round(os.getloadavg()[0], 2)}
 
 
