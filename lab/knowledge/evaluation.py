@@ -2,12 +2,15 @@
 
     python -m lab eval --qa assets/knowledge/qa.jsonl --methods base,rag,cag,full --limit 30 --out results.json
     python -m lab eval --set heldout --methods base,rag,cag --out heldout.json   # sets: lab.knowledge.configs
+    python -m lab eval --set heldout-notes --methods rag --retrieval hybrid --limit 20 --csv notes.csv
 
 (Named evaluate_qa, not evaluate, so it never shadows the `evaluate` package.) Each line of the
 QA file is `{"question": ..., "answer": ...}`. Every (question, method) pair is answered with
 lab.knowledge.compare's streaming path, one at a time through the GPU queue; answers are scored with the
 lab's local metric modules (exact match, SQuAD token F1, ROUGE-L, BLEU, all 0..1) and latency is
-summarised as p50/p95 per method. A run can be cancelled with a threading.Event: it stops within the
+summarised as p50/p95 per method. RAG rows also say whether the reference answer was among the retrieved
+chunks (retrieved, hit_rank; recall_at_k per method): a wrong answer is then a retrieval or a reading failure.
+A run can be cancelled with a threading.Event: it stops within the
 answer in progress and returns the rows already scored, marked cancelled.
 """
 
