@@ -81,8 +81,8 @@ class LoadedModel:
 
 
 FORWARD_THREAD_ENV = "LAB_FORWARD_THREAD"
-"""Set to 0 to run CPU forwards in the calling thread under a lock, as the lab did before the forward thread (for
-measuring what the thread buys: `bench serve --peer` with and without it)."""
+"""Set to 1 (before the model loads) to run CPU forwards and batching steps on FORWARD_THREAD instead of in the
+calling thread under a lock. Off by default: it did not make the lab faster (ForwardThread says what was measured)."""
 
 
 @dataclass
@@ -111,7 +111,13 @@ class ForwardThread:
     loops, requests running alone and the loading thread, and it ran at about 0.55x that server's speed on the same
     2-core CPU (docs/BENCHMARKS.md, "Against the peer"). All CPU models share the cores, so one thread per process
     (one team) serves them all. Calls made on the thread itself (nested module calls through PEFT, generate's own
-    forwards) run inline."""
+    forwards) run inline.
+
+    Measured on that CPU (2026-12-07), it changed nothing beyond noise: quiet, one 64-token answer took 4.1-4.3 s
+    in-process with it and 4.3-4.5 s without, and `bench serve --peer` gave 0.265 against 0.260 req/s for one client
+    and 0.877 against 0.881 for eight; under load 11-15 (other test runs) a lone answer was slower with it (median
+    9.9 s against 6.4 s: each hand-over waits for the scheduler twice). So the lab leaves it off
+    (FORWARD_THREAD_ENV) and the gap to the peer lies elsewhere; it stays to measure on other machines."""
 
     def __init__(self, name: str = "lab-forward") -> None:
         self.name = name
@@ -159,20 +165,20 @@ FORWARD_THREAD = ForwardThread()
 
 def serialize_forwards(model: PreTrainedModel) -> None:
     """Let one forward pass at a time run on `model`, whichever thread asks (both batching lanes' loops, a request
-    running alone, the Q&A builder); on a CPU, run them all on FORWARD_THREAD.
+    running alone, the Q&A builder); on a CPU with LAB_FORWARD_THREAD=1, run them all on FORWARD_THREAD.
 
     transformers' `merge_with_config_defaults` writes `config.is_causal` for the length of each forward and then
     puts back the value it read. Two forwards at once (the engine asks for a custom, non-causal mask) can each read
     the other's temporary value, and the last one out leaves `is_causal=False` on the shared config: from then on
-    every plain forward attends to future tokens (an Arena adapter column answered with noise). One thread runs one
-    forward at a time, so on a CPU the thread is the guard (two overlapping forwards would only split the same cores
-    anyway). On a GPU a lock does it and forwards stay in their callers' threads: CUDA streams and graphs belong to
-    the thread that uses them. The wrapper sits on the instance, so PEFT (which calls `self.model.forward`),
+    every plain forward attends to future tokens (an Arena adapter column answered with noise). A lock does it (on
+    a CPU two overlapping forwards would only split the same cores anyway); with the forward thread, the one thread
+    is the guard. GPU forwards always stay in their callers' threads: CUDA streams and graphs belong to the thread
+    that uses them. The wrapper sits on the instance, so PEFT (which calls `self.model.forward`),
     `generate` and the batching loop all pass through it; functools.wraps keeps the signature transformers
     inspects. run_on_forward_thread sends other torch work of the model (a batching step) the same way."""
     inner = model.forward
     lock = threading.RLock()
-    thread = FORWARD_THREAD if model.device.type == "cpu" and os.environ.get(FORWARD_THREAD_ENV) != "0" else None
+    thread = FORWARD_THREAD if model.device.type == "cpu" and os.environ.get(FORWARD_THREAD_ENV) == "1" else None
 
     @functools.wraps(inner)
     def forward(*args, **kwargs):
