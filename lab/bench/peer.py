@@ -31,9 +31,9 @@ What the peer does differently from the lab, for the same transformers continuou
   here, both ways (2 shared cores, noisy): a bare continuous-batching manager decoding one greedy answer alone in
   its process was about 1.4x as fast as with a second manager alive (which was as fast as OMP_WAIT_POLICY=PASSIVE)
   while the machine was nearly idle, and about 10x slower once other processes kept the cores busy, because a
-  spinning thread holds a core its neighbours need. With LAB_FORWARD_THREAD=1 the lab hands every CPU forward and
-  each batching step to one forward thread (lab.inference.models.ForwardThread) and keeps one team as the peer
-  does; on this machine that changed neither side's speed (docs/BENCHMARKS.md), so it is off by default.
+  spinning thread holds a core its neighbours need. The lab now hands every CPU forward and each batching step
+  (and each loop's start-up reset) to one forward thread (lab.inference.models.ForwardThread) and keeps one team
+  as the peer does; LAB_FORWARD_THREAD=0 restores the old arrangement, to measure both on one machine.
   Both servers inherit this process's environment; the result says which OMP_WAIT_POLICY they ran under
   (PASSIVE: every idle OpenMP thread sleeps at once, in both), so compare figures taken under the same policy and
   a similar load.
@@ -143,7 +143,7 @@ def bench_peer(cfg: ServeBenchConfig, data_dir: Path | None = None) -> dict:
     # which on a busy CPU changes a process's speed several times over (see the module docstring).
     from lab.inference.models import FORWARD_THREAD_ENV
     return {"load_1min_before": load_before, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-            "lab_forward_thread": os.environ.get(FORWARD_THREAD_ENV) == "1",
+            "lab_forward_thread": os.environ.get(FORWARD_THREAD_ENV) != "0",
             **versus_peer(lab, peer, lab_answers, peer_answers), "load_1min_after_peer": round(os.getloadavg()[0], 2)}
 
 

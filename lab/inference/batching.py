@@ -187,6 +187,7 @@ class _Lane:
         run_on_forward_thread(e.model, self.manager.warmup)
         processor = self.manager.batch_processor
         on_forward_thread(e.model, processor, "_generation_step")
+        on_forward_thread(e.model, processor, "reset")  # the loop resets (zero-fills) its buffers when it starts
         on_forward_thread(e.model, processor.inputs_and_outputs, "prepare_batch_tensors")
         self.nbytes = held_bytes(processor.cache, processor.inputs_and_outputs)
         # The library's loop thread inherits daemon-ness from the thread that starts it: started from a daemon

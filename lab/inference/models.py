@@ -81,8 +81,8 @@ class LoadedModel:
 
 
 FORWARD_THREAD_ENV = "LAB_FORWARD_THREAD"
-"""Set to 1 (before the model loads) to run CPU forwards and batching steps on FORWARD_THREAD instead of in the
-calling thread under a lock. Off by default: it did not make the lab faster (ForwardThread says what was measured)."""
+"""Set to 0 (before the model loads) to run CPU forwards and batching steps in the calling thread under a lock, as the
+lab did before FORWARD_THREAD (to measure what the thread buys: `bench serve --peer` with and without it)."""
 
 
 @dataclass
@@ -113,11 +113,10 @@ class ForwardThread:
     (one team) serves them all. Calls made on the thread itself (nested module calls through PEFT, generate's own
     forwards) run inline.
 
-    Measured on that CPU (2026-12-07), it changed nothing beyond noise: quiet, one 64-token answer took 4.1-4.3 s
-    in-process with it and 4.3-4.5 s without, and `bench serve --peer` gave 0.265 against 0.260 req/s for one client
-    and 0.877 against 0.881 for eight; under load 11-15 (other test runs) a lone answer was slower with it (median
-    9.9 s against 6.4 s: each hand-over waits for the scheduler twice). So the lab leaves it off
-    (FORWARD_THREAD_ENV) and the gap to the peer lies elsewhere; it stays to measure on other machines."""
+    It pays only if no other long-lived thread ever starts a parallel operation: a first version left each batching
+    loop's start-up reset (zero-filled buffers) in the loop's thread, kept three teams and changed nothing. With
+    every step and reset here, one 64-token answer took 2.5 s in-process instead of 4.2 s on a quiet 2-core CPU
+    (2026-12-07). Under load a hand-over waits for the scheduler (docs/BENCHMARKS.md has both)."""
 
     def __init__(self, name: str = "lab-forward") -> None:
         self.name = name
@@ -165,7 +164,7 @@ FORWARD_THREAD = ForwardThread()
 
 def serialize_forwards(model: PreTrainedModel) -> None:
     """Let one forward pass at a time run on `model`, whichever thread asks (both batching lanes' loops, a request
-    running alone, the Q&A builder); on a CPU with LAB_FORWARD_THREAD=1, run them all on FORWARD_THREAD.
+    running alone, the Q&A builder); on a CPU, run them all on FORWARD_THREAD.
 
     transformers' `merge_with_config_defaults` writes `config.is_causal` for the length of each forward and then
     puts back the value it read. Two forwards at once (the engine asks for a custom, non-causal mask) can each read
@@ -178,7 +177,7 @@ def serialize_forwards(model: PreTrainedModel) -> None:
     inspects. run_on_forward_thread sends other torch work of the model (a batching step) the same way."""
     inner = model.forward
     lock = threading.RLock()
-    thread = FORWARD_THREAD if model.device.type == "cpu" and os.environ.get(FORWARD_THREAD_ENV) == "1" else None
+    thread = FORWARD_THREAD if model.device.type == "cpu" and os.environ.get(FORWARD_THREAD_ENV) != "0" else None
 
     @functools.wraps(inner)
     def forward(*args, **kwargs):

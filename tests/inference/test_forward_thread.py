@@ -1,6 +1,5 @@
-"""With LAB_FORWARD_THREAD=1, every CPU forward pass of a loaded model runs on the process's one forward thread,
-whichever thread asks, so PyTorch keeps one OpenMP team (lab.inference.models.ForwardThread says why, and why it is
-off by default).
+"""On a CPU every forward pass of a loaded model runs on the process's one forward thread, whichever thread asks, so
+PyTorch keeps one OpenMP team (lab.inference.models.ForwardThread says why).
 
     .venv/bin/python -m pytest -q tests/inference/test_forward_thread.py
 """
@@ -21,7 +20,7 @@ IDS = torch.tensor([[1, 5, 9, 14, 3, 7]])
 
 @pytest.fixture
 def loaded(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv(FORWARD_THREAD_ENV, "1")  # read when the model loads
+    monkeypatch.delenv(FORWARD_THREAD_ENV, raising=False)  # read when the model loads; on unless it is 0
     return load_model(ModelSpec(str(tiny_model_dir)), choose_device(has_cuda=False, has_flash_attn=False), tmp_path)
 
 
@@ -114,8 +113,8 @@ def test_greedy_answers_equal_a_plain_models_from_any_thread(loaded, tiny_model_
     assert all(torch.equal(g, want) for g in got)
 
 
-def test_by_default_forwards_stay_in_the_callers_thread(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.delenv(FORWARD_THREAD_ENV, raising=False)
+def test_the_switch_keeps_forwards_in_the_callers_thread(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(FORWARD_THREAD_ENV, "0")
     model = load_model(ModelSpec(str(tiny_model_dir)), choose_device(has_cuda=False, has_flash_attn=False),
                        tmp_path).model
     seen: list = []
