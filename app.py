@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import gradio as gr
 from gradio import networking

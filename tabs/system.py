@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lab.engine import Engine
 from lab.core.spaces import gpu
+from lab.engine import Engine
 from lab.inference.generate import GenerationSettings
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
 

@@ -31,8 +31,8 @@ def tiny_model_dirs(tmp_path_factory) -> list[Path]:
 def tiny_engine(tmp_path, tiny_model_dir):
     """An engine over a private data dir whose default model is the tiny Llama."""
     from lab.core.device import choose_device
-    from lab.engine import Engine
     from lab.core.settings import LabSettings
+    from lab.engine import Engine
     settings = LabSettings(data_dir=tmp_path / "data", model_id=str(tiny_model_dir), memory_budget_gb=1.0,
                            load_in_4bit=False, auth="")
     return Engine(settings, device=choose_device(has_cuda=False, has_flash_attn=False))
@@ -41,8 +41,8 @@ def tiny_engine(tmp_path, tiny_model_dir):
 @pytest.fixture(scope="session")
 def embedded_engine():
     """The real engine on the embedded SmolLM2 (materialised once into the default data dir)."""
-    from lab.engine import Engine
     from lab.core.settings import LabSettings
+    from lab.engine import Engine
     return Engine(LabSettings(model_id="embedded", load_in_4bit=False, memory_budget_gb=8.0, auth=""))
 
 
@@ -75,8 +75,8 @@ def _tiny_app(tmp_path_factory, auth: str = ""):
     from types import SimpleNamespace
 
     from lab.core.device import choose_device
-    from lab.engine import Engine
     from lab.core.settings import LabSettings
+    from lab.engine import Engine
     model_dir = save_tiny_model(tmp_path_factory.mktemp("tiny-app-model"))
     qa = tmp_path_factory.mktemp("tiny-app-qa") / "qa.jsonl"
     qa.write_text("".join(json.dumps({"question": f"what is the capital of france {n} ?", "answer": "paris"}) + "\n"

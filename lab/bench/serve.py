@@ -35,8 +35,8 @@ from pathlib import Path
 
 import psutil
 
-from lab.core.settings import REPO_ROOT
 from lab.bench.configs import ServeBenchConfig
+from lab.core.settings import REPO_ROOT
 from lab.inference.configs import MAX_COLUMNS
 
 CHAT_PROMPTS = (
@@ -315,7 +315,7 @@ def _bench_workload(app: App, client, cfg: ServeBenchConfig, model_id: str) -> t
         return ask_workload(c, cfg, model_id, key)
 
     for key in range(min(2, distinct_requests(cfg))):  # chat: one prompt; mixed: Compare and Arena once
-        warm_up(app, lambda: ask(client, key))
+        warm_up(app, lambda k=key: ask(client, k))
     keys = plan(cfg)
     distinct = sorted({k for mine in keys for k in mine})
     rss_before = _rss_mb(app.pid)

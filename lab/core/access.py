@@ -19,13 +19,14 @@ error says where in the file it is, never what the line holds.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any, Collection, Iterable
+from typing import Any
 
 import yaml
 
-from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT, LabSettings
 from lab.core.names import LOCAL_USER, WAITING_OR_ACTIVE_STATES, is_hub_id, user_name
+from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT, LabSettings
 
 ASSETS = REPO_ROOT / "assets"
 OUTPUT_DIRS = ("jobs", "adapters", "models")

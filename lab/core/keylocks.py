@@ -11,8 +11,8 @@ key as soon as nobody holds or waits for its lock: it only ever holds the keys i
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class KeyedLocks:

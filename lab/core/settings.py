@@ -179,7 +179,8 @@ class LabSettings(BaseSettings):
     """Load models as 4-bit NF4 through bitsandbytes (env LAB_LOAD_IN_4BIT=1; 0, true and false work too)."""
 
     memory_budget_gb: float | None = None
-    """Bytes the session manager may hold (models, KV caches, reservations); None = 80% of the device's free memory (env LAB_MEMORY_BUDGET_GB)."""
+    """Bytes the session manager may hold (models, KV caches, reservations); None = 80% of the device's free
+    memory (env LAB_MEMORY_BUDGET_GB)."""
 
     max_concurrent: int = 16
     """Model requests the web app runs at once (env LAB_MAX_CONCURRENT). They share each model's batching
@@ -268,7 +269,7 @@ class LabSettings(BaseSettings):
         return parse_endpoints(value)
 
     @model_validator(mode="after")
-    def _check(self) -> "LabSettings":
+    def _check(self) -> LabSettings:
         if not self.model_id.strip():
             raise ValueError("model_id (LAB_MODEL) is empty; use 'embedded', a local folder or a Hub id")
         if self.memory_budget_gb is not None:

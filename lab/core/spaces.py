@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 

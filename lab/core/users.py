@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
-from typing import Collection
 
 from lab.core.access import owner_refusal
 from lab.core.files import atomic_open

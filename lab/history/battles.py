@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
-
-from lab.history.records import HIDDEN_ERROR
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the replies' types only: recording and listing battles needs no model library
     from lab.inference.arena import ColumnReply

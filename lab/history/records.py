@@ -15,9 +15,10 @@ import csv
 import json
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lab.history.db import HistoryDB
 

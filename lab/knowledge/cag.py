@@ -20,9 +20,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import transformers
@@ -30,13 +30,13 @@ from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PreTrainedModel
 
 from lab.core.files import publish_dir
+from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
+from lab.inference.models import LoadedModel, ModelSpec
+from lab.inference.session import SessionManager
 from lab.knowledge.configs import CagConfig
 from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document
-from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
-from lab.inference.models import LoadedModel, ModelSpec
 from lab.knowledge.prompt import PROMPT_VERSION, Shots, split_prompt
-from lab.inference.session import SessionManager
 
 log = logging.getLogger(__name__)
 

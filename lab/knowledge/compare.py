@@ -21,24 +21,25 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Generator, Iterator, Sequence
 
+from lab.core import checks
+from lab.core.errors import USER_ERRORS
+from lab.core.keylocks import KeyedLocks
+from lab.core.settings import BUNDLED_DOC
 from lab.inference.adapters import resolve_adapter
+from lab.inference.endpoints import is_endpoint, stream_model
+from lab.inference.generate import GenerationEvent
+from lab.inference.runtime import Runtime
+from lab.inference.session import watched
 from lab.knowledge.cag import check_fits, get_cag, stream_answer
 from lab.knowledge.configs import ADAPTER_PREFIX, METHODS, CompareConfig, RagConfig
 from lab.knowledge.documents import Document, load_document
-from lab.core import checks
-from lab.core.keylocks import KeyedLocks
-from lab.core.errors import USER_ERRORS
-from lab.inference.runtime import Runtime
-from lab.inference.session import watched
-from lab.inference.generate import GenerationEvent
-from lab.inference.endpoints import is_endpoint, stream_model
 from lab.knowledge.prompt import _SLOT, Reject, _messages, heading_guard, read_answer, split_prompt, suffix_ids
 from lab.knowledge.rag import RagIndex, RetrievedChunk, build_or_load_index, cite, knowledge_text, retrieve
-from lab.core.settings import BUNDLED_DOC
+
 
 @dataclass
 class MethodUpdate:

@@ -13,7 +13,8 @@ import importlib.metadata
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from langchain_core.embeddings import Embeddings
 

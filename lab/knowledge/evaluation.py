@@ -21,20 +21,20 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from lab.core.checks import check_question_length
 from lab.core.files import iter_jsonl
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
+from lab.inference.runtime import Runtime
 from lab.knowledge.compare import MethodUpdate, check_request, stream_compare
 from lab.knowledge.configs import CompareConfig
 from lab.knowledge.documents import Document, load_document
-from lab.inference.runtime import Runtime
 from lab.knowledge.metrics import normalise, score_answers, score_one
 from lab.knowledge.rag import RetrievedChunk, holds_answer
 
@@ -165,10 +165,11 @@ def evaluate(runtime: Runtime, doc: Document, items: Sequence[QAItem], methods: 
     """Answer every question with every method and score it.
 
     Returns {"methods": {name: {exact_match, f1, rouge_l, bleu, recall_at_k, latency_p50_s, latency_p95_s,
-    ttft_p50_s, n, errors}}, "rows": [...] (each with retrieved and hit_rank, see ROW_FIELDS), "document", "model", "questions", "elapsed_s", "cancelled",
-    "answered", "answers"}. Methods run one after another over the whole set, so a cache or adapter is set up
-    once. Setting `cancel` stops the run within the answer in progress (that answer is dropped); the result then
-    holds the rows scored before it, with cancelled=True and answered < answers. `caller` names the run's requests
+    ttft_p50_s, n, errors}}, "rows": [...] (each with retrieved and hit_rank, see ROW_FIELDS), "document",
+    "model", "questions", "elapsed_s", "cancelled", "answered", "answers"}. Methods run one after another over
+    the whole set, so a cache or adapter is set up once. Setting `cancel` stops the run within the answer in
+    progress (that answer is dropped); the result then holds the rows scored before it, with cancelled=True and
+    answered < answers. `caller` names the run's requests
     in the session manager (whose share they count in, what cancelling a caller stops).
     """
     if not items:

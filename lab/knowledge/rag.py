@@ -29,18 +29,19 @@ import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
 from lab.core.access import QuotaError
 from lab.core.files import publish_dir
-from lab.knowledge.disk import enforce_cap
 from lab.knowledge.configs import RETRIEVALS, RagConfig
-from lab.knowledge.embedder import MiniLMEmbeddings, embed_chunks, get_embedder
+from lab.knowledge.disk import enforce_cap
 from lab.knowledge.documents import Document, readable
+from lab.knowledge.embedder import MiniLMEmbeddings, embed_chunks, get_embedder
 from lab.knowledge.metrics import normalise
 
 with warnings.catch_warnings():
@@ -317,7 +318,7 @@ def build_or_load_index(doc: Document, cfg: RagConfig, root: Path, max_chunks: i
     if path.is_dir():
         try:
             return _loaded(path, embedder, key, cfg, started, reused=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable index is rebuilt, not fatal
+        except Exception as err:  # any unreadable index is rebuilt, not fatal
             # Only complete folders are renamed into place, so this means outside damage (a
             # truncated copy, a manual edit); rebuilding is cheaper than asking the user.
             log.warning("index at %s is unreadable (%s); rebuilding it", path, err)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from gradio_client import Client
 
-from lab.engine import Engine
 from lab.core.settings import LabSettings
+from lab.engine import Engine
 
 pytestmark = pytest.mark.slow
 

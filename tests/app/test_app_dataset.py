@@ -7,8 +7,8 @@ import json
 import pytest
 from gradio_client import Client, handle_file
 
-from lab.training.data.datasets import load_train_eval
 from lab.training.configs.base import DatasetSpec
+from lab.training.data.datasets import load_train_eval
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def test_build_then_save_a_dataset_through_the_ui_api(tiny_app, tmp_path):
     message = client.predict(rows, "france_qa", api_name="/dataset_save")
     path = message.split("`")[1]
     lines = [json.loads(line) for line in open(path)]
-    assert [l["answer"] for l in lines] == ["Paris", "the Seine"]
+    assert [row["answer"] for row in lines] == ["Paris", "the Seine"]
     train, _ = load_train_eval([DatasetSpec(path=path, format="qa")], None, 0.0, 0)
     assert len(train) == 2
     with pytest.raises(Exception, match="not allowed"):

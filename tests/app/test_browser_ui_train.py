@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import _tiny_app
+
 from support import tiny_job_yaml
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -94,10 +94,10 @@ def test_ask_peer_joins_the_pieces_and_counts_tokens_as_the_lab_does():
 def test_the_cli_runs_the_peer_comparison(monkeypatch, capsys):
     import json
 
-    import lab.cli.bench
+    import lab.bench.peer
     from lab.cli import main
-    asked = []
-    monkeypatch.setattr(lab.cli.bench, "bench_peer", lambda cfg: asked.append(cfg) or {"vs_peer": 1.25})
+    asked = []  # the handler imports bench_peer when it runs, so the module's attribute is what it finds
+    monkeypatch.setattr(lab.bench.peer, "bench_peer", lambda cfg: asked.append(cfg) or {"vs_peer": 1.25})
     assert main(["bench", "serve", "--peer", "--clients", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"vs_peer": 1.25}
     assert asked == [ServeBenchConfig(clients=3, workload="chat", peer=True)]

@@ -9,8 +9,19 @@ import argparse
 
 import pytest
 
-from lab.bench.serve import (ARENA_TOKENS, CARD_TEXT, CHAT_PROMPTS, PLAYGROUND_TOKENS, Reply, ServeBenchConfig,
-                             _message_text, _tokens, bench_serve, greedy_check, plan)
+from lab.bench.serve import (
+    ARENA_TOKENS,
+    CARD_TEXT,
+    CHAT_PROMPTS,
+    PLAYGROUND_TOKENS,
+    Reply,
+    ServeBenchConfig,
+    _message_text,
+    _tokens,
+    bench_serve,
+    greedy_check,
+    plan,
+)
 from lab.cli.flags import add_flags
 
 WORKLOAD_KEYS = {"clients": int, "requests": int, "errors": int, "throughput_ratio": float,

@@ -19,9 +19,9 @@ from lab.core.settings import REPO_ROOT
 from lab.engine import Engine
 from lab.knowledge.disk import enforce_cap
 from lab.training.configs import config_from_dict
+from support import make_engine, upload
 
 SECRET = "alice-private-4321"
-from support import make_engine, upload
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ def test_comparison_is_constant_time(gate, monkeypatch):
 
 
 def test_user_is_locked_after_repeated_failures_then_unlocked_after_the_delay(gate, clock):
-    for n, address in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]):
+    for address in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]:
         assert gate.check("alice", WRONG, address) is False  # five addresses: only the user's count locks
     with pytest.raises(SignInLocked, match="try again in 60 s"):
         gate.check("alice", PASSWORD, "10.0.0.9")  # even the right password, from anywhere
@@ -179,8 +179,8 @@ def test_hash_password_command_prints_a_line_that_signs_in(monkeypatch, capsys):
     import io
 
     from lab.cli import main
-    from lab.core.users import load_users
     from lab.core.settings import LabSettings
+    from lab.core.users import load_users
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     assert main(["hash-password", "alice"]) == 0
     line = capsys.readouterr().out.strip()

@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 from gradio_client import Client
 
-from lab.training.jobs.runner import create_job
 from lab.core.settings import LabSettings
+from lab.core.users import (
+    check_job_owner,
+    check_name,
+    latest_upload,
+    list_uploads,
+    load_users,
+    save_upload,
+    upload_path,
+    user_of,
+)
 from lab.training.configs import load_config
-from lab.core.users import (check_job_owner, check_name, latest_upload, list_uploads, load_users, save_upload, upload_path,
-                            user_of)
+from lab.training.jobs.runner import create_job
 
 
 @pytest.fixture
@@ -73,10 +81,10 @@ def test_users_file_and_env_are_merged(tmp_path):
 
 @pytest.mark.slow
 def test_sign_in_isolates_users_through_the_ui_api(tiny_model_dir, tmp_path):
-    from support import launch_app
     from lab.core.device import choose_device
-    from lab.engine import Engine
     from lab.core.settings import REPO_ROOT
+    from lab.engine import Engine
+    from support import launch_app
     engine = Engine(LabSettings(data_dir=tmp_path / "data", model_id=str(tiny_model_dir), memory_budget_gb=1.0,
                                 auth="alice:a1,bob:b2"), device=choose_device(False, False))
     secret = tmp_path / "secret.md"

@@ -6,17 +6,26 @@ import math
 
 import pytest
 import torch
-from support import build_tiny_llama
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import (AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments,
-                          get_scheduler)
+from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments, get_scheduler
 from transformers.trainer_utils import SchedulerType
 
-from lab.explain.calculators import (LORA_MODULE_INPUTS, SCHEDULER_TYPES, batch_math, default_scheduler_kwargs,
-                                     demo_eval_losses, lora_scale, lora_targets, lr_curve, trainable_params, verdict)
+from lab.explain.calculators import (
+    LORA_MODULE_INPUTS,
+    SCHEDULER_TYPES,
+    batch_math,
+    default_scheduler_kwargs,
+    demo_eval_losses,
+    lora_scale,
+    lora_targets,
+    lr_curve,
+    trainable_params,
+    verdict,
+)
 from lab.explain.calculators.architecture import architecture_params
 from lab.explain.calculators.memory import format_bytes, memory_estimate
+from support import build_tiny_llama
 
 TINY_VOCAB = 256
 
@@ -280,7 +289,8 @@ def _measure_step(dtype: torch.dtype, lora: list[str] | None, checkpointing: boo
     measured["peak"] = measured["weights"] + measured["optimizer_state"] + peak
     n_trainable = sum(p.numel() for p in trainable) if lora else n_params
     estimate = memory_estimate(
-        n_params, n_trainable, {torch.float32: 32, torch.bfloat16: 16}[dtype], "adamw", batch, seq, config.hidden_size, config.num_hidden_layers, checkpointing,
+        n_params, n_trainable, {torch.float32: 32, torch.bfloat16: 16}[dtype], "adamw", batch, seq, config.hidden_size,
+        config.num_hidden_layers, checkpointing,
         d_ff=config.intermediate_size, n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
         vocab_size=TINY_VOCAB, lora_r=8, lora_modules=lora or "all", autocast=autocast)
     return measured, estimate

@@ -18,8 +18,8 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from lab.explain.catalog import AmbiguousName, get, lookup, meanings, render_meanings
 from lab.training.configs import CONFIG_KINDS
 from lab.training.configs.base import DatasetSpec
-from lab.training.configs.grpo import GRPO_LOSSES
 from lab.training.configs.dpo import DPO_LOSSES
+from lab.training.configs.grpo import GRPO_LOSSES
 
 CONFIG_FIELDS = sorted({(kind, f.name) for kind, cls in CONFIG_KINDS.items() for f in fields(cls)}
                        | {("dataset", f.name) for f in fields(DatasetSpec)})

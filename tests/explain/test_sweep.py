@@ -14,13 +14,28 @@ from pathlib import Path
 
 import pytest
 
-from lab.training.jobs.runner import ACTIVE_STATES, JobRunner, create_job, kill_job, list_jobs, resume_job
 from lab.core.settings import REPO_ROOT
-from lab.explain.sweeps import (RESULT_FIELDS, RULES, Decision, SweepConfig, decide, export_csv, list_sweeps,
-                                load_sweep_file, overlay_curves, resume_sweep, run_sweep, start_sweep, suggest_sweep,
-                                sweep_decision, sweep_dir, sweep_results)
-from lab.training.jobs.status import read_status, update_status
+from lab.explain.sweeps import (
+    RESULT_FIELDS,
+    RULES,
+    Decision,
+    SweepConfig,
+    decide,
+    export_csv,
+    list_sweeps,
+    load_sweep_file,
+    overlay_curves,
+    resume_sweep,
+    run_sweep,
+    start_sweep,
+    suggest_sweep,
+    sweep_decision,
+    sweep_dir,
+    sweep_results,
+)
 from lab.training.configs import load_config
+from lab.training.jobs.runner import ACTIVE_STATES, JobRunner, create_job, kill_job, list_jobs, resume_job
+from lab.training.jobs.status import read_status, update_status
 from support import write_qa_file
 
 
@@ -45,8 +60,8 @@ def tiny_sweep(model_dir: Path, data: Path, **fields) -> SweepConfig:
 def finished(tmp_path_factory, tiny_model_dir, qa_file):
     """A 2-point rank sweep run to the end: real JobRunner subprocesses, then the QA metric through the engine."""
     from lab.core.device import choose_device
-    from lab.engine import Engine
     from lab.core.settings import LabSettings
+    from lab.engine import Engine
     data_dir = tmp_path_factory.mktemp("sweep-data")
     settings = LabSettings(data_dir=data_dir, model_id=str(tiny_model_dir), memory_budget_gb=1.0, load_in_4bit=False,
                            auth="")
@@ -281,7 +296,7 @@ def test_bundled_rank_sweep_loads():
     ({"overrides": {"max_stepz": 3}}, "overrides: unknown knob 'max_stepz'"),
     ({"decision": "best"}, "decision must be"),
     ({"metric": "qa_f1"}, "metric qa_f1 needs eval_qa"),
-    ({"name": "../up"}, "name may use"),
+    ({"name": "../up"}, "name '../up' is not allowed: use"),
 ])
 def test_bad_sweeps_name_the_problem(tiny_model_dir, qa_file, tmp_path, fields, message):
     with pytest.raises(ValueError, match=message):

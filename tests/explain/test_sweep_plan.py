@@ -11,8 +11,18 @@ import pytest
 
 from lab.core.access import load_yaml_file
 from lab.explain.catalog import get
-from lab.explain.sweeps import (RULE_FOR_KNOB, RULES, SUGGESTED_GRIDS, SweepConfig, decide, effective_settings,
-                                fill_packing, plan_sweep, suggest, token_profile)
+from lab.explain.sweeps import (
+    RULE_FOR_KNOB,
+    RULES,
+    SUGGESTED_GRIDS,
+    SweepConfig,
+    decide,
+    effective_settings,
+    fill_packing,
+    plan_sweep,
+    suggest,
+    token_profile,
+)
 from lab.explain.sweeps.config import PRESETS_DIR
 from lab.explain.sweeps.run import _row
 from lab.training.configs import config_from_dict

@@ -9,7 +9,8 @@ from dataclasses import asdict
 
 import pytest
 
-from lab.history.battles import HIDDEN_ERROR, BattleConfig, SideUpdate
+from lab.history.battles import BattleConfig, SideUpdate
+from lab.history.records import HIDDEN_ERROR
 
 DOC = "the capital of france is paris . paris is a city on a river .\n"
 

@@ -7,10 +7,17 @@ import json
 import pytest
 from peft import LoraConfig, get_peft_model
 
-from support import build_tiny_llama, build_tiny_tokenizer
-from lab.inference.arena import (ArenaColumn, choice_label, model_choices, parse_choice, stream_arena, transcript_json,
-                       transcript_markdown)
+from lab.inference.arena import (
+    ArenaColumn,
+    choice_label,
+    model_choices,
+    parse_choice,
+    stream_arena,
+    transcript_json,
+    transcript_markdown,
+)
 from lab.inference.generate import GenerationSettings
+from support import build_tiny_llama, build_tiny_tokenizer
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from lab.core.errors import ModelLoadError
 from lab.inference.batching import base_model
 from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
 from lab.inference.session import engine_key
-from tabs.common import with_queue_position
 from support import save_loud_adapter, wait_until
+from tabs.common import with_queue_position
 
 PROMPTS = ["what is the capital of france ?", "the model", "train the lora rank and alpha", "one two three four five",
            "the river of the city", "a question of data"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
 from support import save_loud_adapter
 

@@ -10,8 +10,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from lab.core.device import choose_device
-from lab.inference.models import ModelSpec, load_model
 from lab.core.errors import MemoryBudgetError
+from lab.inference.models import ModelSpec, load_model
 from lab.inference.session import SessionManager
 from support import wait_until
 

@@ -11,17 +11,17 @@ import json
 import pytest
 import torch
 
+from lab.core.device import choose_device
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA, LabSettings
+from lab.engine import Engine
+from lab.inference.generate import GenerationSettings, generate_text
 from lab.knowledge import cag
 from lab.knowledge.cag import CagConfig, crop_to, get_cag, stream_answer
 from lab.knowledge.compare import CompareConfig, ask
-from lab.core.device import choose_device
 from lab.knowledge.documents import document_from_text, load_document
-from lab.engine import Engine
 from lab.knowledge.evaluation import load_qa
-from lab.inference.generate import GenerationSettings, generate_text
 from lab.knowledge.prompt import prompt_texts, split_prompt
 from lab.knowledge.rag import RagConfig
-from lab.core.settings import BUNDLED_DOC, BUNDLED_QA, LabSettings
 
 SMALL = CagConfig(reserve_tokens=32)
 SMALL_RAG = RagConfig(chunk_size=100, chunk_overlap=10, top_k=2)  # a few chunks fit the tiny model's 256 positions

@@ -17,8 +17,15 @@ from lab.knowledge.cag import CagConfig
 from lab.knowledge.compare import CompareConfig, ask, rag_index
 from lab.knowledge.documents import document_from_text
 from lab.knowledge.prompt import demonstrations, prompt_texts, split_prompt
-from lab.knowledge.rag import (RagConfig, RetrievedChunk, build_or_load_index, cite, index_key, knowledge_text,
-                               split_chunks)
+from lab.knowledge.rag import (
+    RagConfig,
+    RetrievedChunk,
+    build_or_load_index,
+    cite,
+    index_key,
+    knowledge_text,
+    split_chunks,
+)
 
 NOTES = """# Field Notes
 
@@ -192,7 +199,8 @@ def test_few_shot_turns_sit_in_the_prefix(tiny_engine):
 
 
 def test_cag_and_full_stay_token_identical_with_few_shot_and_rag_cites(tiny_engine):
-    doc = document_from_text("tiny.md", "# Facts\n\nthe capital of france is paris .\n\n## River\n\nthe river is one two three .\n")
+    doc = document_from_text("tiny.md", "# Facts\n\nthe capital of france is paris .\n\n"
+                                        "## River\n\nthe river is one two three .\n")
     cfg = CompareConfig(max_new_tokens=4, stop_at_answer=False, few_shot=2, cag=CagConfig(reserve_tokens=32),
                         rag=RagConfig(chunk_size=100, chunk_overlap=10, top_k=2))
     rows = {u.method: u for u in ask(tiny_engine.runtime, doc, "what is the river ?", "rag,cag,full", cfg)}

@@ -12,12 +12,12 @@ import threading
 import pytest
 
 from lab.cli import main
+from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
 from lab.knowledge.cag import CagConfig
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.documents import document_from_text, load_document
 from lab.knowledge.evaluation import ROW_FIELDS, SCORES, evaluate, load_qa, write_csv, write_json
 from lab.knowledge.rag import RagConfig
-from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
 
 CFG = CompareConfig(max_new_tokens=4, cag=CagConfig(reserve_tokens=32),
                     rag=RagConfig(chunk_size=100, chunk_overlap=10, top_k=2))

@@ -20,8 +20,6 @@ from lab.training.jobs.runner import ACTIVE_STATES, JobRunner, kill_job, list_jo
 from support import tiny_job_yaml, wait_until
 
 
-
-
 @pytest.fixture
 def two_slot_engine(tmp_path, tiny_model_dir):
     """The real engine with LAB_CPU_JOB_SLOTS=2 (as a settings field); its jobs are killed after the test."""

@@ -15,12 +15,20 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from support import CHAT_TEMPLATE, build_tiny_llama
-from lab.training.data.builder import (Attempt, BuilderConfig, QAPair, build_dataset, build_from_chunks,
-                                       constrained_generate, grammar_compiler, write_jsonl)
-from lab.training.data.qa_prompt import chunk_messages, parse_pairs, qa_schema, question_key, validate_pair
-from lab.training.data.datasets import load_rows
 from lab.knowledge.documents import document_from_text
+from lab.training.data.builder import (
+    Attempt,
+    BuilderConfig,
+    QAPair,
+    build_dataset,
+    build_from_chunks,
+    constrained_generate,
+    grammar_compiler,
+    write_jsonl,
+)
+from lab.training.data.datasets import load_rows
+from lab.training.data.qa_prompt import chunk_messages, parse_pairs, qa_schema, question_key, validate_pair
+from support import CHAT_TEMPLATE, build_tiny_llama
 
 CHUNK = ("SmolLM2-135M-Instruct is a small chat model released by Hugging Face. Its context window is 8,192 "
          "tokens. It has 30 transformer layers and a vocabulary of 49,152 tokens.")
@@ -60,8 +68,8 @@ def byte_model_dir(tmp_path_factory):
 @pytest.fixture
 def byte_engine(tmp_path, byte_model_dir):
     from lab.core.device import choose_device
-    from lab.engine import Engine
     from lab.core.settings import LabSettings
+    from lab.engine import Engine
     settings = LabSettings(data_dir=tmp_path / "data", model_id=str(byte_model_dir), memory_budget_gb=1.0,
                            load_in_4bit=False, auth="")
     return Engine(settings, device=choose_device(has_cuda=False, has_flash_attn=False))
@@ -198,6 +206,7 @@ def test_tiny_model_constrained_output_is_json_but_ungrounded_so_it_retries(byte
 
 def test_constrained_generate_stops_at_the_budget(byte_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from lab.inference.generate import prompt_ids
     tok = AutoTokenizer.from_pretrained(byte_model_dir)
     model = AutoModelForCausalLM.from_pretrained(byte_model_dir).eval()
@@ -296,8 +305,8 @@ def test_cli_rejects_a_bad_option_before_loading_anything(tiny_engine, tmp_path)
 def test_embedded_model_writes_valid_json_only_when_constrained(embedded_engine):
     """SmolLM2-135M asked for JSON in words (greedy) does not produce the asked list; the same
     prompt under the schema constraint does."""
-    from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
     from lab.core.settings import BUNDLED_DOC
+    from lab.inference.generate import GenerationSettings, generate_text, prompt_ids
     from lab.knowledge.documents import load_document
     from lab.training.data.builder import document_chunks
     cfg = BuilderConfig(pairs_per_chunk=2, max_question_chars=80, max_answer_chars=60, max_chunks=1)

@@ -7,9 +7,16 @@ from collections import Counter
 
 import pytest
 
-from lab.training.data.datasets import DatasetFormatError, convert_qa_file, load_mixture, load_rows, load_train_eval, mix_rows
 from lab.core.settings import REPO_ROOT
 from lab.training.configs.base import DatasetSpec
+from lab.training.data.datasets import (
+    DatasetFormatError,
+    convert_qa_file,
+    load_mixture,
+    load_rows,
+    load_train_eval,
+    mix_rows,
+)
 
 USER = {"role": "user", "content": "What is the capital of France?"}
 ASSISTANT = {"role": "assistant", "content": "Paris."}

@@ -16,20 +16,26 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab.training.jobs.runner import (ACTIVE_STATES, JobRunner, command_for, command_preview, create_job, job_dir, kill_job, list_jobs,
-                      resume_job, stop_job)
 from lab.core.device import choose_device
-from lab.inference.session import SessionManager
 from lab.core.settings import REPO_ROOT
-from lab.training.jobs.launch import run_config
-from lab.training.jobs.files import read_metrics
-from lab.training.jobs.status import read_status, update_status
-from lab.training.configs.sft import SftConfig
+from lab.inference.session import SessionManager
 from lab.training.configs import load_config
 from lab.training.configs.base import save_config
-
-
-
+from lab.training.configs.sft import SftConfig
+from lab.training.jobs.command import command_for, command_preview
+from lab.training.jobs.files import read_metrics
+from lab.training.jobs.launch import run_config
+from lab.training.jobs.runner import (
+    ACTIVE_STATES,
+    JobRunner,
+    create_job,
+    job_dir,
+    kill_job,
+    list_jobs,
+    resume_job,
+    stop_job,
+)
+from lab.training.jobs.status import read_status, update_status
 
 
 def config(model_dir: Path, data: Path, **overrides) -> SftConfig:
@@ -234,6 +240,7 @@ def test_commands(tmp_path, tiny_model_dir, qa_file):
 def test_merge_gives_the_same_logits_as_base_plus_adapter(lora_job, tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+
     from lab.inference.adapters import merge_adapter
     data_dir, _, status = lora_job
     out = merge_adapter(status["adapter_dir"], tmp_path / "merged", data_dir)
@@ -264,8 +271,8 @@ def test_cli_commands(lora_job, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_sft_lora_on_embedded_model_lowers_the_loss(runner, tmp_path):
-    from lab.inference.models import materialise_embedded
     from lab.core.settings import LabSettings
+    from lab.inference.models import materialise_embedded
     model = materialise_embedded(LabSettings().subdir("models"))
     cfg = load_config(REPO_ROOT / "assets/presets/sft_lora_qa.yaml")
     cfg.model_id, cfg.max_steps, cfg.eval_dataset = str(model), 12, None

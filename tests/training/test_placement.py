@@ -14,10 +14,9 @@ import yaml
 
 from lab.core.settings import REPO_ROOT
 from lab.training.configs.sft import SftConfig
+from lab.training.jobs.command import launch_argv
 from lab.training.jobs.inventory import GB, Device, cpu_slots, load_inventory, pinned_argv, with_holdings
-from lab.training.jobs.placement import (JobRequest, PlacementConfig, estimate_job_bytes, fair_order, job_size,
-                                         plan)
-from lab.training.jobs.runner import launch_argv
+from lab.training.jobs.placement import JobRequest, PlacementConfig, estimate_job_bytes, fair_order, job_size, plan
 from support import tiny_job_yaml
 
 

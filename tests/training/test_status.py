@@ -40,7 +40,8 @@ def test_round_trip_keeps_every_field_and_its_type(tmp_path):
     fields = dict(id="j1", owner="alice", kind="sft", mode="qlora", model_id="embedded", output_name="mine",
                   created="2026-01-01T00:00:00+00:00", queued_at=1.5, resume=True, state="stopping", message="hi",
                   pid=11, pid_started=2.5, worker_pid=12, worker_pid_started=3.5, started="s", finished="f",
-                  returncode=-9, devices=["cuda:0", "cuda:1"], step=4, max_steps=10, eta_s=6.5, tokens_per_s=7.5, peak_memory_mb=8.5, world_size=2,
+                  returncode=-9, devices=["cuda:0", "cuda:1"], step=4, max_steps=10, eta_s=6.5, tokens_per_s=7.5,
+                  peak_memory_mb=8.5, world_size=2,
                   train_rows=20, eval_rows=2, prompts_dropped=1, load_in_4bit=True, trainable_params=5,
                   total_params=50, reference="adapters disabled", backend="LlamaConfig", output_dir="o",
                   adapter_dir="a", error_type="ValueError")

@@ -17,26 +17,32 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab.training.jobs.runner import JobRunner, create_job
-from lab.training.kinds.ppo_math import (ActorCritic, ValueHead, answer_mask, gae_advantages, kl_penalised_rewards, masked_whiten,
-                     ppo_losses)
-from lab.training.data.rewards import REWARDS, combined_reward, format_reward, length_reward, pair_f1, token_f1
-from lab.training.data.datasets import DatasetFormatError
-from lab.training.data.rl import build_preference_set, build_prompt_set, load_preference_rows
 from lab.core.settings import REPO_ROOT
-from lab.training.jobs.launch import run_config, run_job
-from lab.training.jobs.files import STOP_FILE, read_metrics
-from lab.training.jobs.status import read_status
+from lab.explain.calculators.architecture import pretrain_preview
 from lab.training.configs import CONFIG_KINDS, load_config
 from lab.training.configs.base import field_docs, save_config
 from lab.training.configs.dpo import DpoConfig
-from lab.training.kinds.dpo import load_dpo_data
 from lab.training.configs.grpo import GrpoConfig
 from lab.training.configs.ppo import PpoConfig
 from lab.training.configs.pretrain import PretrainConfig
+from lab.training.data.datasets import DatasetFormatError
+from lab.training.data.rewards import REWARDS, combined_reward, format_reward, length_reward, pair_f1, token_f1
+from lab.training.data.rl import build_preference_set, build_prompt_set, load_preference_rows
+from lab.training.jobs.files import STOP_FILE, read_metrics
+from lab.training.jobs.launch import run_config, run_job
+from lab.training.jobs.runner import JobRunner, create_job
+from lab.training.jobs.status import read_status
+from lab.training.kinds.dpo import load_dpo_data
+from lab.training.kinds.ppo_math import (
+    ActorCritic,
+    ValueHead,
+    answer_mask,
+    gae_advantages,
+    kl_penalised_rewards,
+    masked_whiten,
+    ppo_losses,
+)
 from lab.training.kinds.pretrain import model_config
-from lab.explain.calculators.architecture import pretrain_preview
-
 from support import WORDS, build_tiny_tokenizer
 
 NUMBERS = "one two three four five six seven eight".split()

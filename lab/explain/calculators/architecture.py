@@ -1,6 +1,6 @@
 """Parameter counts of a decoder-only architecture: built by transformers on the meta device and by hand.
 
-    python -c "from lab.explain.calculators.architecture import architecture_params; print(architecture_params(128, 2, 4, 2, 344, 2048))"
+    python -c "from lab.explain.calculators.architecture import architecture_params as p; print(p(128, 2, 4, 2, 344, 2048))"
 """
 
 from __future__ import annotations

@@ -17,15 +17,44 @@ This package gathers their public names so the engine, the CLI, the Explain tab 
 call the same functions: `from lab.explain import sweeps; sweeps.start_sweep(...)`.
 """
 
-from lab.explain.sweeps.config import (BUDGETS, DEFAULT_BASE, METRICS, QUICK_OVERRIDES, RULE_FOR_KNOB, RULES,
-                                       SUGGESTED_GRIDS, SweepConfig, SweepPoint, Tie, effective_settings,
-                                       load_sweep_file, suggest_sweep, sweep_from_dict, sweep_to_dict)
-from lab.explain.sweeps.plan import PlannedPoint, check_effective, fill_packing, plan_sweep, suggest
-from lab.explain.sweeps.tokens import TokenProfile, token_profile
+from lab.explain.sweeps.config import (
+                                       BUDGETS,
+                                       DEFAULT_BASE,
+                                       METRICS,
+                                       QUICK_OVERRIDES,
+                                       RULE_FOR_KNOB,
+                                       RULES,
+                                       SUGGESTED_GRIDS,
+                                       SweepConfig,
+                                       SweepPoint,
+                                       Tie,
+                                       effective_settings,
+                                       load_sweep_file,
+                                       suggest_sweep,
+                                       sweep_from_dict,
+                                       sweep_to_dict,
+)
 from lab.explain.sweeps.decide import Decision, decide
-from lab.explain.sweeps.run import (RESULT_FIELDS, Progress, SweepReport, evaluate_sweep, export_csv, finish_sweep,
-                                    list_sweeps, load_sweep, overlay_curves, resume_sweep, run_sweep, start_sweep,
-                                    sweep_decision, sweep_dir, sweep_results, wait_sweep)
+from lab.explain.sweeps.plan import PlannedPoint, check_effective, fill_packing, plan_sweep, suggest
+from lab.explain.sweeps.run import (
+                                       RESULT_FIELDS,
+                                       Progress,
+                                       SweepReport,
+                                       evaluate_sweep,
+                                       export_csv,
+                                       finish_sweep,
+                                       list_sweeps,
+                                       load_sweep,
+                                       overlay_curves,
+                                       resume_sweep,
+                                       run_sweep,
+                                       start_sweep,
+                                       sweep_decision,
+                                       sweep_dir,
+                                       sweep_results,
+                                       wait_sweep,
+)
+from lab.explain.sweeps.tokens import TokenProfile, token_profile
 
 __all__ = [
     "BUDGETS", "effective_settings", "PlannedPoint", "check_effective", "fill_packing", "plan_sweep", "suggest",

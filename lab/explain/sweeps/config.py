@@ -1,6 +1,6 @@
 """A sweep's config: a base job config, a grid of knob values, ties and overrides, checked point by point.
 
-    python -c "from lab.explain.sweeps import load_sweep_file; print([p.label for p in load_sweep_file('assets/sweeps/lora_rank.yaml').points()])"
+    python -m lab sweep assets/sweeps/lora_rank.yaml --plan     # the points this file describes
 
 A sweep is a base job config (a preset's name or a job mapping inline), `overrides` applied to
 every point, a `grid` of knob -> values, and `tie` rules that derive a knob from another
@@ -23,8 +23,8 @@ from typing import Any
 
 from lab.core.access import load_yaml_file
 from lab.core.names import sweep_name
-from lab.explain import catalog
 from lab.core.settings import REPO_ROOT
+from lab.explain import catalog
 from lab.training.configs import CONFIG_KINDS, config_from_dict
 from lab.training.configs.base import TrainConfig
 
@@ -145,7 +145,7 @@ class Tie:
     gain: bool = False
 
     @classmethod
-    def parse(cls, target: str, expr: Any) -> "Tie":
+    def parse(cls, target: str, expr: Any) -> Tie:
         """'2*r', '0.5 * r', 'r', '2*sqrt(r)', 'gain 2' (lora_alpha only) or a number. Anything else is refused;
         nothing is ever evaluated."""
         if _is_number(expr):

@@ -1,6 +1,6 @@
 """The decision: a rule of RULES applied to a sweep's result rows, with the sentences that say why.
 
-    python -c "from lab.explain.sweeps import decide; print(decide([{'point': f'r={r}', 'values': {'r': r}, 'state': 'completed', 'final_eval_loss': l} for r, l in ((8, 1.004), (16, 1.0))]).explanation)"
+    python -m lab sweep assets/sweeps/lora_rank.yaml     # runs the sweep; its decision is printed at the end
 
 decide() reads only the rows (sweep_results' or hand-made ones), so a rule can be tried on any
 table; lab.explain.sweeps.run.sweep_decision applies it with a sweep's own rule, knob, metric and

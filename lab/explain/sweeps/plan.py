@@ -15,10 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.explain.calculators.lora import lora_scale, trainable_params
 from lab.core.access import load_yaml_file
-from lab.explain.sweeps.config import (DEFAULT_BASE, PRESETS_DIR, QUICK_OVERRIDES, SUGGESTED_GRIDS, SweepConfig,
-                                       SweepPoint, suggest_sweep)
+from lab.explain.calculators.lora import lora_scale, trainable_params
+from lab.explain.sweeps.config import (
+    DEFAULT_BASE,
+    PRESETS_DIR,
+    QUICK_OVERRIDES,
+    SUGGESTED_GRIDS,
+    SweepConfig,
+    SweepPoint,
+    suggest_sweep,
+)
 from lab.explain.sweeps.tokens import TokenProfile, token_profile
 from lab.training.configs import config_from_dict
 from lab.training.configs.base import TrainConfig

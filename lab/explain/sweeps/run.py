@@ -16,20 +16,20 @@ import csv
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from lab.core import names
 from lab.core.files import atomic_write_json
 from lab.core.names import LOCAL_USER
-from lab.explain.sweeps.config import (SPIKE, SweepConfig, SweepPoint, _finite, _resolve, sweep_from_dict,
-                                       sweep_to_dict)
+from lab.explain.sweeps.config import SPIKE, SweepConfig, SweepPoint, _finite, _resolve, sweep_from_dict, sweep_to_dict
 from lab.explain.sweeps.decide import Decision, decide
-from lab.training.jobs.runner import FINAL_STATES, JobRunner, job_dir, job_status, list_jobs
 from lab.training.jobs.files import STATUS_FILE, read_metrics
+from lab.training.jobs.runner import FINAL_STATES, JobRunner, job_dir, job_status, list_jobs
 
 RESULT_FIELDS = ("point", "state", "job_id", "step", "max_steps", "final_train_loss", "best_eval_loss",
                  "final_eval_loss", "qa_f1", "qa_exact_match", "tokens_per_s", "peak_memory_mb", "trainable_params",

@@ -46,10 +46,11 @@ import json
 import os
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING
 
 import openai
 import torch
@@ -57,12 +58,17 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from lab.core.files import write_jsonl as write_rows
 from lab.inference.endpoints import client, error_detail
-
-from lab.knowledge.documents import Document
 from lab.inference.generate import prompt_ids
+from lab.knowledge.documents import Document
 from lab.knowledge.rag import split_document
-from lab.training.data.qa_prompt import (BuilderConfig, chunk_messages, parse_pairs, qa_schema, question_key,
-                                         validate_pair)
+from lab.training.data.qa_prompt import (
+    BuilderConfig,
+    chunk_messages,
+    parse_pairs,
+    qa_schema,
+    question_key,
+    validate_pair,
+)
 
 if TYPE_CHECKING:
     from lab.inference.runtime import Runtime
@@ -252,7 +258,7 @@ def endpoint_generator(cfg: BuilderConfig, timeout_s: float = 120.0) -> PairGene
 # ---- the build loop -------------------------------------------------------------------------
 
 def build_from_chunks(chunks: list[str], cfg: BuilderConfig,
-                      open_generator: Callable[[], ContextManager[PairGenerator]],
+                      open_generator: Callable[[], AbstractContextManager[PairGenerator]],
                       progress: Progress | None = None) -> BuildResult:
     """Generate, validate and retry chunk by chunk.
 

@@ -12,8 +12,9 @@ file, the line number and the field.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Dataset
 

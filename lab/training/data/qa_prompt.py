@@ -1,6 +1,7 @@
 """What the Q&A dataset builder asks for and what it keeps: its config, the prompt, the JSON schema, the validator.
 
-    python -c "from lab.training.data.qa_prompt import validate_pair; print(validate_pair({'question': 'What does RAG stand for?', 'answer': 'retrieval augmented generation'}, 'RAG is retrieval augmented generation.'))"
+    python -c "from lab.training.data.qa_prompt import validate_pair as v; print(v({'question': 'What is RAG?',
+        'answer': 'retrieval augmented generation'}, 'RAG is retrieval augmented generation.'))"
 
 BuilderConfig lives here because its limits are the schema's and the validator's: the schema
 (`qa_schema`) stops the decoder at max_question_chars / max_answer_chars, and `validate_pair`
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
 
 from lab.knowledge.configs import RagConfig
 

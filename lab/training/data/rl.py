@@ -15,9 +15,9 @@ import random
 from pathlib import Path
 
 from lab.core.files import read_jsonl, write_jsonl
-from lab.training.data.datasets import DatasetFormatError, load_rows, mix_rows, read_rows
 from lab.core.settings import BUNDLED_QA, REPO_ROOT
 from lab.training.configs.base import DatasetSpec
+from lab.training.data.datasets import DatasetFormatError, load_rows, mix_rows, read_rows
 
 DATA_DIR = REPO_ROOT / "assets" / "data"
 PREFERENCE_SET = DATA_DIR / "preference_qa.jsonl"

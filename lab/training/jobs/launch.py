@@ -22,18 +22,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the imports below come af
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import torch
 
 from lab.inference.adapters import register_adapter
-from lab.training.configs.base import TrainConfig
 from lab.training.configs import load_config
+from lab.training.configs.base import TrainConfig
 from lab.training.jobs.callback import JobCallback
-from lab.training.jobs.files import (CONFIG_FILE, STATUS_FILE, STOP_FILE, data_dir_of, is_main_process, last_checkpoint,
-                                     now_iso)
+from lab.training.jobs.files import (
+    CONFIG_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+    data_dir_of,
+    is_main_process,
+    last_checkpoint,
+    now_iso,
+)
 from lab.training.jobs.status import JobState, read_status, update_status
 from lab.training.kinds.dpo import run_dpo
 from lab.training.kinds.grpo import run_grpo
@@ -79,7 +86,7 @@ def run_job(job_dir: Path, resume: bool = False) -> JobState:
             raise ValueError(f"kind {cfg.kind!r} has a config but no trainer yet; available: {', '.join(RUNNERS)}")
         callback = JobCallback(job_dir, resume_from=resume_from)
         output = RUNNERS[cfg.kind](cfg, job_dir, callback)
-    except BaseException as exc:  # noqa: BLE001 - every failure must end in a readable state
+    except BaseException as exc:  # every failure must end in a readable state
         traceback.print_exc()
         if main:
             update_status(job_dir, state=JobState.FAILED, message=readable_error(exc), error_type=type(exc).__name__,

@@ -31,22 +31,38 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from lab.core import names
-from lab.core.files import path_lock
 from lab.core.errors import MemoryBudgetError
+from lab.core.files import path_lock
 from lab.core.settings import REPO_ROOT
-from lab.training.configs.base import TrainConfig, save_config
 from lab.training.configs import load_config
-from lab.training.jobs.files import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
-                                     read_metrics)
+from lab.training.configs.base import TrainConfig, save_config
 from lab.training.jobs.arbiter import make_room, reclaimable, reserve_making_room, takes_budget
-from lab.training.jobs.inventory import (Device, machine_devices, pinned_argv, running_holdings, visible_devices,
-                                         with_holdings)
+from lab.training.jobs.command import launch_argv
+from lab.training.jobs.files import (
+    CONFIG_FILE,
+    LOG_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+    last_checkpoint,
+    log_tail,
+    now_iso,
+    read_metrics,
+)
+from lab.training.jobs.inventory import (
+    Device,
+    machine_devices,
+    pinned_argv,
+    running_holdings,
+    visible_devices,
+    with_holdings,
+)
 from lab.training.jobs.placement import JobRequest, PlacementConfig, estimate_job_bytes, fair_order, job_size, plan
 from lab.training.jobs.status import ACTIVE_STATES, FINAL_STATES, JobState, JobStatus, read_status, update_status
 
@@ -91,36 +107,6 @@ def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False,
                       "worker_pid_started": psutil.Process().create_time()} if foreground
                      else {"state": JobState.QUEUED, "message": "queued"}))
     return job_id
-
-
-# ---- the command ------------------------------------------------------------------------------
-def launch_argv(cfg: TrainConfig, config_path: str | Path, resume: bool = False,
-                cuda: bool | None = None) -> list[str]:
-    """The exact `accelerate launch` argument list (run from the lab's folder, without a shell)."""
-    if cuda is None:
-        import torch  # here, not at the top: `jobs list` and the sweeps import the runner without a model library
-
-        cuda = torch.cuda.is_available()
-    argv = [str(Path(sys.executable).parent / "accelerate"), "launch"]
-    if cfg.accelerate_config is None:
-        # Every value given, so a user's ~/.cache/huggingface/accelerate/default_config.yaml cannot change it.
-        argv += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        argv += [] if cuda else ["--cpu", "--num_cpu_threads_per_process", str(psutil.cpu_count(logical=False) or 1)]
-    else:
-        argv += ["--config_file", str(cfg.accelerate_config_path.relative_to(REPO_ROOT))]
-    argv += ["-m", "lab.training.jobs.launch", str(config_path)]
-    return argv + (["--resume"] if resume else [])
-
-
-def command_for(job: str | Path, resume: bool = False) -> list[str]:
-    """The argv that runs the job in folder `job`."""
-    config = Path(job) / CONFIG_FILE
-    return launch_argv(load_config(config), config, resume)
-
-
-def command_preview(cfg: TrainConfig, config_path: str = "<data>/jobs/<id>/config.yaml") -> str:
-    """The command as one shell-quoted line, for the Train tab and `show-command`."""
-    return shlex.join(launch_argv(cfg, config_path))
 
 
 # ---- processes --------------------------------------------------------------------------------
@@ -272,11 +258,11 @@ class JobRunner:
     `start_background()` calls it every few seconds from a daemon thread.
     """
 
-    def __init__(self, data_dir: str | Path, sessions: SessionManager | None = None, max_running: int | None = None,
-                 env: dict[str, str] | None = None, cpu_slots: int = 1, priority: frozenset[str] = frozenset(),
-                 devices: list[Device] | None = None) -> None:
+    def __init__(self, data_dir: str | Path, sessions: SessionManager | Callable[[], SessionManager] | None = None,
+                 max_running: int | None = None, env: dict[str, str] | None = None, cpu_slots: int = 1,
+                 priority: frozenset[str] = frozenset(), devices: list[Device] | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.sessions = sessions
+        self._sessions = sessions  # or a function returning it (the Engine's, built with torch on first use)
         self.max_running = max_running
         """At most this many jobs run at once (counted across processes); None: as many as the devices take."""
         self.env = env or {}
@@ -292,6 +278,11 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._restore_reservations()
+
+    @property
+    def sessions(self) -> SessionManager | None:  # a function given is called once a job needs it: no torch before
+        self._sessions = self._sessions() if callable(self._sessions) else self._sessions
+        return self._sessions
 
     # -- the public calls the Train tab and the CLI make --
     def submit(self, cfg: TrainConfig, owner: str = "local") -> str:
@@ -353,7 +344,7 @@ class JobRunner:
     def _restore_reservations(self) -> None:
         """After a restart, set memory aside again for jobs whose process outlived the old app, so the budget
         counts them; poll() gives it back when they end."""
-        if self.sessions is None:
+        if self._sessions is None:
             return
         for job in list_jobs(self.data_dir):  # a dead 'running' job turns failed here and reserves nothing
             if job["state"] not in ACTIVE_STATES or not takes_budget(self.sessions, job["devices"] or []):
@@ -384,7 +375,8 @@ class JobRunner:
                     if states.get(job_id) not in ACTIVE_STATES:
                         self.sessions.release(job_id)
                         self._reserved.discard(job_id)
-                self._schedule(jobs)
+                if any(j["state"] == JobState.QUEUED for j in jobs):  # else no device (torch) or sessions asked
+                    self._schedule(jobs)
 
     def _schedule(self, jobs: list[dict[str, Any]]) -> None:
         """Place the queue; start the jobs of wave 0, tell every other queued job its place and what it waits for."""
@@ -479,7 +471,7 @@ class JobRunner:
             while not self._closing.wait(interval_s):
                 try:
                     self.poll()
-                except Exception as exc:  # noqa: BLE001 - a bad job folder must not end the poller
+                except Exception as exc:  # a bad job folder must not end the poller
                     print(f"job runner: {exc}", file=sys.stderr)
 
         self._thread = threading.Thread(target=loop, name="job-runner", daemon=True)

@@ -19,7 +19,11 @@ from typing import Any
 
 from lab.core.checks import check
 from lab.core.files import atomic_write_json, path_lock
-from lab.core.names import ACTIVE_STATES, FINAL_STATES, JobState  # noqa: F401 (the states live with the lab's names)
+
+# The states live with the lab's names; offered here too, where the job's status is.
+from lab.core.names import ACTIVE_STATES as ACTIVE_STATES
+from lab.core.names import FINAL_STATES as FINAL_STATES
+from lab.core.names import JobState
 from lab.training.jobs.files import STATUS_FILE, now_iso
 
 LOCK_FILE = ".status.lock"

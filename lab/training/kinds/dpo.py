@@ -46,8 +46,13 @@ def run_dpo(cfg: DpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
     from lab.core.device import detect_device
     from lab.training.jobs.files import data_dir_of, is_main_process
     from lab.training.jobs.status import update_status
-    from lab.training.kinds.common import (count_parameters, load_base_model, lora_config, train_and_save,
-                                           training_arguments)
+    from lab.training.kinds.common import (
+        count_parameters,
+        load_base_model,
+        lora_config,
+        train_and_save,
+        training_arguments,
+    )
     device = detect_device()
     train_data, eval_data = load_dpo_data(cfg)
     model, tokenizer, _ = load_base_model(cfg.model_id, data_dir_of(job_dir), cfg.mode, device)

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.training.data.rewards import REWARDS, load_reward_model
 from lab.training.configs.grpo import GrpoConfig
+from lab.training.data.rewards import REWARDS, load_reward_model
 
 if TYPE_CHECKING:
     from lab.training.jobs.callback import JobCallback
@@ -35,8 +35,13 @@ def run_grpo(cfg: GrpoConfig, job_dir: Path, callback: JobCallback) -> Path | No
     from lab.training.data.rl import load_prompt_mixture, within_max_length
     from lab.training.jobs.files import data_dir_of, is_main_process
     from lab.training.jobs.status import update_status
-    from lab.training.kinds.common import (count_parameters, load_base_model, lora_config, train_and_save,
-                                           training_arguments)
+    from lab.training.kinds.common import (
+        count_parameters,
+        load_base_model,
+        lora_config,
+        train_and_save,
+        training_arguments,
+    )
     device = detect_device()
     model, tokenizer, _ = load_base_model(cfg.model_id, data_dir_of(job_dir), cfg.mode, device)
     rows, dropped = within_max_length(load_prompt_mixture(cfg.datasets, cfg.seed), tokenizer, cfg.max_length)

@@ -21,9 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from lab.training.configs.ppo import PpoConfig
 from lab.core.checks import check
 from lab.core.files import publish_dir
+from lab.training.configs.ppo import PpoConfig
 
 if TYPE_CHECKING:
     from lab.training.jobs.callback import JobCallback
@@ -39,8 +39,8 @@ def build_actor_critic(cfg: PpoConfig, data_dir: Path, device, checkpoint: str |
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    from lab.training.kinds.ppo_math import ActorCritic, ValueHead
     from lab.training.kinds.common import load_base_model, lora_config
+    from lab.training.kinds.ppo_math import ActorCritic, ValueHead
     base, tokenizer, _ = load_base_model(cfg.model_id, data_dir, cfg.mode, device)
     if cfg.mode == "full":
         policy = (AutoModelForCausalLM.from_pretrained(checkpoint, dtype=base.dtype,
@@ -125,11 +125,11 @@ def run_ppo(cfg: PpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
     import torch
 
     from lab.core.device import detect_device
-    from lab.training.kinds.ppo_math import ppo_update, rollout
     from lab.training.data.rl import load_prompt_mixture, within_max_length
     from lab.training.jobs.files import OUTPUT_DIR, data_dir_of, stop_requested
     from lab.training.jobs.status import JobState, update_status
     from lab.training.kinds.common import count_parameters
+    from lab.training.kinds.ppo_math import ppo_update, rollout
     device = detect_device()
     checkpoint = callback.resume_from
     model, tokenizer = build_actor_critic(cfg, data_dir_of(job_dir), device, checkpoint)
@@ -161,7 +161,7 @@ def run_ppo(cfg: PpoConfig, job_dir: Path, callback: JobCallback) -> Path | None
         order = random.Random(cfg.seed + epoch).sample(range(len(rows)), len(rows))
         picked = [rows[i] for i in order[index * batch_size:(index + 1) * batch_size]]
         prompts, references = [r["prompt"] for r in picked], [r["reference"] for r in picked]
-        batch = rollout(model, tokenizer, prompts, lambda answers: score(prompts, references, answers),
+        batch = rollout(model, tokenizer, prompts, lambda answers, p=prompts, r=references: score(p, r, answers),
                         temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
                         kl_coef=cfg.kl_coef, gamma=cfg.gamma, lam=cfg.lam)
         stats = ppo_update(model, optimizer, scheduler, batch, ppo_epochs=cfg.ppo_epochs,

@@ -16,9 +16,9 @@ the end-of-sequence token), H hidden size, V vocabulary. `mask` is [B, R], 1 on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

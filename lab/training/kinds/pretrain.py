@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING
 from lab.core.checks import check
 from lab.core.settings import EMBEDDED_MODEL
 from lab.training.architecture import architecture_config
-from lab.training.configs.pretrain import (END_OF_TEXT, PAD, TEXT_SUFFIXES, TOKENIZER_DIR, TRAIN_TOKENIZER,
-                                           PretrainConfig)
+from lab.training.configs.pretrain import (
+    END_OF_TEXT,
+    PAD,
+    TEXT_SUFFIXES,
+    TOKENIZER_DIR,
+    TRAIN_TOKENIZER,
+    PretrainConfig,
+)
 
 if TYPE_CHECKING:
     from lab.training.jobs.callback import JobCallback

@@ -14,14 +14,19 @@ from pathlib import Path
 from trl import SFTConfig as TrlSFTConfig
 from trl import SFTTrainer
 
-from lab.training.data.datasets import load_train_eval
 from lab.core.device import detect_device
+from lab.training.configs.sft import SftConfig
+from lab.training.data.datasets import load_train_eval
 from lab.training.jobs.callback import JobCallback
 from lab.training.jobs.files import data_dir_of, is_main_process
 from lab.training.jobs.status import update_status
-from lab.training.kinds.common import (build_model, count_parameters, optimizer_override, train_and_save,
-                                       training_arguments)
-from lab.training.configs.sft import SftConfig
+from lab.training.kinds.common import (
+    build_model,
+    count_parameters,
+    optimizer_override,
+    train_and_save,
+    training_arguments,
+)
 
 
 def run_sft(cfg: SftConfig, job_dir: Path, callback: JobCallback) -> Path | None:
