@@ -150,8 +150,9 @@ _WHOLE = ("max_concurrent", "max_sweep_points", "max_queued_jobs", "cpu_job_slot
 """The settings that are counts (a whole number >= 1)."""
 
 
-def _env(name: str) -> str:
-    """The environment variable of a LabSettings field."""
+def _env(name: str | None) -> str:
+    """The environment variable of a LabSettings field (a field validator always knows its field's name)."""
+    assert name is not None
     return "LAB_MODEL" if name == "model_id" else f"LAB_{name.upper()}"
 
 
