@@ -75,7 +75,14 @@ def markdown_bold(text: str) -> str:
 
 
 BUNDLED_IN_USE = "Until then the bundled guide is in use."
-SCORE_NAMES = {"exact_match": "EM", "f1": "F1", "rouge_l": "ROUGE-L", "bleu": "BLEU"}
+SCORE_NAMES = {"exact_match": "EM", "f1": "F1", "rouge_l": "ROUGE-L", "bleu": "BLEU", "recall_at_k": "recall@k"}
+
+
+def chart_scores(methods: dict[str, dict], scores) -> list[str]:
+    """The scores to draw: the answer scores, and recall@k when a method retrieved (was the reference in a retrieved
+    chunk): beside F1 it tells a retrieval failure from a reading failure."""
+    retrieved = any(row.get("recall_at_k") is not None for row in methods.values())
+    return [*scores, "recall_at_k"] if retrieved else list(scores)
 
 
 def score_chart(methods: dict[str, dict], scores) -> pd.DataFrame:
@@ -133,8 +140,12 @@ def eval_status(result: dict, stem: str) -> str:
     if result["cancelled"]:
         return (f"**Cancelled after {result['answered']} of {result['answers']} answers** (questions × methods); "
                 f"the {result['answered']} scored so far are summarised below and {saved}.")
+    recall = [f"{name}: the reference was in a retrieved chunk for {row['recall_at_k']:.0%} of the questions"
+              for name, row in result["methods"].items() if row.get("recall_at_k") is not None]
     return (f"Scored {result['answered']} answers ({result['questions']} questions × {len(result['methods'])} "
-            f"methods) in {result['elapsed_s']} s; {saved}.")
+            f"methods) in {result['elapsed_s']} s; {saved}."
+            + (f" Retrieval: {'; '.join(recall)} (recall@k; a low F1 with a high recall@k means the model misread "
+               "the right chunk)." if recall else ""))
 
 
 def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
@@ -259,7 +270,7 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             page_runs.end(request.session_hash, cancel)
         table = pd.DataFrame([{"method": name, **{k: v for k, v in row.items() if k not in ("error",)}}
                               for name, row in result["methods"].items()])
-        chart = score_chart(result["methods"], engine.knowledge.SCORES)
+        chart = score_chart(result["methods"], chart_scores(result["methods"], engine.knowledge.SCORES))
         kept = [str(p) for p in engine.knowledge.evaluations(user)]
         # Bars in the order built (grouped by metric), not sorted alphabetically across metrics.
         yield table, gr.update(value=chart, sort=list(chart["bar"])), kept, eval_status(result, stem)
