@@ -298,7 +298,8 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
         with gr.Row():
             source = gr.Radio(["bundled guide", "upload", "my uploads"], value="bundled guide",
                               label="Knowledge document", scale=1, elem_id="compare-source")
-            upload = gr.File(label="Your document (.md, .txt, .pdf, up to 2 MB)", file_types=[".md", ".txt", ".pdf"],
+            upload = gr.File(label=f"Your document (.md, .txt, .pdf, up to {engine.settings.max_upload_mb:g} MB)",
+                             file_types=[".md", ".txt", ".pdf"],
                              type="filepath", scale=2, height=120, elem_id="compare-upload")
             saved = gr.Dropdown([], label="Your earlier uploads", allow_custom_value=True, scale=1,
                                 elem_id="compare-saved")
