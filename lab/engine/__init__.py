@@ -26,6 +26,8 @@ so there is no cycle.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lab.core.device import DeviceChoice
 from lab.core.settings import LabSettings
 from lab.engine.adapters import Adapters
@@ -44,30 +46,46 @@ from lab.engine.uploads import Uploads
 from lab.inference.runtime import Runtime
 from lab.knowledge import disk
 
+if TYPE_CHECKING:
+    from lab.inference.session import SessionManager
+
 __all__ = ["Engine"]
 
 
 class Engine:
-    """The Runtime and the services over it; `settings`, `device` and `sessions` are the Runtime's."""
+    """The Runtime and the services over it; `settings`, `device` and `sessions` are the Runtime's.
+
+    Building one loads no model library: the Runtime finds its device and builds its session manager on first
+    use, and the services import the model modules inside the methods that need them, so the bookkeeping
+    commands (history, arena ratings, jobs list) start without torch (tests/app/test_cli_startup.py).
+    """
 
     def __init__(self, settings: LabSettings | None = None, device: DeviceChoice | None = None,
                  runtime: Runtime | None = None) -> None:
         self.runtime = runtime or Runtime(settings, device)
-        self.settings, self.device, self.sessions = self.runtime.settings, self.runtime.device, self.runtime.sessions
+        self.settings = self.runtime.settings
         disk.set_cap(self.settings.data_dir / "knowledge", int(self.settings.knowledge_cache_gb * 2**30))
         self.uploads = Uploads(self.settings)
         self.models = Models(self.runtime, self.uploads)
-        self.requests = Requests(self.settings, self.sessions)
-        self.jobs = Jobs(self.settings, self.sessions)
+        self.requests = Requests(self.runtime)
+        self.jobs = Jobs(self.runtime)
         self.adapters = Adapters(self.settings, self.jobs)
         self.datasets = Datasets(self.runtime, self.uploads)
         self.knowledge = Knowledge(self.runtime, self.uploads, self.adapters)
         self.arena = Arena(self.runtime, self.uploads, self.adapters, self.models)
         self.history = History(self.runtime, self.uploads)
         self.battles = Battles(self.runtime, self.history, self.uploads, self.knowledge, self.arena)
-        self.explain = Explain(self.settings, self.device, self.uploads)
+        self.explain = Explain(self.runtime, self.uploads)
         self.sweeps = Sweeps(self.runtime, self.jobs)
         self.devices = Devices(self.runtime, self.jobs, self.knowledge)
+
+    @property
+    def device(self) -> DeviceChoice:
+        return self.runtime.device
+
+    @property
+    def sessions(self) -> SessionManager:
+        return self.runtime.sessions
 
     def close(self) -> None:
         """Stop the job runner's polling thread if this engine started one; jobs it launched keep running."""

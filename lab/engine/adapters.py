@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.core.settings import LabSettings
 from lab.core.users import LOCAL_USER, check_name
 from lab.engine.jobs import Jobs
 from lab.explain.sweeps.run import sweep_jobs
-from lab.inference import adapters
-from lab.inference.adapters import Adapter
+
+if TYPE_CHECKING:
+    from lab.inference.adapters import Adapter
 
 
 class Adapters:
-    """The adapters under <data>/adapters, as Compare, the Arena and the Train tab list them."""
+    """The adapters under <data>/adapters, as Compare, the Arena and the Train tab list them.
+
+    lab.inference.adapters is imported inside each method: it imports torch, peft and transformers (a merge needs
+    them), and the commands that list no adapter build this service too.
+    """
 
     def __init__(self, settings: LabSettings, jobs: Jobs) -> None:
         self.settings, self.jobs = settings, jobs
@@ -28,6 +34,8 @@ class Adapters:
     def all(self, include_sweeps: bool = True) -> list[Adapter]:
         """Every trained adapter, newest first; without include_sweeps, those a sweep's points made are left out
         (a 6-point sweep would otherwise bury the adapters people trained on purpose)."""
+        from lab.inference import adapters
+
         found = adapters.list_adapters(self.settings.data_dir)
         if include_sweeps:
             return found
@@ -40,6 +48,8 @@ class Adapters:
     def sweeps(self, found: Sequence[Adapter] | None = None) -> dict[str, str]:
         """adapter name -> the id of the sweep whose point trained it, for `found` (default: every adapter). Read
         from the sweeps' records by job id, so a renamed sweep adapter still belongs to its sweep."""
+        from lab.inference import adapters
+
         jobs = sweep_jobs(self.settings.data_dir)
         found = adapters.list_adapters(self.settings.data_dir) if found is None else found
         return {a.name: jobs[a.job_id] for a in found if a.job_id in jobs}
@@ -55,6 +65,9 @@ class Adapters:
             return LOCAL_USER
 
     def _own(self, name: str, user: str, action: str) -> Adapter:
+        from lab.inference import adapters
+        from lab.inference.adapters import Adapter
+
         _, folder = adapters.resolve_adapter(self.settings.data_dir, adapters.check_adapter_name(name.strip()))
         adapter = Adapter.from_folder(folder)
         owner = self.owner(adapter)
@@ -65,11 +78,16 @@ class Adapters:
 
     def rename(self, name: str, new_name: str, user: str = LOCAL_USER) -> Adapter:
         """Rename the adapter `name` (its owner or an admin only); Compare and the Arena list it as ft:<new_name>."""
+        from lab.inference import adapters
+        from lab.inference.adapters import Adapter
+
         self._own(name, user, "rename")
         return Adapter.from_folder(adapters.rename_adapter(self.settings.data_dir, name.strip(), new_name.strip()))
 
     def delete(self, name: str, user: str = LOCAL_USER) -> None:
         """Delete the adapter `name` (its owner or an admin only). Its job, if kept, stays; a merged export too."""
+        from lab.inference import adapters
+
         self._own(name, user, "delete")
         adapters.delete_adapter(self.settings.data_dir, name.strip())
 
@@ -96,13 +114,19 @@ class Adapters:
 
     def training_seconds(self, name: str) -> float | None:
         """How long the job that trained `name` ran (started to finished), or None without a finished job."""
+        from lab.inference import adapters
+
         return adapters.training_seconds(self.settings.data_dir, name)
 
     def merge(self, name: str) -> Path:
         """Merge the adapter `name` into its base and export it under <data>/merged/<name>."""
+        from lab.inference import adapters
+
         adapter_name, folder = adapters.resolve_adapter(self.settings.data_dir, check_name(name.strip(), "Adapter"))
         return adapters.merge_adapter(folder, self.settings.subdir("merged") / adapter_name, self.settings.data_dir)
 
     def export_merged(self, adapter: str | Path, out_dir: str | Path, base_model_id: str | None = None) -> Path:
         """Merge an adapter folder into its base (the one recorded with it unless given) and write it to out_dir."""
+        from lab.inference import adapters
+
         return adapters.merge_adapter(adapter, out_dir, self.settings.data_dir, base_model_id=base_model_id)

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from lab.core import access
 from lab.core.users import LOCAL_USER
 from lab.engine.adapters import Adapters
 from lab.engine.models import Models
 from lab.engine.uploads import Uploads
-from lab.inference import adapters, arena
-from lab.inference.arena import ArenaColumn
+from lab.inference.configs import MAX_COLUMNS
 from lab.inference.runtime import Runtime
-from lab.knowledge.compare import ADAPTER_PREFIX  # Compare's `ft:NAME`: the Arena takes it too
+from lab.knowledge.configs import ADAPTER_PREFIX  # Compare's `ft:NAME`: the Arena takes it too
+
+if TYPE_CHECKING:
+    from lab.inference.arena import ArenaColumn
 
 
 class Arena:
-    """Side-by-side chats with several models over the shared Runtime."""
-    MAX_COLUMNS = arena.MAX_COLUMNS
+    """Side-by-side chats with several models over the shared Runtime.
+
+    lab.inference.arena (and its adapters) imports torch, so it is imported inside the methods that use it.
+    """
+    MAX_COLUMNS = MAX_COLUMNS
 
     def __init__(self, runtime: Runtime, uploads: Uploads, adapters: Adapters, models: Models) -> None:
         self.runtime, self.settings = runtime, runtime.settings
@@ -33,11 +39,15 @@ class Arena:
     def choices(self) -> list[str]:
         """The default model, one entry per trained adapter on it and every configured endpoint, as the Arena's
         dropdowns offer them."""
+        from lab.inference import arena
+
         names = self.adapters.names(include_sweeps=False)  # a sweep's points are typed, not listed
         return list(dict.fromkeys([*arena.model_choices(self.runtime, names), *self.models.endpoint_models()]))
 
     def choice_labels(self) -> list[tuple[str, str]]:
         """choices() as (what the list shows, the choice): an adapter's entry says what it is (Adapters.summary)."""
+        from lab.inference import arena
+
         summaries = {arena.choice_label(self.settings.model_id, a.name): self.adapters.summary(a)
                      for a in self.adapters.all(include_sweeps=False)}
         return [(f"{m} — {summaries[m]}" if m in summaries else m, m) for m in self.choices()]
@@ -48,6 +58,8 @@ class Arena:
         ref = (choice or "").strip()
         if not ref.startswith(ADAPTER_PREFIX):
             return choice
+        from lab.inference import adapters, arena
+
         try:
             name, folder = adapters.resolve_adapter(self.settings.data_dir, ref[len(ADAPTER_PREFIX):])
         except ValueError as exc:
@@ -60,6 +72,8 @@ class Arena:
                caller: str | None = None, user: str = LOCAL_USER) -> Iterator:
         """Stream one prompt to every column, each with its own settings and history. A column naming a model or
         adapter folder `user` may not read is refused here, before anything is read or streamed."""
+        from lab.inference import arena
+
         confined = user != LOCAL_USER
         for column in columns if confined else ():  # an `ft:` folder, before resolve() reads it
             ref = (column.choice or "").strip()
@@ -72,7 +86,11 @@ class Arena:
         return arena.stream_arena(self.runtime, prompt, columns, histories, caller=caller)
 
     def transcript_json(self, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:
+        from lab.inference import arena
+
         return arena.transcript_json(columns, histories)
 
     def transcript_markdown(self, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:
+        from lab.inference import arena
+
         return arena.transcript_markdown(columns, histories)

@@ -23,13 +23,10 @@ from lab.engine.uploads import Uploads
 from lab.history import battles, records
 from lab.history.battles import BattleConfig, SideUpdate
 from lab.history.ratings import Leaderboard, RatingsConfig, leaderboard
-from lab.inference.arena import ArenaColumn, interleave
-from lab.inference.generate import GenerationSettings
+from lab.inference.configs import GenerationSettings
 from lab.inference.runtime import Runtime
-from lab.knowledge.cag import CagConfig
-from lab.knowledge.compare import CompareConfig
+from lab.knowledge.configs import CagConfig, CompareConfig, RagConfig
 from lab.knowledge.documents import Document
-from lab.knowledge.rag import RagConfig
 
 
 class Battles:
@@ -41,7 +38,7 @@ class Battles:
 
     def __init__(self, runtime: Runtime, history: History, uploads: Uploads, knowledge: Knowledge,
                  arena: Arena) -> None:
-        self.settings, self.sessions = runtime.settings, runtime.sessions
+        self.runtime, self.settings = runtime, runtime.settings
         self.history, self.uploads, self.knowledge, self.arena = history, uploads, knowledge, arena
         self._board: tuple[tuple, Leaderboard] | None = None  # (the votes it was fitted on, the table)
 
@@ -93,6 +90,8 @@ class Battles:
 
     def _side(self, side: int, entry: str, prompt: str, doc: Document, cfg: BattleConfig, caller: str,
               user: str) -> Iterator[SideUpdate]:
+        from lab.inference.arena import ArenaColumn  # model work: its module imports torch
+
         if entry in battles.KNOWLEDGE_METHODS:  # Compare's path, the whole answer (no stop at the short answer)
             compare_cfg = CompareConfig(max_new_tokens=cfg.max_new_tokens, stop_at_answer=False,
                                         rag=RagConfig(top_k=cfg.top_k), cag=CagConfig(cfg.reserve_tokens))
@@ -104,13 +103,15 @@ class Battles:
     def stream(self, user: str, number: int, caller: str | None = None) -> Iterator[SideUpdate]:
         """Stream both answers of `user`'s battle at once (updates say A or B, never who: an error's own message,
         which may name the model, waits for the vote), then keep them."""
+        from lab.inference.arena import interleave
+
         row = records.battle_row(self.history.db, check_name(user, "User name"), number)
         if row["answered"]:
             raise ValueError(f"Battle {number} has already been answered; vote, or start a new battle.")
         settings = json.loads(row["settings"])
         cfg = BattleConfig(**{k: settings[k] for k in ("max_new_tokens", "top_k", "reserve_tokens")})
         doc = self._document(user, settings.get("upload"))
-        caller = caller or self.sessions.new_caller("battle")
+        caller = caller or self.runtime.sessions.new_caller("battle")
         texts: list[str] = ["", ""]
         errors: list[str | None] = [None, None]
         # arena_side and compare_side are generators (annotated as iterators); interleave closes each one it ends

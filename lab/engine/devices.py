@@ -10,9 +10,9 @@ the System tab one row per device_holdings entry and the session manager's stats
 from __future__ import annotations
 
 import platform
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from lab.core.device import memory_info
+from lab.core.device import DeviceChoice, memory_info
 from lab.engine.jobs import Jobs
 from lab.engine.knowledge import Knowledge
 from lab.inference.runtime import Runtime
@@ -21,6 +21,9 @@ from lab.training.jobs import placement as job_placement
 from lab.training.jobs import runner as job_runner
 from lab.training.jobs.inventory import Device
 from lab.training.jobs.status import ACTIVE_STATES
+
+if TYPE_CHECKING:
+    from lab.inference.session import SessionManager
 
 
 def _job_row(job: dict[str, Any]) -> dict[str, Any]:
@@ -32,8 +35,16 @@ class Devices:
     """Training jobs and served models on the same devices, as the System and Train tabs show them."""
 
     def __init__(self, runtime: Runtime, jobs: Jobs, knowledge: Knowledge) -> None:
-        self.runtime, self.settings, self.sessions = runtime, runtime.settings, runtime.sessions
-        self.device, self.jobs, self.knowledge = runtime.device, jobs, knowledge
+        self.runtime, self.settings, self.jobs, self.knowledge = runtime, runtime.settings, jobs, knowledge
+
+    @property
+    def device(self) -> DeviceChoice:
+        return self.runtime.device
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The Runtime's session manager, built on first use (not when the Engine is)."""
+        return self.runtime.sessions
 
     def info(self) -> dict:
         """Everything the System tab and `python -m lab info` show."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from lab.core.device import DeviceChoice, memory_info
-from lab.core.settings import LabSettings
 from lab.core.users import LOCAL_USER
 from lab.engine.uploads import Uploads
 from lab.explain import calculators, catalog
-from lab.inference.models import resolve_model_path
+from lab.inference.runtime import Runtime
 from lab.training.configs.pretrain import PretrainConfig
 
 
@@ -28,8 +27,13 @@ class Explain:
     ACTIVATIONS = (*calculators.GATED_ACTIVATIONS, *calculators.PLAIN_ACTIVATIONS)
     MEMORY_ASSUMPTIONS = calculators.MEMORY_ASSUMPTIONS
 
-    def __init__(self, settings: LabSettings, device: DeviceChoice, uploads: Uploads) -> None:
-        self.settings, self.device, self.uploads = settings, device, uploads
+    def __init__(self, runtime: Runtime, uploads: Uploads) -> None:
+        self.runtime, self.settings, self.uploads = runtime, runtime.settings, uploads
+
+    @property
+    def device(self) -> DeviceChoice:
+        """The Runtime's device, found on first use (the catalog and the calculators need none)."""
+        return self.runtime.device
 
     # ---- the catalog ------------------------------------------------------------------------------------------
     def catalog_entries(self, group: str | None = None) -> list[catalog.Entry]:
@@ -87,6 +91,8 @@ class Explain:
 
     # ---- calculators over a model folder ----------------------------------------------------------------------
     def _model_source(self, model_id: str | None, user: str) -> str:
+        from lab.inference.models import resolve_model_path  # model work: torch and transformers
+
         self.uploads.check_model_access(model_id, user)
         return resolve_model_path(model_id or self.settings.model_id, self.settings.data_dir / "models")
 

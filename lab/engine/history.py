@@ -14,16 +14,20 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.core import access
 from lab.core.users import check_name, workspace_dir
 from lab.engine.uploads import Uploads
 from lab.history import records
 from lab.history.db import DB_NAME, HistoryDB
-from lab.inference.arena import ArenaColumn, transcript_json
 from lab.inference.runtime import Runtime
-from lab.knowledge.compare import CompareConfig, MethodUpdate
+from lab.knowledge.configs import CompareConfig
 from lab.knowledge.documents import Document
+
+if TYPE_CHECKING:
+    from lab.inference.arena import ArenaColumn
+    from lab.knowledge.compare import MethodUpdate
 
 
 class History:
@@ -67,6 +71,8 @@ class History:
 
     def record_arena(self, user: str, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:
         """Keep an Arena session's transcript; titled by its first prompt."""
+        from lab.inference.arena import transcript_json  # its module imports torch; the history commands do not
+
         first = next((m["content"] for h in histories for m in h if m.get("role") == "user"), "(empty chat)")
         return records.add_arena(self.db, check_name(user, "User name"), first[:200],
                                  json.loads(transcript_json(columns, histories)))

@@ -13,14 +13,15 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from lab.core import access
-from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT, LabSettings
+from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
 from lab.core.spaces import refuse_training_on_zero_gpu
 from lab.core.users import LOCAL_USER, check_job_owner, check_name
-from lab.inference.session import SessionManager
+from lab.inference.runtime import Runtime
 from lab.training import configs
 from lab.training.configs.base import TrainConfig, field_docs
 from lab.training.configs.pretrain import SCRATCH, TRAIN_TOKENIZER, PretrainConfig
@@ -28,6 +29,9 @@ from lab.training.configs.reward import RewardConfig
 from lab.training.jobs import inventory as job_inventory
 from lab.training.jobs import placement as job_placement
 from lab.training.jobs import runner as job_runner
+
+if TYPE_CHECKING:
+    from lab.inference.session import SessionManager
 
 Progress = Callable[[int, int, str], None]
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
@@ -58,10 +62,15 @@ class Jobs:
     """The preset behind the Train tab's 'Teach this document' (SFT LoRA on the bundled Q&A set)."""
     ACTIONS = ("stop", "kill", "resume", "delete")
 
-    def __init__(self, settings: LabSettings, sessions: SessionManager) -> None:
-        self.settings, self.sessions = settings, sessions
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime, self.settings = runtime, runtime.settings
         self._runner: job_runner.JobRunner | None = None
         self._runner_lock = threading.Lock()
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The Runtime's session manager, built on first use (not when the Engine is)."""
+        return self.runtime.sessions
 
     @property
     def runner(self) -> job_runner.JobRunner:
@@ -74,7 +83,9 @@ class Jobs:
         again."""
         with self._runner_lock:
             if self._runner is None:
-                self._runner = job_runner.JobRunner(self.settings.subdir("jobs").parent, sessions=self.sessions,
+                # The session manager is handed over as a function: the runner asks for it when a job needs it.
+                self._runner = job_runner.JobRunner(self.settings.subdir("jobs").parent,
+                                                    sessions=lambda: self.runtime.sessions,
                                                     cpu_slots=self.settings.cpu_job_slots,
                                                     priority=self.settings.admin_names())
                 self._runner.start_background()

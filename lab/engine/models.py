@@ -10,18 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.core import access
 from lab.core.users import LOCAL_USER
 from lab.engine.uploads import Uploads
-from lab.inference import endpoints
-from lab.inference.generate import GenerationEvent, GenerationSettings
-from lab.inference.models import LoadedModel, materialise_embedded
+from lab.inference.configs import GenerationSettings
 from lab.inference.runtime import Runtime
+
+if TYPE_CHECKING:
+    from lab.inference.generate import GenerationEvent
+    from lab.inference.models import LoadedModel
 
 
 class Models:
-    """One copy of each model, shared by every user through the Runtime's session manager."""
+    """One copy of each model, shared by every user through the Runtime's session manager.
+
+    The model modules (lab.inference.models, generate, endpoints: torch and transformers) are imported inside the
+    methods that use them, so an Engine built for a bookkeeping command imports none of them.
+    """
 
     def __init__(self, runtime: Runtime, uploads: Uploads) -> None:
         self.runtime, self.settings, self.uploads = runtime, runtime.settings, uploads
@@ -54,6 +61,8 @@ class Models:
 
     def endpoint_models(self) -> list[str]:
         """`endpoint:<name>` for every remote OpenAI-compatible server in LAB_ENDPOINTS (vLLM, transformers serve)."""
+        from lab.inference import endpoints
+
         return endpoints.model_ids(self.settings)
 
     def playground_models(self) -> list[str]:
@@ -62,4 +71,6 @@ class Models:
 
     def prepare_embedded(self) -> Path:
         """Convert the embedded model into <data>/models once, so later loads are fast (`python -m lab prepare`)."""
+        from lab.inference.models import materialise_embedded
+
         return materialise_embedded(self.settings.subdir("models"))

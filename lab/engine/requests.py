@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from lab.core import access
-from lab.core.settings import LabSettings
 from lab.core.users import LOCAL_USER
-from lab.inference.session import SessionManager
+from lab.inference.runtime import Runtime
+
+if TYPE_CHECKING:
+    from lab.inference.session import SessionManager
 
 PAGE_CLOSED = "This request was cancelled: its page was closed."
 
@@ -23,11 +26,16 @@ PAGE_CLOSED = "This request was cancelled: its page was closed."
 class Requests:
     """The tickets of every model request, read and cancelled on a user's behalf."""
 
-    def __init__(self, settings: LabSettings, sessions: SessionManager) -> None:
-        self.settings, self.sessions = settings, sessions
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime, self.settings = runtime, runtime.settings
         self._pages_lock = threading.Lock()
         self._page_callers: dict[str, dict[str, float]] = {}
         """Browser session -> {caller id: when made}: what `cancel_page` cancels when the page goes."""
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The Runtime's session manager, built on first use (not when the Engine is)."""
+        return self.runtime.sessions
 
     def new_caller(self, kind: str, user: str | None = None, session: str | None = None) -> str:
         """An id for one group of requests (a Compare question, an Arena round, a Playground answer) by `user`:

@@ -25,7 +25,6 @@ from lab.core.users import (
     uploads_dir,
     user_of,
 )
-from lab.inference.endpoints import is_endpoint
 from lab.knowledge.documents import Document, load_document
 
 
@@ -81,6 +80,8 @@ class Uploads:
         """Refuse (PermissionError naming the id and the allowed roots) a model or adapter folder `user` may not
         read. A signed-in user may name the default model, 'embedded', a Hub id, an endpoint (LAB_ENDPOINTS), an
         adapter by name, and folders inside assets/, their own workspace and the lab's outputs."""
+        from lab.inference.endpoints import is_endpoint  # its module imports torch (through generate)
+
         if user == LOCAL_USER or not model_id or is_endpoint(model_id):
             return  # an endpoint's adapter is a LoRA name served there, not a folder here
         access.allowed_model(self.settings, user, model_id)

@@ -9,34 +9,74 @@ Runtime and hands it to its services; `engine.runtime` is what a function below 
 
 from __future__ import annotations
 
-from typing import Iterator
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from lab.core.device import DeviceChoice, default_budget_bytes, detect_device
 from lab.core.settings import EMBEDDED_MODEL, LabSettings
-from lab.inference.endpoints import chat_messages, is_endpoint, stream_model
-from lab.inference.generate import GenerationEvent, GenerationSettings, prompt_ids
-from lab.inference.models import LoadedModel, ModelSpec, load_model
-from lab.inference.session import SessionManager
+
+if TYPE_CHECKING:
+    from lab.inference.generate import GenerationEvent, GenerationSettings
+    from lab.inference.models import LoadedModel, ModelSpec
+    from lab.inference.session import SessionManager
 
 MAX_PROMPT_CHARS = 100_000
 
 
 class Runtime:
+    """Settings now; the device and the session manager on first use.
+
+    Building a Runtime asks nothing of torch: the device is detected (torch.cuda) the first time `device` is
+    read and the SessionManager (whose module is model work: torch, peft, the batching engine) is built the
+    first time `sessions` is read, once, under a lock. So the commands that load no model (history, arena
+    ratings, jobs list, --help) can build an Engine without importing torch. Making the session module itself
+    torch-free would have meant the same deferral in generate, models and batching; deferring here is one
+    file, and a lab that serves a model pays the same imports on its first request instead of at start.
+    """
+
     def __init__(self, settings: LabSettings | None = None, device: DeviceChoice | None = None) -> None:
         self.settings = settings or LabSettings()
-        self.device = device or detect_device()
-        budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
-                  else default_budget_bytes(self.device.device))
-        self.sessions = SessionManager(self.device, budget, self._load, self.settings.max_concurrent,
-                                       self.settings.max_requests_per_user, self.settings.max_batch_per_user)
+        self._device = device
+        self._sessions: SessionManager | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> DeviceChoice:
+        """The device given to the constructor, or the one this machine offers (detected once, on first read)."""
+        if self._device is None:
+            with self._lock:
+                if self._device is None:
+                    self._device = detect_device()
+        return self._device
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The process's session manager, built on first read (two threads asking at once get the same one)."""
+        if self._sessions is None:
+            device = self.device  # outside the lock: reading it may take the lock itself
+            with self._lock:
+                if self._sessions is None:
+                    from lab.inference.session import SessionManager
+
+                    budget = (int(self.settings.memory_budget_gb * 2**30) if self.settings.memory_budget_gb
+                              else default_budget_bytes(device.device))
+                    self._sessions = SessionManager(device, budget, self._load, self.settings.max_concurrent,
+                                                    self.settings.max_requests_per_user,
+                                                    self.settings.max_batch_per_user)
+        return self._sessions
 
     def _load(self, spec: ModelSpec) -> LoadedModel:
+        from lab.inference.models import load_model
+
         # Only the embedded model needs the data directory (it is materialised there once).
         models_dir = (self.settings.subdir("models") if spec.model_id.strip() == EMBEDDED_MODEL
                       else self.settings.data_dir / "models")
         return load_model(spec, self.device, models_dir)
 
     def spec(self, model_id: str | None = None, load_in_4bit: bool | None = None) -> ModelSpec:
+        from lab.inference.models import ModelSpec
+
         return ModelSpec((model_id or self.settings.model_id).strip(),
                          self.settings.load_in_4bit if load_in_4bit is None else load_in_4bit)
 
@@ -49,6 +89,9 @@ class Runtime:
                  system: str | None = None, caller: str | None = None) -> Iterator[GenerationEvent]:
         """Stream an answer to one prompt: batched with other users' requests on the model's engine, or alone
         (after work queued before it) when its settings need that; see SessionManager.lend."""
+        from lab.inference.endpoints import chat_messages, is_endpoint, stream_model
+        from lab.inference.generate import GenerationSettings, prompt_ids
+
         settings = settings or GenerationSettings()
         if not prompt or not prompt.strip():
             raise ValueError("The prompt is empty; type a question or instruction first.")

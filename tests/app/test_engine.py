@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from lab.cli import main
-from lab.core.errors import DataDirError, ModelLoadError
-from lab.core.settings import REPO_ROOT, LabSettings
 from lab.engine import Engine
 from lab.inference.generate import GenerationSettings
+from lab.core.errors import ModelLoadError
+from lab.core.settings import REPO_ROOT, LabSettings
+from lab.core.errors import DataDirError
 
 
 def answer(engine, prompt, **kw):
