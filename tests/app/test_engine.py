@@ -9,11 +9,10 @@ import sys
 import pytest
 
 from lab.cli import main
+from lab.core.errors import DataDirError, ModelLoadError
+from lab.core.settings import REPO_ROOT, LabSettings
 from lab.engine import Engine
 from lab.inference.generate import GenerationSettings
-from lab.core.errors import ModelLoadError
-from lab.core.settings import REPO_ROOT, LabSettings
-from lab.core.errors import DataDirError
 
 
 def answer(engine, prompt, **kw):

@@ -38,16 +38,31 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from lab.core import names
-from lab.core.files import path_lock
 from lab.core.errors import MemoryBudgetError
+from lab.core.files import path_lock
 from lab.core.settings import REPO_ROOT
-from lab.training.configs.base import TrainConfig, save_config
 from lab.training.configs import load_config
-from lab.training.jobs.files import (CONFIG_FILE, LOG_FILE, STATUS_FILE, STOP_FILE, last_checkpoint, log_tail, now_iso,
-                                     read_metrics)
+from lab.training.configs.base import TrainConfig, save_config
 from lab.training.jobs.arbiter import make_room, reclaimable, reserve_making_room, takes_budget
-from lab.training.jobs.inventory import (Device, machine_devices, pinned_argv, running_holdings, visible_devices,
-                                         with_holdings)
+from lab.training.jobs.command import launch_argv
+from lab.training.jobs.files import (
+    CONFIG_FILE,
+    LOG_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+    last_checkpoint,
+    log_tail,
+    now_iso,
+    read_metrics,
+)
+from lab.training.jobs.inventory import (
+    Device,
+    machine_devices,
+    pinned_argv,
+    running_holdings,
+    visible_devices,
+    with_holdings,
+)
 from lab.training.jobs.placement import JobRequest, PlacementConfig, estimate_job_bytes, fair_order, job_size, plan
 from lab.training.jobs.status import ACTIVE_STATES, FINAL_STATES, JobState, JobStatus, read_status, update_status
 
@@ -92,36 +107,6 @@ def create_job(cfg: TrainConfig, data_dir: str | Path, foreground: bool = False,
                       "worker_pid_started": psutil.Process().create_time()} if foreground
                      else {"state": JobState.QUEUED, "message": "queued"}))
     return job_id
-
-
-# ---- the command ------------------------------------------------------------------------------
-def launch_argv(cfg: TrainConfig, config_path: str | Path, resume: bool = False,
-                cuda: bool | None = None) -> list[str]:
-    """The exact `accelerate launch` argument list (run from the lab's folder, without a shell)."""
-    if cuda is None:
-        import torch  # here, not at the top: `jobs list` and the sweeps import the runner without a model library
-
-        cuda = torch.cuda.is_available()
-    argv = [str(Path(sys.executable).parent / "accelerate"), "launch"]
-    if cfg.accelerate_config is None:
-        # Every value given, so a user's ~/.cache/huggingface/accelerate/default_config.yaml cannot change it.
-        argv += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        argv += [] if cuda else ["--cpu", "--num_cpu_threads_per_process", str(psutil.cpu_count(logical=False) or 1)]
-    else:
-        argv += ["--config_file", str(cfg.accelerate_config_path.relative_to(REPO_ROOT))]
-    argv += ["-m", "lab.training.jobs.launch", str(config_path)]
-    return argv + (["--resume"] if resume else [])
-
-
-def command_for(job: str | Path, resume: bool = False) -> list[str]:
-    """The argv that runs the job in folder `job`."""
-    config = Path(job) / CONFIG_FILE
-    return launch_argv(load_config(config), config, resume)
-
-
-def command_preview(cfg: TrainConfig, config_path: str = "<data>/jobs/<id>/config.yaml") -> str:
-    """The command as one shell-quoted line, for the Train tab and `show-command`."""
-    return shlex.join(launch_argv(cfg, config_path))
 
 
 # ---- processes --------------------------------------------------------------------------------
@@ -486,7 +471,7 @@ class JobRunner:
             while not self._closing.wait(interval_s):
                 try:
                     self.poll()
-                except Exception as exc:  # noqa: BLE001 - a bad job folder must not end the poller
+                except Exception as exc:  # a bad job folder must not end the poller
                     print(f"job runner: {exc}", file=sys.stderr)
 
         self._thread = threading.Thread(target=loop, name="job-runner", daemon=True)
