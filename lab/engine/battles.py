@@ -120,7 +120,7 @@ class Battles:
                    for i, side in enumerate("ab")]
         for update in interleave(streams):
             texts[update.side], errors[update.side] = update.text, update.error
-            yield replace(update, error=battles.HIDDEN_ERROR) if update.error else update
+            yield replace(update, error=records.HIDDEN_ERROR) if update.error else update
         records.finish_battle(self.history.db, user, number, texts, errors)
 
     def vote(self, user: str, number: int, winner: str) -> dict:

@@ -26,6 +26,7 @@ from lab.training import configs
 from lab.training.configs.base import TrainConfig, field_docs
 from lab.training.configs.pretrain import SCRATCH, TRAIN_TOKENIZER, PretrainConfig
 from lab.training.configs.reward import RewardConfig
+from lab.training.jobs import command as job_command
 from lab.training.jobs import inventory as job_inventory
 from lab.training.jobs import placement as job_placement
 from lab.training.jobs import runner as job_runner
@@ -107,7 +108,7 @@ class Jobs:
 
     def command_preview(self, cfg: TrainConfig) -> str:
         """The command line a job of this config runs."""
-        return job_runner.command_preview(cfg)
+        return job_command.command_preview(cfg)
 
     def load_config(self, path: str | Path) -> TrainConfig:
         """A job config YAML file; a YAML error names the file and the place, never a line of it."""
