@@ -216,14 +216,15 @@ def build(engine: Engine) -> None:
             return done, adapters_table()
         return act
 
-    def merge(name: str):
+    def merge(name: str, request: gr.Request):
         if not name or not name.strip():
             raise gr.Error("Type the name of an adapter from the table to merge.")
         try:
-            out = engine.adapters.merge(name)
+            out = engine.adapters.merge(name, user=engine.uploads.user_of(request.username))
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
-        return f"Merged into `{out}` (safetensors + tokenizer); use that folder as a model id in Arena."
+        shown = out.relative_to(engine.settings.data_dir) if out.is_relative_to(engine.settings.data_dir) else out.name
+        return f"Merged into `{shown}` in the lab's data folder (safetensors + tokenizer)."
 
     def build_qa(doc_file: str | None, pairs: float, max_chunks: float, progress=gr.Progress()):
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.core.settings import LabSettings
-from lab.core.users import LOCAL_USER, check_name
+from lab.core.users import LOCAL_USER
 from lab.engine.jobs import Jobs
 from lab.explain.sweeps.run import sweep_jobs
 
@@ -118,12 +118,14 @@ class Adapters:
 
         return adapters.training_seconds(self.settings.data_dir, name)
 
-    def merge(self, name: str) -> Path:
-        """Merge the adapter `name` into its base and export it under <data>/merged/<name>."""
+    def merge(self, name: str, user: str = LOCAL_USER) -> Path:
+        """Merge the adapter `name` into its base and export it under <data>/merged/<name>: its owner or an admin
+        only, like rename and delete (anyone else's merge would take the folder name its owner's merge needs)."""
         from lab.inference import adapters
 
-        adapter_name, folder = adapters.resolve_adapter(self.settings.data_dir, check_name(name.strip(), "Adapter"))
-        return adapters.merge_adapter(folder, self.settings.subdir("merged") / adapter_name, self.settings.data_dir)
+        adapter = self._own(name, user, "merge")
+        return adapters.merge_adapter(adapter.path, self.settings.subdir("merged") / adapter.name,
+                                      self.settings.data_dir)
 
     def export_merged(self, adapter: str | Path, out_dir: str | Path, base_model_id: str | None = None) -> Path:
         """Merge an adapter folder into its base (the one recorded with it unless given) and write it to out_dir."""

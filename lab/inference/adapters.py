@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ def register_adapter(output_dir: Path, name: str, base_model_id: str, job_id: st
     target = adapters / name
     if target.exists():
         target = adapters / f"{name}-{job_id}"
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     meta = {"name": target.name, "base_model_id": base_model_id, "job_id": job_id, "created": created,
             "source": str(output_dir)} | (extra or {})
     with publish_dir(target, existing="fail") as tmp:

@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Generator, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
-from lab.inference.adapters import available_adapters, resolve_adapter
 from lab.core.checks import check_question_length
 from lab.core.errors import USER_ERRORS, user_message
-from lab.inference.endpoints import is_endpoint, stream_model
-from lab.inference.runtime import Runtime
+from lab.inference.adapters import available_adapters, resolve_adapter
 from lab.inference.configs import MAX_COLUMNS, GenerationSettings
+from lab.inference.endpoints import is_endpoint, stream_model
 from lab.inference.generate import Timings, prompt_ids
+from lab.inference.runtime import Runtime
 
 ADAPTER_SEP = " + adapter "
 

@@ -35,9 +35,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from peft import PeftModel

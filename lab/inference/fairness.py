@@ -28,9 +28,9 @@ import itertools
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from lab.core.access import QuotaError
 from lab.core.errors import RequestCancelled

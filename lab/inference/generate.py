@@ -10,13 +10,18 @@ a pre-filled cache and only the question's tokens, and needs no streamer thread.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Iterator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
-                                                    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from lab.inference.configs import GenerationSettings
 
@@ -197,7 +202,7 @@ def generate_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, in
                   settings: GenerationSettings, past_key_values: DynamicCache | None = None) -> GenerationEvent:
     """Run the stream to the end and return the final event (for batch work and tests)."""
     event = None
-    for event in stream_generate(model, tokenizer, input_ids, settings, past_key_values):
+    for event in stream_generate(model, tokenizer, input_ids, settings, past_key_values):  # noqa: B007 - the last one
         pass
     assert event is not None and event.done
     return event

@@ -24,14 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from lab.core.checks import MAX_MODEL_ID_CHARS
 from lab.core.device import DeviceChoice
-from lab.core.settings import EMBEDDED_MODEL
 from lab.core.errors import ModelLoadError
 from lab.core.files import path_lock, publish_dir
 from lab.core.names import is_hub_id
+from lab.core.settings import EMBEDDED_MODEL
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct"

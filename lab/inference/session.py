@@ -29,19 +29,21 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from peft import PeftModel
 
 from lab.core.device import DeviceChoice
+from lab.core.errors import MemoryBudgetError
 from lab.inference.batching import BatchEngine, EngineConfig, solo_reason
 from lab.inference.fairness import FairGate, GpuQueue, RequestBoard, Ticket
 from lab.inference.generate import GenerationEvent, GenerationSettings, stream_generate
 from lab.inference.models import LoadedModel, ModelSpec
-from lab.core.errors import MemoryBudgetError
+
 
 def watched(ticket: Ticket, events: Iterator[GenerationEvent]) -> Iterator[GenerationEvent]:
     """Pass the events on until the ticket is cancelled (then RequestCancelled at the next token); closing this

@@ -106,3 +106,13 @@ def test_a_sweeps_adapters_are_grouped_under_it_and_left_out_of_compare_and_aren
     # Renamed, a sweep's adapter still belongs to its sweep (found by its job, not by its name).
     lab.adapters.rename(f"{sweep.name}-p1", "best-rank", user="alice")
     assert lab.adapters.sweeps()["best-rank"] == sweep.name
+
+
+def test_only_the_owner_or_an_admin_may_merge(lab, lora_output):
+    """Bob merging Alice's adapter took her merged folder's name, and her own merge then failed."""
+    register(lab, lora_output, "alice-lora", "alice")
+    with pytest.raises(PermissionError, match="belongs to alice"):
+        lab.adapters.merge("alice-lora", user="bob")
+    assert not lab.settings.data_dir.joinpath("merged", "alice-lora").exists()
+    merged = lab.adapters.merge("alice-lora", user="alice")
+    assert (merged / "config.json").exists()
