@@ -162,7 +162,7 @@ def build(engine: Engine) -> None:
 
     def refresh(selected: str | None):
         """The job list, newest first; the watched job stays unless it is gone (then the newest is watched)."""
-        jobs = newest_first(engine.jobs.all())
+        jobs = newest_first(engine.jobs.on_disk())
         ids = [j["id"] for j in jobs]
         selected = selected if selected in ids else (ids[0] if ids else None)
         line, *watched = watch(selected)

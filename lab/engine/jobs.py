@@ -163,8 +163,13 @@ class Jobs:
         return getattr(self.runner, action)(job_id)
 
     def all(self) -> list[dict]:
-        """Every job's status, as the runner lists them."""
+        """Every job's status, after one poll of the runner (which starts queued jobs and reaps finished ones)."""
         return self.runner.list()
+
+    def on_disk(self) -> list[dict]:
+        """Every job's status as its folder says, without polling: what a tab's timer reads. The runner's own thread
+        polls in the app, so a timer never waits on the runner's lock (which a poll holds while it starts a job)."""
+        return job_runner.list_jobs(self.runner.data_dir, self.runner.placement.priority_owners)
 
     def plan(self, configs: Sequence[str | Path], inventory: str | Path | None = None) -> dict:
         """Where and in which wave each config would run (wave 0 = starts now), queued in that order, without
