@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lab.core import access
 from lab.core.settings import LabSettings
 from lab.core.users import LOCAL_USER
 from lab.engine.jobs import Jobs
@@ -71,9 +72,8 @@ class Adapters:
         _, folder = adapters.resolve_adapter(self.settings.data_dir, adapters.check_adapter_name(name.strip()))
         adapter = Adapter.from_folder(folder)
         owner = self.owner(adapter)
-        if owner != user and user not in self.settings.admin_names():
-            raise PermissionError(f"Adapter {adapter.name} belongs to {owner}; only they (or an admin, LAB_ADMINS) "
-                                  f"can {action} it.")
+        if refusal := access.owner_refusal(self.settings.admin_names(), user, owner, f"Adapter {adapter.name}", action):
+            raise PermissionError(refusal)
         return adapter
 
     def rename(self, name: str, new_name: str, user: str = LOCAL_USER) -> Adapter:

@@ -14,8 +14,8 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, replace
 from typing import cast
 
+from lab.core import names
 from lab.core.checks import check_question_length
-from lab.core.users import check_name
 from lab.engine.arena import Arena
 from lab.engine.history import History
 from lab.engine.knowledge import Knowledge
@@ -55,7 +55,7 @@ class Battles:
         """The pool `user` kept, else the one an admin keeps for the team, else every choice; entries the lab
         can no longer run (a deleted adapter) are left out."""
         offered = self.choices()
-        for owner in (check_name(user, "User name"), battles.TEAM_POOL):
+        for owner in (names.user_name(user), battles.TEAM_POOL):
             kept = records.pool(self.history.db, owner)
             if kept is not None:
                 return [entry for entry in kept if entry in offered]
@@ -67,7 +67,7 @@ class Battles:
         if team and user not in self.settings.admin_names():
             raise PermissionError(f"Only an admin (LAB_ADMINS) can set the team's battle pool; {user} can keep "
                                   "their own pool instead.")
-        records.save_pool(self.history.db, battles.TEAM_POOL if team else check_name(user, "User name"), entries)
+        records.save_pool(self.history.db, battles.TEAM_POOL if team else names.user_name(user), entries)
         return entries
 
     # ---- one battle -------------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class Battles:
     def start(self, user: str, pool: Sequence[str], prompt: str, document: str | None = None,
               cfg: BattleConfig | None = None) -> int:
         """Draw two contestants from the pool and keep the battle; returns its number. The names stay here."""
-        user, cfg = check_name(user, "User name"), cfg or BattleConfig()
+        user, cfg = names.user_name(user), cfg or BattleConfig()
         if not prompt or not prompt.strip():
             raise ValueError("The prompt is empty; type a question for both contestants.")
         check_question_length(prompt, "The prompt")
@@ -105,7 +105,7 @@ class Battles:
         which may name the model, waits for the vote), then keep them."""
         from lab.inference.arena import interleave
 
-        row = records.battle_row(self.history.db, check_name(user, "User name"), number)
+        row = records.battle_row(self.history.db, names.user_name(user), number)
         if row["answered"]:
             raise ValueError(f"Battle {number} has already been answered; vote, or start a new battle.")
         settings = json.loads(row["settings"])
@@ -127,7 +127,7 @@ class Battles:
         """`user`'s vote on their own answered battle; returns what was hidden: {"a", "b", "winner", "a_error",
         "b_error"} (names, and why a side could not answer). A battle where a side failed or gave an empty answer
         is refused (battles.unfair): it can only be discarded."""
-        row = records.battle_row(self.history.db, check_name(user, "User name"), number)
+        row = records.battle_row(self.history.db, names.user_name(user), number)
         if not row["answered"]:
             raise ValueError(f"Battle {number} has not finished answering; wait for both answers, then vote.")
         if row["winner"] is None and (why := battles.unfair((row["a_text"], row["b_text"]),
@@ -140,7 +140,7 @@ class Battles:
         """Drop `user`'s battle without a vote (one side failed or said nothing, or neither answer is worth judging):
         nothing is recorded and it leaves their History. Returns who was who (winner None): with no vote to come,
         nothing needs hiding any more."""
-        row = records.battle_row(self.history.db, check_name(user, "User name"), number)
+        row = records.battle_row(self.history.db, names.user_name(user), number)
         if row["winner"] is not None:
             raise ValueError(f"Battle {number} already has your vote; delete it from your History instead.")
         records.delete_item(self.history.db, user, f"battle-{number}")
@@ -149,7 +149,7 @@ class Battles:
     # ---- votes and ratings ------------------------------------------------------------------------------------
     def record_vote(self, user: str, a: str, b: str, winner: str) -> int:
         """A vote between two named contestants without a battle here (`python -m lab arena vote`)."""
-        return records.add_vote(self.history.db, check_name(user, "User name"), a, b, winner)
+        return records.add_vote(self.history.db, names.user_name(user), a, b, winner)
 
     def ratings(self, cfg: RatingsConfig | None = None) -> Leaderboard:
         """The shared leaderboard: Bradley–Terry ratings with bootstrap intervals over every user's votes.

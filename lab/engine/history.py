@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.core import access
+from lab.core import access, names
 from lab.core.users import check_name, workspace_dir
 from lab.engine.uploads import Uploads
 from lab.history import records
@@ -57,7 +57,7 @@ class History:
                     "finish_reason": u.finish_reason, "metrics": u.metrics,
                     "chunks": [{"chunk_id": c.chunk_id, "score": round(c.score, 4), "text": c.text} for c in u.chunks]}
                    for u in finals if u.done]
-        return records.add_compare(self.db, check_name(user, "User name"), question.strip(), doc.name,
+        return records.add_compare(self.db, names.user_name(user), question.strip(), doc.name,
                                    doc.sha256, spec.model_id, asdict(cfg) | {"load_in_4bit": spec.load_in_4bit},
                                    answers)
 
@@ -67,28 +67,28 @@ class History:
         settings = asdict(cfg) | {"elapsed_s": result.get("elapsed_s"), "load_in_4bit": result.get("load_in_4bit"),
                                   # a cancelled run is kept too: say so, and how far it got
                                   "cancelled": result.get("cancelled", False), "answered": result.get("answered")}
-        return records.add_evaluation(self.db, check_name(user, "User name"), result, settings)
+        return records.add_evaluation(self.db, names.user_name(user), result, settings)
 
     def record_arena(self, user: str, columns: Sequence[ArenaColumn], histories: Sequence[list[dict]]) -> str:
         """Keep an Arena session's transcript; titled by its first prompt."""
         from lab.inference.arena import transcript_json  # its module imports torch; the history commands do not
 
         first = next((m["content"] for h in histories for m in h if m.get("role") == "user"), "(empty chat)")
-        return records.add_arena(self.db, check_name(user, "User name"), first[:200],
+        return records.add_arena(self.db, names.user_name(user), first[:200],
                                  json.loads(transcript_json(columns, histories)))
 
     # ---- a user's history -------------------------------------------------------------------------------------
     def items(self, user: str, search: str = "", kinds: Sequence[str] = records.KINDS) -> list[dict]:
         """`user`'s records newest first (id, kind, when, title, detail); only theirs."""
-        return records.list_items(self.db, check_name(user, "User name"), search, kinds)
+        return records.list_items(self.db, names.user_name(user), search, kinds)
 
     def item(self, user: str, item_id: str) -> dict:
         """One of `user`'s records in full: answers with costs and settings, scores, messages or a battle."""
-        return records.get_item(self.db, check_name(user, "User name"), item_id)
+        return records.get_item(self.db, names.user_name(user), item_id)
 
     def delete(self, user: str, item_id: str) -> None:
         """Delete one of `user`'s records; a battle's vote stays on the shared leaderboard."""
-        records.delete_item(self.db, check_name(user, "User name"), item_id)
+        records.delete_item(self.db, names.user_name(user), item_id)
 
     def export(self, user: str, name: str, search: str = "") -> tuple[Path, Path]:
         """Write `user`'s records matching `search` as <name>.json (in full) and <name>.csv (one line each) in

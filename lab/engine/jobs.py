@@ -8,7 +8,6 @@ Jobs run as subprocesses under one JobRunner per process (`runner`, started on f
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from lab.core import access
+from lab.core import access, names
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
 from lab.core.spaces import refuse_training_on_zero_gpu
 from lab.core.users import LOCAL_USER, check_job_owner, check_name
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int, str], None]
 PRESETS_DIR = REPO_ROOT / "assets" / "presets"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 def config_paths(cfg: TrainConfig) -> list[tuple[str, str]]:
@@ -47,7 +45,7 @@ def config_paths(cfg: TrainConfig) -> list[tuple[str, str]]:
         paths.append(("eval_dataset.path", cfg.eval_dataset.path))
     model_id = cfg.model_id.strip()
     # A Hub id (owner/name) is a folder too when one of that name exists where jobs run (the lab's folder).
-    if model_id not in (EMBEDDED_MODEL, SCRATCH) and (not _HUB_ID.match(model_id) or access.resolve(model_id).exists()):
+    if model_id not in (EMBEDDED_MODEL, SCRATCH) and (not names.is_hub_id(model_id) or access.resolve(model_id).exists()):
         paths.append(("model_id", model_id))
     if isinstance(cfg, PretrainConfig) and cfg.tokenizer not in (TRAIN_TOKENIZER, EMBEDDED_MODEL):
         paths.append(("tokenizer", cfg.tokenizer))

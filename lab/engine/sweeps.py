@@ -79,9 +79,8 @@ class Sweeps:
         Only the user who started it (or an admin, LAB_ADMINS) may."""
         refuse_training_on_zero_gpu()
         owner = sweep_owner(sweep_id, self.settings.data_dir)
-        if owner != user and not access.is_admin(self.settings, user):
-            raise PermissionError(f"Sweep {sweep_id} belongs to {owner}; only they (or an admin, LAB_ADMINS) can "
-                                  "resume it.")
+        if refusal := access.owner_refusal(self.settings.admin_names(), user, owner, f"Sweep {sweep_id}", "resume"):
+            raise PermissionError(refusal)
         return sweeps.resume_sweep(sweep_id, self.settings.data_dir, self.jobs.runner)
 
     def finish(self, sweep_id: str, progress: Progress | None = None,
