@@ -202,17 +202,15 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
             cfg = config(*settings)
             caller = engine.requests.new_caller("compare", user, request.session_hash)
             updates: dict[str, object] = dict.fromkeys(methods or [])
-            stream = engine.knowledge.stream_compare(doc, question, methods or [], cfg, caller, user=user)
+            stream = engine.workflows.ask(doc, question, methods or [], cfg, caller, user=user)  # kept in History
             for kind, value in with_queue_position(engine, caller, stream):
                 if kind == "waiting":
                     yield render_cards(updates, waiting_note(engine, value))
+                elif isinstance(value, list):  # the last item: the break-even sentences
+                    yield render_cards(updates, break_even=value)
                 else:
                     updates[value.method] = value
                     yield render_cards(updates)
-            finals = [u for u in updates.values() if u is not None and u.done]
-            engine.history.record_compare(user, doc, question, cfg, finals)  # kept in the user's History
-            lines = engine.knowledge.break_even({u.method: u.metrics for u in finals if not u.error})
-            yield render_cards(updates, break_even=[line.sentence() for line in lines])
         except USER_ERRORS as exc:
             raise user_error(exc) from exc
 
@@ -235,12 +233,11 @@ def build(engine: Engine, demo: gr.Blocks | None = None) -> None:
 
         def work():
             try:
-                result = engine.knowledge.evaluate(
-                    doc, items, methods or [], cfg, user=user, cancel=cancel, caller=caller,
+                # Saved and kept in History by the workflow, not by the page: a page closed mid-run still keeps
+                # what was scored, in its list.
+                result, _ = engine.workflows.evaluate(
+                    doc, items, methods or [], cfg, user=user, cancel=cancel, caller=caller, name=stem,
                     progress=lambda done, total, msg: box.put(("progress", (done, total, msg))))
-                # Saved here, not by the page: a page closed mid-run still keeps what was scored, in its list.
-                engine.knowledge.export_evaluation(result, user, stem)
-                engine.history.record_evaluation(user, result, cfg)  # kept in the user's History
                 box.put(("done", result))
             except BaseException as exc:  # handed to the page's thread, which shows it
                 box.put(("error", exc))

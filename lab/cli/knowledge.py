@@ -44,8 +44,12 @@ def _print_costs(metrics: dict) -> None:
 def _cmd_ask(engine, args: argparse.Namespace) -> None:
     cfg: CompareConfig = args.config(args)
     doc = engine.knowledge.load_document(args.doc)
-    finals, shown = [], {}
-    for update in engine.knowledge.stream_compare(doc, args.question, args.methods, cfg):
+    finals, shown, break_even = [], {}, []
+    # The same workflow as the Compare tab: the question is kept in the local user's History.
+    for update in engine.workflows.ask(doc, args.question, args.methods, cfg):
+        if isinstance(update, list):  # the last item: the break-even sentences
+            break_even = update
+            continue
         if not args.json:
             if update.method not in shown:
                 shown[update.method] = 0
@@ -60,6 +64,8 @@ def _cmd_ask(engine, args: argparse.Namespace) -> None:
                     print(f"   cited: {update.citation.heading or f'chunk {update.citation.chunk_id}'}", file=sys.stderr)
                 if update.metrics:
                     _print_costs(update.metrics)
+    if break_even and not args.json:
+        print("\n" + "\n".join(break_even), file=sys.stderr)
     if args.json:
         rows = [{"method": u.method, "answer": u.answer, "text": u.text, "error": u.error,
                  "finish_reason": u.finish_reason, "metrics": u.metrics,
@@ -68,7 +74,7 @@ def _cmd_ask(engine, args: argparse.Namespace) -> None:
                  "citation": None if u.citation is None else {"chunk_id": u.citation.chunk_id,
                                                               "heading": u.citation.heading}}
                 for u in finals]
-        print(json.dumps({"question": args.question, "document": doc.name,
+        print(json.dumps({"question": args.question, "document": doc.name, "break_even": break_even,
                           "model": engine.runtime.spec(cfg.model_id, cfg.load_in_4bit).model_id, "methods": rows},
                          indent=2, ensure_ascii=False))
 
@@ -84,7 +90,9 @@ def _cmd_eval(engine, args: argparse.Namespace) -> None:
     if len(kept) < len(items):
         print(f"left out {len(items) - len(kept)} question(s) used as few-shot examples", file=sys.stderr)
         items = kept
-    result = engine.knowledge.evaluate(doc, items, args.methods, cfg, progress)
+    # The same workflow as the Compare tab: saved in the local user's workspace and kept in their History.
+    result, saved = engine.workflows.evaluate(doc, items, args.methods, cfg, progress=progress)
+    print(f"saved {saved[0].name} and {saved[1].name} in the workspace's evaluations folder", file=sys.stderr)
     if args.out:
         print(f"wrote {engine.knowledge.write_evaluation_json(result, args.out)}", file=sys.stderr)
     if args.csv:

@@ -43,6 +43,7 @@ from lab.engine.models import Models
 from lab.engine.requests import Requests
 from lab.engine.sweeps import Sweeps
 from lab.engine.uploads import Uploads
+from lab.engine.workflows import Workflows
 from lab.inference.runtime import Runtime
 from lab.knowledge import disk
 
@@ -78,6 +79,7 @@ class Engine:
         self.explain = Explain(self.runtime, self.uploads)
         self.sweeps = Sweeps(self.runtime, self.jobs)
         self.devices = Devices(self.runtime, self.jobs, self.knowledge)
+        self.workflows = Workflows(self.knowledge, self.history)
 
     @property
     def device(self) -> DeviceChoice:
