@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.core import access
-from lab.core.users import check_name, uploads_dir
+from lab.core import access, names
+from lab.core.users import uploads_dir
 from lab.engine.jobs import Progress
 from lab.engine.uploads import Uploads
 from lab.inference.runtime import Runtime
@@ -47,7 +47,7 @@ class Datasets:
             raise ValueError("The table has no question/answer rows to save; build or type some first.")
         folder = uploads_dir(self.settings, user)
         access.check_workspace_quota(self.settings, user)
-        path = builder.write_jsonl(pairs, folder / check_name(f"{(name or 'qa').strip()}.jsonl", "File name"))
+        path = builder.write_jsonl(pairs, folder / names.file_name(f"{(name or 'qa').strip()}.jsonl"))
         self.uploads.keep_within_quota(user, [path])
         return path
 

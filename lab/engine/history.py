@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.core import access, names
-from lab.core.users import check_name, workspace_dir
+from lab.core.users import workspace_dir
 from lab.engine.uploads import Uploads
 from lab.history import records
 from lab.history.db import DB_NAME, HistoryDB
@@ -95,7 +95,7 @@ class History:
         their workspace's history/ folder."""
         items = self.items(user, search)
         folder = workspace_dir(self.settings, user, "history")
-        stem = check_name(name, "Export name")
+        stem = names.file_name(name, "Export name")
         access.check_workspace_quota(self.settings, user)
         written = (records.write_json([self.item(user, item["id"]) for item in items], folder / f"{stem}.json"),
                    records.write_csv(items, folder / f"{stem}.csv"))

@@ -19,7 +19,7 @@ import yaml
 from lab.core import access, names
 from lab.core.settings import EMBEDDED_MODEL, REPO_ROOT
 from lab.core.spaces import refuse_training_on_zero_gpu
-from lab.core.users import LOCAL_USER, check_job_owner, check_name
+from lab.core.users import LOCAL_USER, check_job_owner
 from lab.inference.runtime import Runtime
 from lab.training import configs
 from lab.training.configs.base import TrainConfig, field_docs
@@ -119,7 +119,7 @@ class Jobs:
 
     def preset_yaml(self, name: str) -> str:
         """A shipped preset's YAML text, as the config editor shows it."""
-        return (PRESETS_DIR / f"{check_name(name, 'Preset')}.yaml").read_text(encoding="utf-8")
+        return (PRESETS_DIR / f"{names.check_name(name, 'Preset')}.yaml").read_text(encoding="utf-8")
 
     def check_config_paths(self, cfg: TrainConfig, user: str) -> None:
         """Refuse (PermissionError naming the field and the path) a config that names a file or folder outside

@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.core import access
+from lab.core import access, names
 from lab.core.settings import BUNDLED_DOC, BUNDLED_QA
-from lab.core.users import LOCAL_USER, check_name, workspace_dir
+from lab.core.users import LOCAL_USER, workspace_dir
 from lab.engine.adapters import Adapters
 from lab.engine.jobs import Progress
 from lab.engine.uploads import Uploads
@@ -149,7 +149,7 @@ class Knowledge:
         from lab.knowledge import evaluation
 
         folder = workspace_dir(self.settings, user, "evaluations")
-        stem = check_name(name, "Export name")
+        stem = names.file_name(name, "Export name")
         access.check_workspace_quota(self.settings, user)  # already full: refused before anything is written
         written = (evaluation.write_json(result, folder / f"{stem}.json"),
                    evaluation.write_csv(result["rows"], folder / f"{stem}.csv"))

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.core import access
+from lab.core import access, names
 from lab.core.settings import LabSettings
 from lab.core.users import (
     LOCAL_USER,
-    check_name,
     latest_upload,
     list_uploads,
     load_users,
@@ -53,7 +52,7 @@ class Uploads:
     def save(self, user: str, source: str | Path) -> Document:
         """Check an uploaded file (size, type, content, the user's disk quota), then keep it in `user`'s workspace,
         readable by the lab's own user only."""
-        name, size = check_name(Path(source).name, "File name"), Path(source).stat().st_size
+        name, size = names.file_name(Path(source).name), Path(source).stat().st_size
         access.check_upload_size(self.settings, name, size)
         doc = load_document(source)
         replaced = uploads_dir(self.settings, user) / name  # the same name again replaces the old copy

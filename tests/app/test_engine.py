@@ -88,7 +88,7 @@ def test_the_engine_is_a_thin_object_owning_services_without_mixins(tmp_path):
     services = {name: value for name, value in vars(engine).items()
                 if type(value).__module__.startswith("lab.engine.")}
     assert set(services) == {"uploads", "models", "requests", "jobs", "adapters", "datasets", "knowledge", "arena",
-                             "history", "battles", "explain", "sweeps", "devices"}
+                             "history", "battles", "explain", "sweeps", "devices", "workflows"}
     for service in services.values():
         assert type(service).__mro__ == (type(service), object), type(service)
     # device and sessions are the Runtime's, read through it on first use: a bookkeeping command builds an Engine
