@@ -45,7 +45,10 @@ def test_bob_sees_unload_disabled_with_the_reason_and_the_api_refuses_him(browse
 def test_without_sign_in_the_unload_button_works(browser, tiny_app):
     context, page = open_tab(browser, tiny_app.url, "System")
     button = page.locator("#system-unload")
-    page.wait_for_function("() => !document.querySelector('#system-unload')?.disabled", timeout=30_000)
+    # While the page-load event runs, gradio shows its own timer ("0.3s") in the note: wait for the event's answer,
+    # an enabled button and an empty note (a refusal would stay in the note and time this out).
+    page.wait_for_function("""() => !document.querySelector('#system-unload')?.disabled
+        && document.querySelector('#system-unload-note')?.innerText.trim() === ''""", timeout=30_000)
     assert button.is_enabled() and page.locator("#system-unload-note").inner_text().strip() == ""
     context.close()
 
