@@ -78,7 +78,7 @@ def late_sweep_listing(tiny_app, monkeypatch):
             listed.set()
             release.wait(300)
         return list_sweeps()
-    monkeypatch.setattr(tiny_app.engine, "list_sweeps", held_first_listing)
+    monkeypatch.setattr(tiny_app.engine.sweeps, "all", held_first_listing)
     yield listed, release
     release.set()
 
