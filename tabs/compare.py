@@ -6,7 +6,6 @@ fine-tuned adapters, each with what it cost; and batch evaluation over a QA set.
 
 from __future__ import annotations
 
-import html
 import queue
 import threading
 from datetime import datetime
@@ -19,60 +18,8 @@ from lab.engine import Engine
 from lab.knowledge.compare import CompareConfig
 from lab.knowledge.documents import Document
 from lab.knowledge.rag import RagConfig
+from tabs.cards import render_cards
 from tabs.common import GPU, POLL, USER_ERRORS, user_error, waiting_note, with_queue_position
-
-METHOD_TITLES = {"base": "Base (no knowledge)", "rag": "RAG (retrieved chunks)", "cag": "CAG (cached document)",
-                 "full": "Full context (no cache)"}
-CARD_CSS = ("display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));gap:12px")
-
-
-def _fmt(value, unit: str, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f} {unit}".strip()
-
-
-def render_cards(updates: dict[str, object], waiting: str = "", break_even: list[str] | None = None) -> str:
-    """One card per method: the short answer, where it came from, the raw output, and every cost; then, once every
-    answer is in, after how many questions CAG's cache and each adapter's training pay for themselves."""
-    cards = []
-    for method, u in updates.items():
-        title = METHOD_TITLES.get(method, f"Fine-tuned ({method[3:]})" if method.startswith("ft:") else method)
-        if u is None:
-            body = f"<i>{html.escape(waiting or 'waiting for its turn…')}</i>"
-        elif u.error:
-            body = f"<div style='color:#b91c1c'>⚠️ {html.escape(u.error)}</div>"
-        elif getattr(u, "note", "") and not u.text and not u.done:
-            body = f"<i class='lab-note'>{html.escape(u.note)}</i>"
-        else:
-            m = u.metrics
-            rows = [("retrieval", _fmt(m.get("retrieval_ms"), "ms", 1)), ("time to first token", _fmt(m.get("ttft_s"), "s")),
-                    ("decode", _fmt(m.get("decode_tokens_per_s"), "tok/s", 1)), ("total", _fmt(m.get("total_s"), "s")),
-                    ("tokens in context", str(m.get("context_tokens", "—"))), ("cache size", _fmt(m.get("cache_mb"), "MB", 1))]
-            table = "".join(f"<tr><td>{k}</td><td style='text-align:right'><b>{v}</b></td></tr>" for k, v in rows)
-            chunks = "".join(f"<li><b>{c.score:.2f}</b> {html.escape(c.text[:160])}…</li>" for c in u.chunks)
-            body = (f"<div class='lab-answer' style='font-size:1.1em;margin:4px 0'><b>{html.escape(u.answer or '…')}</b></div>"
-                    + (f"<div class='lab-citation' style='font-size:0.8em;color:#374151'>source: "
-                       f"{html.escape(u.citation.heading or u.citation.text[:80])}</div>"
-                       if getattr(u, "citation", None) is not None and u.done else "")
-                    + f"<div style='color:#6b7280;font-size:0.85em;white-space:pre-wrap'>{html.escape(u.text)}</div>"
-                    f"<table style='width:100%;font-size:0.85em;margin-top:6px'>{table}</table>"
-                    + (f"<details><summary>retrieved chunks</summary><ol>{chunks}</ol></details>" if chunks else "")
-                    + ("" if u.done else "<div><i>streaming…</i></div>"))
-        cards.append(f"<div class='lab-card' data-method='{html.escape(method)}' style='border:1px solid #e5e7eb;"
-                     f"border-radius:8px;padding:10px'><div style='font-weight:600;margin-bottom:4px'>"
-                     f"{html.escape(title)}</div>{body}</div>")
-    note = ""
-    if break_even:
-        items = "".join(f"<li>{markdown_bold(html.escape(line))}</li>" for line in break_even)
-        note = (f"<div id='compare-break-even' style='margin-top:8px;font-size:0.9em'><b>Break-even against full "
-                f"context</b> (from the costs above)<ul>{items}</ul></div>")
-    return f"<div id='compare-cards' style='{CARD_CSS}'>{''.join(cards)}</div>{note}"
-
-
-def markdown_bold(text: str) -> str:
-    """The break-even sentences mark numbers with **...**; this HTML card shows them bold."""
-    parts = text.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
-
 
 BUNDLED_IN_USE = "Until then the bundled guide is in use."
 SCORE_NAMES = {"exact_match": "EM", "f1": "F1", "rouge_l": "ROUGE-L", "bleu": "BLEU", "recall_at_k": "recall@k"}

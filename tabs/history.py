@@ -13,12 +13,10 @@ import gradio as gr
 import pandas as pd
 
 from lab.engine import Engine
+from tabs.cards import stored_cards
 from tabs.common import POLL, USER_ERRORS, user_error
 
 LIST_COLUMNS = ["id", "kind", "when", "title", "detail"]
-COSTS = (("retrieval", "retrieval_ms", "ms", 1), ("time to first token", "ttft_s", "s", 3),
-         ("decode", "decode_tokens_per_s", "tok/s", 1), ("total", "total_s", "s", 3),
-         ("tokens in context", "context_tokens", "", 0), ("cache size", "cache_mb", "MB", 1))
 BOX = "border:1px solid #e5e7eb;border-radius:8px;padding:10px"
 VOTES = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both are bad"}
 GRID = "display:grid;grid-template-columns:repeat(auto-fit,minmax(230px,1fr));gap:12px"
@@ -33,30 +31,9 @@ def _settings(settings: dict) -> str:
             f"{_esc(json.dumps(settings, indent=2, ensure_ascii=False))}</pre></details>")
 
 
-def _cost(value, unit: str, digits: int) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.{digits}f} {unit}".strip() if isinstance(value, float) else f"{value} {unit}".strip()
-
-
 def _compare(item: dict) -> str:
-    cards = []
-    for a in item["answers"]:
-        if a["error"]:
-            body = f"<div style='color:#b91c1c'>⚠️ {_esc(a['error'])}</div>"
-        else:
-            rows = "".join(f"<tr><td>{label}</td><td style='text-align:right'><b>"
-                           f"{_cost(a['metrics'].get(key), unit, digits)}</b></td></tr>"
-                           for label, key, unit, digits in COSTS)
-            chunks = "".join(f"<li><b>{c['score']:.2f}</b> {_esc(c['text'][:160])}…</li>" for c in a["chunks"])
-            body = (f"<div class='lab-answer'><b>{_esc(a['answer'] or '—')}</b></div>"
-                    f"<div style='color:#6b7280;font-size:0.85em;white-space:pre-wrap'>{_esc(a['text'])}</div>"
-                    f"<table style='width:100%;font-size:0.85em'>{rows}</table>"
-                    + (f"<details><summary>retrieved chunks</summary><ol>{chunks}</ol></details>" if chunks else ""))
-        cards.append(f"<div class='lab-card' style='{BOX}'><div style='font-weight:600'>{_esc(a['method'])}</div>"
-                     f"{body}</div>")
     return (f"<p><b>Question:</b> {_esc(item['question'])}<br><b>Document:</b> {_esc(item['document'])} · "
-            f"<b>Model:</b> {_esc(item['model'])}</p><div style='{GRID}'>{''.join(cards)}</div>"
+            f"<b>Model:</b> {_esc(item['model'])}</p>{stored_cards(item['answers'], 'history-cards')}"
             + _settings(item["settings"]))
 
 

@@ -83,7 +83,7 @@ def test_compare_cards_show_the_source_and_the_break_even_line():
     from lab.knowledge.breakeven import break_even
     from lab.knowledge.compare import MethodUpdate
     from lab.knowledge.rag import RetrievedChunk
-    from tabs.compare import render_cards
+    from tabs.cards import render_cards
     rag = MethodUpdate("rag", text="Paris.", answer="Paris", done=True, metrics={"total_s": 0.5},
                        citation=RetrievedChunk(text="France's capital is Paris.", score=0.9, chunk_id=3,
                                                heading="Europe > France"))
