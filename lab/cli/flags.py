@@ -40,7 +40,8 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default, its factory's value, or dataclasses.MISSING."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -119,12 +120,12 @@ def _add(group: argparse._ArgumentGroup, parser: argparse.ArgumentParser, cls: t
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             title = f"{cls.__name__}.{f.name} ({hint.__name__})"
-            inner = getattr(base, f.name) if base is not None else _default(f)
+            inner = getattr(base, f.name) if base is not None else field_default(f)
             nested[f.name] = _add(parser.add_argument_group(title, docs.get(f.name)), parser, hint, defaults, rename,
                                   skip, inner if dataclasses.is_dataclass(inner) else None)
             continue
         dest = rename.get(f.name, f.name)
-        default = defaults.get(f.name, getattr(base, f.name) if base is not None else _default(f))
+        default = defaults.get(f.name, getattr(base, f.name) if base is not None else field_default(f))
         kwargs = _type_kwargs(cls, f.name, hint)
         required = default is dataclasses.MISSING
         action = group.add_argument(flag_name(dest), dest=dest, required=required,

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 import pytest
 
+from lab.cli.flags import field_default
 from lab.training.configs import DpoConfig, GrpoConfig, SftConfig
 from lab.training.configs.base import INIT_LORA_WEIGHTS, LORA_PRESETS, AdapterConfig, TrainConfig
 
@@ -62,14 +63,6 @@ DELIBERATE: dict[tuple[str, str], tuple[Any, str]] = {
     ("GRPOConfig", "max_completion_length"): (512, "short answers: 32 tokens"),
     ("GRPOConfig", "reward_weights"): (None, "[] and None both mean every reward weighs 1"),
 }
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
 
 
 def _members(hint: Any) -> tuple[Any, ...]:
@@ -119,7 +112,7 @@ def test_redeclared_field_matches_the_library(ours: type, library: str, name: st
         assert accepts(lib_type, our_type), f"{ours.__name__}.{name}: {our_type} where {library} takes {lib_type}"
     else:
         assert not accepts(lib_type, our_type), f"{library}.{name} takes {our_type} now; drop it from OTHER_TYPES"
-    ours_default, lib_default = _default(ours.__dataclass_fields__[name]), _default(lib_fields[name])
+    ours_default, lib_default = field_default(ours.__dataclass_fields__[name]), field_default(lib_fields[name])
     if isinstance(lib_default, list) and len(lib_default) == 1 and not isinstance(ours_default, list):
         lib_default = lib_default[0]  # DPOConfig.loss_type: a list of losses; the lab trains with one
     if (library, name) in DELIBERATE:
