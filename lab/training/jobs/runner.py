@@ -191,9 +191,12 @@ def stop_job(data_dir: str | Path, job_id: str) -> dict[str, Any]:
                                       message="cancelled before it started"), folder)
     if status.state not in ACTIVE_STATES:
         raise ValueError(f"job {job_id} is {status.state}; only queued or running jobs can be stopped")
+    # "stopping" is written before the STOP file exists: a fast trainer sees the file, saves and writes "stopped"
+    # within a step, and a "stopping" written after that would overwrite its final state.
+    stopping = update_status(folder, state=JobState.STOPPING,
+                             message="stop requested: a checkpoint is saved after this step")
     (folder / STOP_FILE).touch()
-    return job_dict(update_status(folder, state=JobState.STOPPING,
-                                  message="stop requested: a checkpoint is saved after this step"), folder)
+    return job_dict(stopping, folder)
 
 
 def kill_job(data_dir: str | Path, job_id: str, grace_s: float = 10.0) -> dict[str, Any]:
